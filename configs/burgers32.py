@@ -1,0 +1,126 @@
+"""UPS on 1D Burgers (PDEBench layout): the 32-dim "production" config of the original, with its defects fixed.
+
+Variants (big_vision style): ``--config configs/burgers32.py`` (full size, GPU), ``:cpu`` (trains in ~15 min on
+2 CPU cores), ``:test`` (seconds; unit tests). Override anything with ``--config.a.b=value``.
+
+Every width comes from here; nothing in the models is hard-coded (ups-original.md §12 item 10).
+"""
+
+import ml_collections as mlc
+
+# Stage names in training order. Later issues append diffusion / distillation / steady-prior stages.
+STAGES = ("codec", "operator")
+
+
+def _stage(**kw) -> mlc.ConfigDict:
+    s = mlc.ConfigDict()
+    s.steps = 2000                 # optimizer steps (after accumulation)
+    s.batch_size = 32              # windows per step
+    s.lr = 1e-3
+    s.warmup_steps = 100
+    s.end_lr_factor = 0.05         # cosine decays to lr * end_lr_factor
+    s.weight_decay = 1e-4
+    s.b1 = 0.9
+    s.b2 = 0.999
+    s.grad_clip = 1.0              # global-norm clipping
+    s.accum_steps = 1              # optax.MultiSteps when > 1
+    s.ema_decay = 0.999            # EMA of params (optax.ema); evaluation uses EMA params
+    s.eval_every = 250             # validation every N steps (on the val split, never test)
+    s.patience = 0                 # early stop after N evals without improvement (0 = never)
+    s.log_every = 50
+    s.checkpoint_every = 250
+    s.trainable = ("encoder", "decoder", "operator")
+    s.rollout_steps = 1            # K: window = K + 1 frames; K > 1 adds the unrolled loss (lax.scan)
+    s.query_points = 0             # decoder queries per frame in training (0 = every grid point); UPT-style sampling
+    s.losses = mlc.ConfigDict(dict(recon=1.0, one_step=1.0, latent=0.1, rollout=1.0))
+    s.update(kw)
+    return s
+
+
+def get_config(arg=None):
+    if arg not in (None, "", "cpu", "test"):
+        raise ValueError(f"unknown variant {arg!r}; choose one of: (none), cpu, test")
+    cfg = mlc.ConfigDict()
+    cfg.seed = 0
+    cfg.variant = arg or "full"
+
+    # ---- data (PDEBench 1D Burgers layout) ----
+    cfg.data = mlc.ConfigDict()
+    # HDF5 files or directories; empty = the built-in default dataset (generated on first use into default_dir).
+    cfg.data.paths = ()
+    cfg.data.default_dir = "data/burgers_nu0.01"
+    cfg.data.generate = mlc.ConfigDict(dict(nu=0.01, samples=512, nx=1024, seed=2022, x_min=-1.0, x_max=1.0))
+    cfg.data.reduced_resolution = 4      # 1024 -> 256 cells (PDEBench Burgers protocol)
+    cfg.data.reduced_resolution_t = 5    # 201 -> 41 frames, dt = 0.05
+    cfg.data.test_fraction = 0.1         # first 10 % of each file = test (as PDEBench)
+    cfg.data.val_fraction = 0.1          # next 10 % = validation (model selection; PDEBench has none)
+    cfg.data.prefetch = 2
+    cfg.data.normalization = "global"    # z-score with train-split mean/std, saved with checkpoints
+
+    # ---- model ----
+    cfg.model = mlc.ConfigDict()
+    cfg.model.latent_dim = 32            # D
+    cfg.model.latent_tokens = 32         # T
+    cfg.model.encoder = mlc.ConfigDict(dict(width=64, kernel_size=5, num_conv=2, fourier_freqs=(1, 2, 4, 8)))
+    cfg.model.operator = mlc.ConfigDict(dict(
+        hidden_dim=96, group_size=12, num_heads=6, depths=(1, 1, 1), mlp_ratio=2.0,
+        cond_dim=64,                     # width of the (dt, nu) conditioning embedding (AdaLN)
+    ))
+    cfg.model.decoder = mlc.ConfigDict(dict(
+        hidden_dim=96, num_heads=4, num_layers=2, mlp_hidden=128, fourier_freqs=(1, 2, 4, 8, 16, 32),
+    ))
+
+    # ---- training stages ----
+    cfg.stage_order = STAGES
+    cfg.stages = mlc.ConfigDict()
+    cfg.stages.codec = _stage(steps=1000, lr=2e-3, trainable=("encoder", "decoder"), rollout_steps=1,
+                              losses=mlc.ConfigDict(dict(recon=1.0, one_step=0.0, latent=0.0, rollout=0.0)))
+    cfg.stages.operator = _stage(steps=6000, lr=1e-3, rollout_steps=4)
+
+    # ---- evaluation (PDEBench Burgers protocol, physical space) ----
+    cfg.eval = mlc.ConfigDict()
+    cfg.eval.split = "test"
+    cfg.eval.initial_step = 10           # given frames; metrics over the predicted ones
+    cfg.eval.batch_size = 64
+    cfg.eval.max_trajectories = 0        # 0 = all in the split
+    cfg.eval.plot_trajectories = 3
+    cfg.eval.corr_threshold = 0.8        # correlation time threshold
+    cfg.eval.rollout_mode = "latent"     # 'latent' (encode once) or 'reencode' (decode/encode every step)
+    cfg.eval.val_max_trajectories = 64   # validation during training: this many val trajectories
+
+    # ---- checkpoints / logging ----
+    cfg.checkpoint = mlc.ConfigDict(dict(keep_latest=2, keep_best=2))
+    cfg.logging = mlc.ConfigDict(dict(wandb_project="ups_jax", wandb_mode="auto", progress=True))
+
+    # ---- cost estimation (driver dry-run) ----
+    cfg.cost = mlc.ConfigDict()
+    cfg.cost.price_per_hour = mlc.ConfigDict(dict(H100=2.89, A100=1.89, H200=2.59))
+    cfg.cost.efficiency = 0.35           # fraction of peak FLOP/s a small model reaches
+
+    if arg == "cpu":
+        cfg.data.generate.samples = 512
+        cfg.stages.codec.steps = 600
+        cfg.stages.operator.steps = 3000
+        cfg.stages.operator.eval_every = 500
+        cfg.stages.codec.eval_every = 300
+    elif arg == "test":
+        cfg.data.default_dir = "data/burgers_test"
+        cfg.data.generate = mlc.ConfigDict(dict(nu=0.01, samples=20, nx=256, seed=7, x_min=-1.0, x_max=1.0))
+        cfg.data.reduced_resolution = 4   # 256 -> 64 cells
+        cfg.data.test_fraction = 0.2
+        cfg.data.val_fraction = 0.2
+        cfg.model.latent_dim = 8
+        cfg.model.latent_tokens = 8
+        cfg.model.encoder.width = 8
+        cfg.model.operator.update(dict(hidden_dim=16, group_size=8, num_heads=2, cond_dim=8))
+        cfg.model.decoder.update(dict(hidden_dim=16, num_heads=2, num_layers=1, mlp_hidden=16))
+        for name in STAGES:
+            cfg.stages[name].update(dict(steps=6, batch_size=4, warmup_steps=1, eval_every=3, log_every=2,
+                                         checkpoint_every=3))
+        cfg.stages.operator.rollout_steps = 2
+        cfg.eval.batch_size = 8
+        cfg.eval.plot_trajectories = 1
+        cfg.eval.val_max_trajectories = 4
+        cfg.logging.progress = False
+        cfg.logging.wandb_mode = "disabled"
+    return cfg

@@ -1,0 +1,171 @@
+"""Config loading: ``path.py[:arg]`` files with ``get_config(arg)`` plus ``--config.a.b=value`` overrides.
+
+Same conventions as ml_collections' ``config_flags`` (big_vision style ``file.py:variant``), but without absl's
+global flag registry so that every entry point (train, evaluate, driver subcommands, Ray trials) and the tests
+share one loader, and every mistake is a one-line :class:`ConfigError` naming the key and the fix.
+Configs come back locked: a misspelled key is an error, never a silent new field.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import ml_collections
+
+from ups_jax.errors import ConfigError
+
+
+def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """Loads ``path.py`` or ``path.py:arg`` and applies ``key.path=value`` overrides; returns a locked config."""
+    path, _, arg = spec.partition(":")
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{path}: config file not found (pass --config configs/burgers32.py[:cpu|:test])")
+    module_spec = importlib.util.spec_from_file_location(f"_ups_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:  # a broken config file is the user's input, not our bug
+        raise ConfigError(f"{path}: cannot import config file: {type(e).__name__}: {e}") from e
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path}: has no get_config(arg=None) function")
+    try:
+        cfg = module.get_config(arg or None)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict")
+    cfg.lock()
+    for item in overrides:
+        apply_override(cfg, item, source=path)
+    return cfg
+
+
+def apply_override(cfg: ml_collections.ConfigDict, item: str, source: str = "config") -> None:
+    """Applies one ``a.b.c=value`` override, parsing ``value`` by the type of the existing field."""
+    key, eq, raw = item.partition("=")
+    key = key.strip().removeprefix("--config.").removeprefix("config.")
+    if not eq or not key:
+        raise ConfigError(f"override {item!r}: expected --config.key.path=value")
+    parent, leaf = _resolve_parent(cfg, key, source)
+    current = parent[leaf]
+    value = parse_value(raw, current, key)
+    try:
+        with parent.ignore_type() if current is None else _nullcontext():
+            parent[leaf] = value
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"--config.{key}={raw}: {e}") from e
+
+
+def _resolve_parent(cfg, key: str, source: str):
+    parts = key.split(".")
+    node = cfg
+    for depth, part in enumerate(parts):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            prefix = ".".join(parts[:depth])
+            options = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            near = difflib.get_close_matches(part, options, n=1)
+            hint = f" (did you mean '{'.'.join(filter(None, [prefix, near[0]]))}'?)" if near else ""
+            raise ConfigError(f"{source}: unknown config key '{key}'{hint}")
+        if depth == len(parts) - 1:
+            return node, part
+        node = node[part]
+    raise AssertionError("unreachable")
+
+
+def parse_value(raw: str, current: Any, key: str) -> Any:
+    """Parses a command-line string into the type of ``current`` (the field's existing value)."""
+    raw = raw.strip()
+    try:
+        if isinstance(current, bool):
+            low = raw.lower()
+            if low in ("true", "1", "yes"):
+                return True
+            if low in ("false", "0", "no"):
+                return False
+            raise ValueError("expected true/false")
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+        if isinstance(current, str):
+            return raw
+        if isinstance(current, (tuple, list)):
+            value = ast.literal_eval(raw) if raw[:1] in "([" else tuple(v.strip() for v in raw.split(",") if v.strip())
+            if not isinstance(value, (tuple, list)):
+                value = (value,)
+            elements = [parse_value(str(v), current[0], key) if current else v for v in value]
+            return type(current)(elements)
+        if isinstance(current, ml_collections.ConfigDict):
+            raise ValueError("is a section, not a value; override one of its keys")
+        try:
+            return ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return raw
+    except (ValueError, SyntaxError, TypeError) as e:
+        kind = type(current).__name__
+        raise ConfigError(f"--config.{key}={raw}: bad value for a {kind} field ({e})") from e
+
+
+def split_config_args(argv: Sequence[str]) -> tuple[str | None, list[str], list[str]]:
+    """Pulls ``--config FILE[:arg]`` and ``--config.x=y`` / ``--config.x y`` out of argv; returns the rest."""
+    spec, overrides, rest = None, [], []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--config" or a.startswith("--config="):
+            if "=" in a:
+                spec = a.split("=", 1)[1]
+            else:
+                if i + 1 >= len(args):
+                    raise ConfigError("--config needs a value: --config configs/burgers32.py[:cpu]")
+                spec, i = args[i + 1], i + 1
+        elif a.startswith("--config."):
+            if "=" in a:
+                overrides.append(a[len("--config."):])
+            else:
+                if i + 1 >= len(args):
+                    raise ConfigError(f"{a} needs a value: {a}=VALUE")
+                overrides.append(f"{a[len('--config.'):]}={args[i + 1]}")
+                i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return spec, overrides, rest
+
+
+def config_to_json(cfg: ml_collections.ConfigDict) -> str:
+    return json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+
+
+def config_from_dict(d: dict) -> ml_collections.ConfigDict:
+    """Rebuilds a locked config from ``cfg.to_dict()`` (checkpoint metadata, Ray trials)."""
+    cfg = ml_collections.ConfigDict(d)
+    cfg.lock()
+    return cfg
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{'a': {'b': 1}} -> {'a.b': 1}``; used for config diffs and W&B."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,1 @@
+"""``python -m ups_jax.driver {validate,validate-data,dry-run,analyze,compare}``."""
