@@ -1,0 +1,290 @@
+"""Rollout metrics in physical space: PDEBench's ``metric_func`` set, Frobenius relative L2, correlation time.
+
+All inputs are *physical-space* fields (de-normalised), numpy or jax arrays, of shape ``(B, T, X)`` or
+``(B, T, X, C)`` where ``T`` counts **predicted steps only**: the caller slices the ``initial_step`` context
+frames away first, as PDEBench does (``metric_func(pred[..., initial_step:, :], ...)``). Everything is
+computed in numpy float64.
+
+PDEBench semantics (``pdebench/models/metrics.py::metric_func``, 1D branch), per channel ``c`` and step ``t``:
+
+* ``err_mean[b,t] = sqrt(mean_x (p-y)^2)``; **RMSE_t** ``= mean_b err_mean``.
+* ``nrm[b,t] = sqrt(mean_x y^2)``; **nRMSE_t** ``= mean_b (err_mean / nrm)`` (per-sample, per-step relative
+  L2; *not* the Frobenius norm over the space-time block, see ``rel_l2`` below). No epsilon: an identically
+  zero target frame gives inf/nan, as in PDEBench.
+* **cRMSE_t** ``= sqrt(mean_b (sum_x p - sum_x y)^2) / nx`` (RMS over samples of the error of the spatial mean).
+* **max_error_t** ``= max_{b,x} |p-y|``. The reported scalar is the *mean over t* of these per-step maxima
+  (``torch.mean(err_Max, dim=[0, -1])``), not the max over t.
+* **bRMSE_t** ``= mean_b sqrt(((p[0]-y[0])^2 + (p[-1]-y[-1])^2) / 2)`` (first and last cell only).
+* **fRMSE**: ``E[k,t] = sqrt(mean_b |rfft(p)-rfft(y)|_k^2) / nx * Lx`` (the square root is taken per mode,
+  *before* band averaging); band value = mean of ``E`` over the band's modes: low ``[0, 4)``, mid ``[4, 12)``,
+  high ``[12, nx//2+1)`` (the high band includes the Nyquist mode). An empty band (``nx < 24`` for high,
+  ``nx < 8`` for mid) gives nan, as ``torch.mean`` of an empty slice does.
+* With channels, every metric is averaged over ``c`` (per step) and the scalars over ``c`` and ``t``.
+
+Batch-level statistics (cRMSE, max_error, fRMSE) are not per-sample means, so their values depend on the batch
+size; PDEBench's 1D Burgers evaluation uses ``batch_size=50``. Use the same batch size to compare.
+
+Accumulation over batches: PDEBench's ``metrics()`` sums the per-batch scalars and divides by ``itot``, the last
+``enumerate`` index, i.e. ``n_batches - 1`` (current ``main``; older revisions incremented ``itot`` and divided
+by ``n``). That inflates every reported error by ``n/(n-1)``. :class:`MetricAccumulator` divides by
+``n_batches``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "PDEBENCH_KEYS",
+    "MetricAccumulator",
+    "gmean_nrmse",
+    "pdebench_batch_metrics",
+    "persistence_prediction",
+]
+
+# Scalar keys returned by pdebench_batch_metrics; the per-step arrays use the same names with a "_t" suffix.
+PDEBENCH_KEYS = ("nrmse", "rmse", "crmse", "max_error", "brmse", "frmse_low", "frmse_mid", "frmse_high")
+
+
+def _as_btxc(a: Any, name: str) -> np.ndarray:
+    """Returns ``a`` as a float64 array of shape (B, T, X, C); accepts (B, T, X) or (B, T, X, C)."""
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4:
+        raise ValueError(f"{name} must have shape (B, T, X) or (B, T, X, C), got {arr.shape}")
+    return arr
+
+
+def _pair(pred: Any, true: Any) -> tuple[np.ndarray, np.ndarray]:
+    p = _as_btxc(pred, "pred")
+    y = _as_btxc(true, "true")
+    if p.shape != y.shape:
+        raise ValueError(f"pred and true shapes differ: {p.shape} vs {y.shape}")
+    if p.shape[0] == 0 or p.shape[1] == 0 or p.shape[2] == 0:
+        raise ValueError(f"empty batch, time or space axis: {p.shape}")
+    return p, y
+
+
+def _band_mean(err_f: np.ndarray, lo: int, hi: int | None) -> np.ndarray:
+    """Mean over the mode axis (1) of ``err_f[:, lo:hi, :]``; nan where the band is empty. Returns (T, C)."""
+    band = err_f[:, lo:hi, :]
+    if band.shape[1] == 0:
+        return np.full((err_f.shape[0], err_f.shape[2]), np.nan)
+    return band.mean(axis=1)
+
+
+def pdebench_batch_metrics(
+    pred: Any, true: Any, *, Lx: float, i_low: int = 4, i_high: int = 12
+) -> dict[str, Any]:
+    """PDEBench ``metric_func`` for one batch of predicted steps.
+
+    Args:
+      pred, true: physical-space fields, (B, T, X) or (B, T, X, C); T = predicted steps only.
+      Lx: domain length (the fRMSE scale factor; PDEBench passes the x-extent of the data).
+      i_low, i_high: fRMSE band edges (PDEBench defaults 4 and 12).
+
+    Returns:
+      ``'<key>_t'``: np.ndarray (T,) float64 per-step values (averaged over channels), and ``'<key>'``: python
+      float, their mean over t, for key in :data:`PDEBENCH_KEYS`.
+    """
+    p, y = _pair(pred, true)
+    _, _, nx, _ = p.shape
+    d = p - y  # (B, T, X, C)
+
+    err_mean = np.sqrt(np.mean(d**2, axis=2))  # (B, T, C)
+    nrm = np.sqrt(np.mean(y**2, axis=2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nrmse = np.mean(err_mean / nrm, axis=0)  # (T, C)
+    rmse = np.mean(err_mean, axis=0)
+    crmse = np.sqrt(np.mean((p.sum(axis=2) - y.sum(axis=2)) ** 2, axis=0)) / nx
+    max_error = np.max(np.abs(d), axis=(0, 2))
+    brmse = np.mean(np.sqrt((d[:, :, 0, :] ** 2 + d[:, :, -1, :] ** 2) / 2.0), axis=0)
+
+    d_hat = np.fft.rfft(d, axis=2)  # (B, T, K, C); rfft is linear, so rfft(p)-rfft(y) == rfft(p-y)
+    err_f = np.sqrt(np.mean(np.abs(d_hat) ** 2, axis=0)) / nx * float(Lx)  # (T, K, C)
+    frmse_low = _band_mean(err_f, 0, i_low)
+    frmse_mid = _band_mean(err_f, i_low, i_high)
+    frmse_high = _band_mean(err_f, i_high, None)
+
+    per_tc = {
+        "nrmse": nrmse,
+        "rmse": rmse,
+        "crmse": crmse,
+        "max_error": max_error,
+        "brmse": brmse,
+        "frmse_low": frmse_low,
+        "frmse_mid": frmse_mid,
+        "frmse_high": frmse_high,
+    }
+    out: dict[str, Any] = {}
+    for key in PDEBENCH_KEYS:
+        per_t = per_tc[key].mean(axis=1)  # mean over channels -> (T,)
+        out[f"{key}_t"] = per_t
+        out[key] = float(per_t.mean())
+    return out
+
+
+def _pearson_per_step(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson correlation over space (X and C flattened) per sample and step; (B, T, X, C) -> (B, T).
+
+    A zero-variance pair is defined as 1.0 if the two frames are identical and 0.0 otherwise (instead of nan).
+    """
+    b, t = p.shape[:2]
+    pf = p.reshape(b, t, -1)
+    yf = y.reshape(b, t, -1)
+    pc = pf - pf.mean(axis=2, keepdims=True)
+    yc = yf - yf.mean(axis=2, keepdims=True)
+    cov = np.sum(pc * yc, axis=2)
+    den = np.sqrt(np.sum(pc**2, axis=2) * np.sum(yc**2, axis=2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = cov / den
+    degenerate = den == 0.0
+    if np.any(degenerate):
+        same = np.all(pf == yf, axis=2)
+        corr = np.where(degenerate, np.where(same, 1.0, 0.0), corr)
+    return corr
+
+
+def _leading_count(values: np.ndarray, threshold: float) -> int:
+    """Number of leading entries >= threshold (nan counts as below)."""
+    n = 0
+    for v in values:
+        if not (v >= threshold):
+            break
+        n += 1
+    return n
+
+
+def _to_jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return [float(x) for x in v.tolist()]
+    if isinstance(v, (np.floating, float)):
+        return float(v)
+    if isinstance(v, (np.integer, int)):
+        return int(v)
+    return v
+
+
+class MetricAccumulator:
+    """Streams batches of (pred, true) rollouts and reports PDEBench + Frobenius + correlation metrics.
+
+    ``update(pred, true)`` takes one batch (B, T, X[, C]) of predicted steps in physical space; every batch must
+    have the same T, X and C. ``result()`` returns a JSON-serialisable dict:
+
+    * PDEBench scalars (keys of :data:`PDEBENCH_KEYS`): per-batch time-mean values averaged over the **number
+      of batches** (PDEBench divides by ``n_batches - 1``; see the module docstring).
+    * ``'nrmse_per_step'``, ``'rmse_per_step'``: per-step curves, per-batch curves averaged over batches.
+    * ``'rel_l2'``: mean over samples of ``||p-y||_F / ||y||_F`` over each sample's whole space-time block.
+    * ``'rel_l2_global'``: ``||P-Y||_F / ||Y||_F`` over the whole evaluated set.
+    * ``'corr_per_step'``: mean over samples of the Pearson correlation between p and y over space at each step.
+    * ``'corr_time'``: number of leading steps whose mean correlation is >= ``corr_threshold`` (multiply by the
+      step's dt for a time); ``'corr_threshold'`` echoes the threshold.
+    * ``'n_trajectories'``, ``'n_batches'``.
+    """
+
+    def __init__(self, Lx: float, corr_threshold: float = 0.8, *, i_low: int = 4, i_high: int = 12):
+        self.Lx = float(Lx)
+        self.corr_threshold = float(corr_threshold)
+        self.i_low = int(i_low)
+        self.i_high = int(i_high)
+        self.reset()
+
+    def reset(self) -> None:
+        self._n_batches = 0
+        self._n_samples = 0
+        self._shape: tuple[int, int, int] | None = None  # (T, X, C)
+        self._scalar_sums = {k: 0.0 for k in PDEBENCH_KEYS}
+        self._nrmse_t_sum: np.ndarray | None = None
+        self._rmse_t_sum: np.ndarray | None = None
+        self._rel_l2_sum = 0.0
+        self._err_sq_sum = 0.0
+        self._true_sq_sum = 0.0
+        self._corr_sum: np.ndarray | None = None
+
+    def update(self, pred: Any, true: Any) -> dict[str, Any]:
+        """Adds one batch; returns that batch's :func:`pdebench_batch_metrics` dict."""
+        p, y = _pair(pred, true)
+        shape = tuple(p.shape[1:])
+        if self._shape is None:
+            self._shape = shape  # type: ignore[assignment]
+            t = shape[0]
+            self._nrmse_t_sum = np.zeros(t)
+            self._rmse_t_sum = np.zeros(t)
+            self._corr_sum = np.zeros(t)
+        elif shape != self._shape:
+            raise ValueError(f"batch shape (T, X, C) = {shape} differs from earlier batches {self._shape}")
+
+        m = pdebench_batch_metrics(p, y, Lx=self.Lx, i_low=self.i_low, i_high=self.i_high)
+        for k in PDEBENCH_KEYS:
+            self._scalar_sums[k] += m[k]
+        self._nrmse_t_sum += m["nrmse_t"]
+        self._rmse_t_sum += m["rmse_t"]
+
+        b = p.shape[0]
+        d = (p - y).reshape(b, -1)
+        yf = y.reshape(b, -1)
+        err_sq = np.sum(d**2, axis=1)
+        true_sq = np.sum(yf**2, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self._rel_l2_sum += float(np.sum(np.sqrt(err_sq) / np.sqrt(true_sq)))
+        self._err_sq_sum += float(err_sq.sum())
+        self._true_sq_sum += float(true_sq.sum())
+        self._corr_sum += _pearson_per_step(p, y).sum(axis=0)
+
+        self._n_batches += 1
+        self._n_samples += b
+        return m
+
+    def result(self) -> dict[str, Any]:
+        if self._n_batches == 0:
+            raise ValueError("MetricAccumulator.result() called before any update()")
+        nb, ns = self._n_batches, self._n_samples
+        out: dict[str, Any] = {k: self._scalar_sums[k] / nb for k in PDEBENCH_KEYS}
+        corr = self._corr_sum / ns
+        if self._true_sq_sum > 0.0:
+            rel_global = math.sqrt(self._err_sq_sum) / math.sqrt(self._true_sq_sum)
+        else:
+            rel_global = math.nan
+        out.update(
+            {
+                "nrmse_per_step": self._nrmse_t_sum / nb,
+                "rmse_per_step": self._rmse_t_sum / nb,
+                "rel_l2": self._rel_l2_sum / ns,
+                "rel_l2_global": rel_global,
+                "corr_per_step": corr,
+                "corr_time": _leading_count(corr, self.corr_threshold),
+                "corr_threshold": self.corr_threshold,
+                "n_trajectories": ns,
+                "n_batches": nb,
+            }
+        )
+        return {k: _to_jsonable(v) for k, v in out.items()}
+
+
+def persistence_prediction(u0: Any, steps: int) -> np.ndarray:
+    """The persistence baseline u(t) = u(t0): (B, X[, C]) -> (B, steps, X[, C]) float64."""
+    u = np.asarray(u0, dtype=np.float64)
+    if u.ndim not in (2, 3):
+        raise ValueError(f"u0 must have shape (B, X) or (B, X, C), got {u.shape}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return np.repeat(u[:, None], int(steps), axis=1)
+
+
+def gmean_nrmse(nrmse_per_step: Sequence[float] | np.ndarray, max_steps: int = 100) -> float:
+    """APEBench-style summary: geometric mean of the per-step nRMSE over the first ``max_steps`` steps.
+
+    (``apebench._utils.aggregate_gmean(..., up_to=100)``.) A zero entry gives 0.0.
+    """
+    v = np.asarray(nrmse_per_step, dtype=np.float64).reshape(-1)[: int(max_steps)]
+    if v.size == 0:
+        raise ValueError("gmean_nrmse needs at least one step")
+    if np.any(v < 0):
+        raise ValueError("gmean_nrmse needs non-negative values")
+    if np.any(v == 0):
+        return 0.0
+    return float(np.exp(np.mean(np.log(v))))
