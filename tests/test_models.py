@@ -1,0 +1,458 @@
+"""Tests for ups_jax.models: shapes, parameter counts, config errors, residual init, conditioning, off-grid decoding,
+scan rollouts in pattern-B style, single tracing, resampling semantics and checkpoint-shape helpers.
+
+Costs are kept small for a shared 2-core CPU: the full-size config is only traced abstractly (``nnx.eval_shape`` /
+``jax.eval_shape``), and one jitted ``step`` (wrapped in ``chex.assert_max_traces(n=1)``) is shared by the tests.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import chex
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from ups_jax.config import load_config
+from ups_jax.errors import UserError
+from ups_jax.models import (ChannelSeparatedSelfAttention, GridEncoder, LatentOperator, ModelConfigError,
+                            abstract_model, build_model, config_key_for, count_params, downsample_tokens,
+                            param_shapes, shape_mismatches, upsample_tokens_linear)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "burgers32.py")
+DOCS = ROOT / "docs" / "models.md"
+VARIANTS = {"full": "", "cpu": ":cpu", "test": ":test"}
+
+
+def cfg_for(variant: str, *overrides: str):
+    return load_config(CONFIG + VARIANTS[variant], overrides)
+
+
+def grid_size(cfg) -> int:
+    """Points per frame after PDEBench-style spatial subsampling (u[..., ::reduced_resolution])."""
+    return -(-cfg.data.generate.nx // cfg.data.reduced_resolution)
+
+
+def grid01(n: int) -> np.ndarray:
+    return ((np.arange(n) + 0.5) / n).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# hand-computed parameter counts (independent of the module code)
+# ------------------------------------------------------------------------------------------------------------
+
+def lin(i, o):
+    return i * o + o
+
+
+def expected_counts(cfg, num_points: int, channels: int = 1) -> dict[str, int]:
+    m = cfg.model
+    d, t = m.latent_dim, m.latent_tokens
+    e = m.encoder
+    w, k, nf = e.width, e.kernel_size, 2 * len(e.fourier_freqs)
+    enc = 0
+    c_in = channels + nf
+    for _ in range(e.num_conv):
+        enc += k * c_in * w + w
+        c_in = w
+    enc += lin((num_points // t) * c_in, d) + 2 * d
+
+    o = m.operator
+    h, g, c = o.hidden_dim, o.group_size, o.cond_dim
+    f = int(h * o.mlp_ratio)
+    layer = 2 * h + (4 * lin(g, g) + 2 * g) + (2 * h + lin(h, f) + lin(f, h)) + 2 * lin(c, 3 * h)
+    n_layers = 2 * sum(o.depths[:-1]) + o.depths[-1]
+    op = (lin(2, c) + lin(c, c) + lin(d, h) + lin(h, d) + n_layers * layer
+          + 2 * (len(o.depths) - 1) * lin(h, h) + 2 * h)
+
+    dc = m.decoder
+    hd, mh, nq = dc.hidden_dim, dc.mlp_hidden, 2 * len(dc.fourier_freqs)
+    block = 3 * 2 * hd + 4 * lin(hd, hd) + lin(hd, mh) + lin(mh, hd)
+    dec = 2 * lin(nq, hd) + lin(d, hd) + dc.num_layers * block + 2 * hd + lin(hd, mh) + lin(mh, channels)
+    return dict(total=enc + op + dec, encoder=enc, operator=op, decoder=dec)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# shared tiny model (the :test config) with one jitted, trace-counted step
+# ------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    chex.clear_trace_counter()
+    cfg = cfg_for("test")
+    n = grid_size(cfg)
+    model = build_model(cfg, n, seed=0)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(state, z, dt, nu):
+        return nnx.merge(graphdef, state).step(z, dt, nu)
+
+    @jax.jit
+    def encode(state, u, x01):
+        return nnx.merge(graphdef, state).encode(u, x01)
+
+    _, unravel = jax.flatten_util.ravel_pytree(state)
+    unravel = jax.jit(unravel)
+
+    def perturb(state, seed: int):
+        """Adds N(0, 0.3²) noise to every Param (switches the zero-initialised AdaLN modulation on)."""
+        flat, _ = jax.flatten_util.ravel_pytree(state)
+        noise = np.random.default_rng(seed).normal(0.0, 0.3, flat.shape).astype(np.float32)
+        return unravel(flat + noise)
+
+    b = 3
+    x01 = grid01(n)
+    xs = jnp.asarray(x01)[None, :, None]
+    phase = jnp.arange(b, dtype=jnp.float32)[:, None, None] * 0.21
+    u = jnp.sin(2 * jnp.pi * (xs + phase)) + 0.5 * jnp.cos(4 * jnp.pi * xs)
+    dt = jnp.full((b,), 0.05, jnp.float32)
+    nu = jnp.full((b,), 0.01, jnp.float32)
+    return SimpleNamespace(cfg=cfg, n=n, model=model, graphdef=graphdef, state=state, step=step, encode=encode,
+                           perturb=perturb, u=u, x01=x01, dt=dt, nu=nu, b=b)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# shapes
+# ------------------------------------------------------------------------------------------------------------
+
+def test_shapes_test_config(tiny):
+    cfg, b = tiny.cfg, tiny.b
+    t, d = cfg.model.latent_tokens, cfg.model.latent_dim
+    z = tiny.encode(tiny.state, tiny.u, tiny.x01)
+    assert z.shape == (b, t, d) and z.dtype == jnp.float32
+    z1 = tiny.step(tiny.state, z, tiny.dt, tiny.nu)
+    assert z1.shape == (b, t, d)
+
+    xq = jnp.asarray(np.random.default_rng(0).uniform(0, 1, 13), jnp.float32)
+
+    @jax.jit
+    def decode_both(state, z):
+        m = nnx.merge(tiny.graphdef, state)
+        return m.decode(z, xq), m.decode(z, jnp.broadcast_to(xq, (b, 13)))
+
+    out_shared, out_batched = decode_both(tiny.state, z1)
+    assert out_shared.shape == (b, 13, 1)
+    np.testing.assert_allclose(out_shared, out_batched, rtol=1e-6, atol=1e-6)
+    assert bool(jnp.all(jnp.isfinite(out_shared)))
+    # latents from the encoder are LayerNorm-ed per token
+    np.testing.assert_allclose(jnp.sqrt(jnp.mean(z ** 2, -1)), 1.0, rtol=0.2)
+
+
+def test_shapes_full_config_abstract():
+    cfg = cfg_for("full")
+    n = grid_size(cfg)
+    assert n == 256
+    model = abstract_model(cfg, n)
+    graphdef, state = nnx.split(model)
+    b, q = 2, 37
+
+    def fwd(state, u, x01, xq, dt, nu):
+        m = nnx.merge(graphdef, state)
+        z = m.encode(u, x01)
+        z1 = m.step(z, dt, nu)
+        return z, z1, m.decode(z1, xq)
+
+    sds = jax.ShapeDtypeStruct
+    z, z1, out = jax.eval_shape(fwd, state, sds((b, n, 1), jnp.float32), sds((n,), jnp.float32),
+                                sds((b, q), jnp.float32), sds((b,), jnp.float32), sds((b,), jnp.float32))
+    t, d = cfg.model.latent_tokens, cfg.model.latent_dim
+    assert (z.shape, z1.shape, out.shape) == ((b, t, d), (b, t, d), (b, q, 1))
+    assert all(x.dtype == jnp.float32 for x in (z, z1, out))
+    shapes = param_shapes(model)
+    assert shapes["operator/input_proj/kernel"] == (32, 96)
+    assert shapes["encoder/proj/kernel"] == ((n // t) * cfg.model.encoder.width, d)
+    assert shapes["operator/pdet/mid_layers/0/attn/q_proj/kernel"] == (12, 12)
+
+
+@pytest.mark.parametrize("tokens", [6, 5, 1])
+def test_operator_odd_token_counts(tokens):
+    """U-shape with odd T (repeat-last-token downsampling) and T=1 keeps the token count end to end."""
+    op = nnx.eval_shape(lambda: LatentOperator(latent_dim=8, hidden_dim=16, group_size=8, num_heads=2,
+                                               depths=(1, 1, 1), mlp_ratio=2.0, cond_dim=8, rngs=nnx.Rngs(0)))
+    gd, st = nnx.split(op)
+    sds = jax.ShapeDtypeStruct
+    out = jax.eval_shape(lambda s, z, dt, nu: nnx.merge(gd, s)(z, dt, nu), st, sds((2, tokens, 8), jnp.float32),
+                         sds((2,), jnp.float32), sds((2,), jnp.float32))
+    assert out.shape == (2, tokens, 8)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# parameter counts
+# ------------------------------------------------------------------------------------------------------------
+
+def test_param_count_channel_separated_attention():
+    # H=16, g=8: 4 Linear(8,8) with bias + 2 RMSNorm(8) = 4·(8·8+8) + 2·8 = 304 (G=2 groups share the weights)
+    m = nnx.eval_shape(lambda: ChannelSeparatedSelfAttention(16, 8, 2, rngs=nnx.Rngs(0)))
+    assert count_params(m)["total"] == 4 * (8 * 8 + 8) + 2 * 8 == 304
+    # the 32-dim production PDET attention of the original (H=96, g=12, h=6): 648 per layer
+    m = nnx.eval_shape(lambda: ChannelSeparatedSelfAttention(96, 12, 6, rngs=nnx.Rngs(0)))
+    assert count_params(m)["total"] == 648
+
+
+@pytest.mark.parametrize("variant", ["full", "cpu", "test"])
+def test_param_counts_match_hand_formula_and_docs(variant):
+    cfg = cfg_for(variant)
+    n = grid_size(cfg)
+    counts = count_params(abstract_model(cfg, n))
+    assert counts == expected_counts(cfg, n)
+    # docs/models.md table row for this variant lists encoder | operator | decoder | total
+    row = next((line for line in DOCS.read_text().splitlines() if line.startswith(f"| `{variant}`")), None)
+    assert row is not None, f"docs/models.md has no parameter-count row for `{variant}`"
+    nums = [int(c.replace(",", "")) for c in re.findall(r"\|\s*([\d,]+)\s*(?=\|)", row)]
+    assert nums[-4:] == [counts["encoder"], counts["operator"], counts["decoder"], counts["total"]], row
+
+
+def test_full_operator_count_vs_original():
+    """Without the AdaLN/conditioning parameters our operator is the original PDET (234,632 of its 236,872)."""
+    cfg = cfg_for("full")
+    o = cfg.model.operator
+    counts = count_params(abstract_model(cfg, grid_size(cfg)))
+    n_layers = 2 * sum(o.depths[:-1]) + o.depths[-1]
+    adaln = n_layers * 2 * lin(o.cond_dim, 3 * o.hidden_dim)
+    cond = lin(2, o.cond_dim) + lin(o.cond_dim, o.cond_dim)
+    assert counts["operator"] - adaln - cond == 234_632
+
+
+# ------------------------------------------------------------------------------------------------------------
+# configuration errors
+# ------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override,needles", [
+    ("model.operator.group_size=10", ["model.operator.hidden_dim=96", "model.operator.group_size=10"]),
+    ("model.operator.num_heads=5", ["model.operator.group_size=12", "model.operator.num_heads=5"]),
+    ("model.latent_tokens=30", ["model.latent_tokens=30", "256"]),
+    ("model.decoder.num_heads=5", ["model.decoder.hidden_dim=96", "model.decoder.num_heads=5"]),
+])
+def test_divisibility_errors_name_config_keys(override, needles):
+    cfg = cfg_for("full", override)
+    with pytest.raises(ValueError) as info:
+        abstract_model(cfg, grid_size(cfg))
+    assert isinstance(info.value, ModelConfigError) and isinstance(info.value, UserError)
+    for needle in needles:
+        assert needle in str(info.value)
+
+
+def test_encoder_rejects_wrong_grid(tiny):
+    with pytest.raises(ValueError, match="data grid does not match"):
+        tiny.model.encode(jnp.zeros((1, tiny.n + 2, 1)), grid01(tiny.n + 2))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# operator: residual init, conditioning, rollouts, tracing
+# ------------------------------------------------------------------------------------------------------------
+
+def test_operator_is_small_residual_at_init(tiny):
+    z = tiny.encode(tiny.state, tiny.u, tiny.x01)
+    z1 = tiny.step(tiny.state, z, tiny.dt, tiny.nu)
+    rel = float(jnp.linalg.norm(z1 - z) / jnp.linalg.norm(z))
+    # output_proj std = 1e-2/sqrt(H) on a unit-RMS final LN ⇒ update RMS ≈ 1e-2 of the unit-RMS latent
+    assert 1e-3 < rel < 3e-2, rel
+
+
+def test_conditioning_on_dt_and_nu(tiny):
+    z = tiny.encode(tiny.state, tiny.u, tiny.x01)
+    dt2, nu2 = tiny.dt * 2.0, tiny.nu * 3.0
+    # adaLN-Zero: at init the modulation is exactly zero, so (dt, ν) cannot change the output yet
+    base = tiny.step(tiny.state, z, tiny.dt, tiny.nu)
+    np.testing.assert_array_equal(base, tiny.step(tiny.state, z, dt2, tiny.nu))
+    # once the parameters move (here: a random perturbation), both dt and ν change the step
+    state = tiny.perturb(tiny.state, 1)
+    base = tiny.step(state, z, tiny.dt, tiny.nu)
+    scale = float(jnp.linalg.norm(base - z))
+    for dt, nu in ((dt2, tiny.nu), (tiny.dt, nu2)):
+        diff = float(jnp.linalg.norm(tiny.step(state, z, dt, nu) - base))
+        assert diff > 1e-2 * scale, (diff, scale)
+    # per-sample conditioning: a batch with mixed ν equals the per-sample results
+    mixed = tiny.step(state, z, tiny.dt, tiny.nu.at[0].set(nu2[0]))
+    np.testing.assert_allclose(mixed[1:], base[1:], rtol=1e-5, atol=1e-5)
+    assert float(jnp.abs(mixed[0] - base[0]).max()) > 1e-4
+
+
+def test_scan_rollout_matches_python_loop(tiny):
+    state = tiny.perturb(tiny.state, 2)
+    z0 = tiny.encode(tiny.state, tiny.u, tiny.x01)
+    k = 5
+    graphdef = tiny.graphdef
+
+    @jax.jit
+    def scan_rollout(state, z0, dt, nu):
+        def body(z, _):
+            m = nnx.merge(graphdef, state)      # pattern B: merge inside the scan body
+            z = m.step(z, dt, nu)
+            return z, z
+        _, zs = jax.lax.scan(body, z0, None, length=k)
+        via_method = nnx.merge(graphdef, state).rollout(z0, dt, nu, k)   # UPS.rollout (scan inside the module)
+        return jnp.swapaxes(zs, 0, 1), via_method
+
+    zs, via_method = scan_rollout(state, z0, tiny.dt, tiny.nu)
+    z, loop = z0, []
+    for _ in range(k):
+        z = tiny.step(state, z, tiny.dt, tiny.nu)
+        loop.append(z)
+    loop = jnp.stack(loop, axis=1)
+    assert zs.shape == (tiny.b, k) + z0.shape[1:]
+    np.testing.assert_allclose(zs, loop, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(via_method, loop, rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(loop[:, -1] - z0).max()) > 1e-3   # the rollout actually moved
+
+
+def test_step_traces_once_for_fixed_shapes(tiny):
+    z = tiny.encode(tiny.state, tiny.u, tiny.x01)
+    for i in range(3):   # new values (params, latents, dt, ν), same shapes: no retrace
+        state = tiny.perturb(tiny.state, 10 + i)
+        z = tiny.step(state, z + 0.1 * i, tiny.dt * (1 + i), tiny.nu / (1 + i))
+    jax.block_until_ready(z)
+    # the guard is live: a new batch size would be a second trace and is refused
+    with pytest.raises(AssertionError):
+        tiny.step(tiny.state, z[:1], tiny.dt[:1], tiny.nu[:1])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# encoder / decoder behaviour
+# ------------------------------------------------------------------------------------------------------------
+
+def test_encoder_circular_padding_is_shift_equivariant():
+    """Without positional features, shifting the field by one patch rolls the tokens by one (periodic stem)."""
+    n, t = 32, 8
+    enc = GridEncoder(num_points=n, latent_tokens=t, latent_dim=4, width=6, kernel_size=5, num_conv=2,
+                      fourier_freqs=(), rngs=nnx.Rngs(0))
+    gd, st = nnx.split(enc)
+    u = jax.random.normal(jax.random.key(0), (2, n, 1))
+    x01 = grid01(n)
+    f = jax.jit(lambda s, u: nnx.merge(gd, s)(u, x01))
+    z, z_shift = f(st, u), f(st, jnp.roll(u, n // t, axis=1))
+    np.testing.assert_allclose(z_shift, jnp.roll(z, 1, axis=1), rtol=1e-5, atol=1e-5)
+    assert float(jnp.abs(z_shift - z).max()) > 1e-2
+
+
+def test_autoencoder_reproduces_periodic_field_off_grid():
+    """Encoder+decoder fit on grid points of a few smooth periodic fields; evaluated at random OFF-grid points.
+
+    Decoder Fourier frequencies stay below the 32-point Nyquist limit of this grid (see docs/models.md: with
+    frequencies at Nyquist, a decoder trained on grid points only can alias between them).
+    """
+    cfg = cfg_for("test", "model.decoder.fourier_freqs=(1,2,4,8)")
+    n = grid_size(cfg)
+    model = build_model(cfg, n, seed=0)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    x01 = jnp.asarray(grid01(n))
+    amps = jnp.array([1.0, 0.5, -0.8, 1.2])
+    shifts = jnp.array([0.0, 0.13, 0.37, 0.71])
+
+    def fields(x):   # (Q,) → (4, Q, 1): a·sin(2π(x+s)) + 0.5·cos(4π(x+s))
+        xs = x[None, :] + shifts[:, None]
+        return (amps[:, None] * jnp.sin(2 * jnp.pi * xs) + 0.5 * jnp.cos(4 * jnp.pi * xs))[..., None]
+
+    u = fields(x01)
+    steps = 400
+    tx = optax.adam(optax.cosine_decay_schedule(1e-2, steps, alpha=0.1))
+
+    def loss_fn(p):
+        m = nnx.merge(graphdef, p, rest)
+        return jnp.mean((m.decode(m.encode(u, x01), x01) - u) ** 2)
+
+    @jax.jit
+    def fit(p):
+        def body(carry, _):
+            p, o = carry
+            loss, g = jax.value_and_grad(loss_fn)(p)
+            upd, o = tx.update(g, o, p)
+            return (optax.apply_updates(p, upd), o), loss
+        (p, _), losses = jax.lax.scan(body, (p, tx.init(p)), None, length=steps)
+        return p, losses
+
+    fitted, losses = fit(params)
+    assert float(losses[-1]) < 1e-2 * float(losses[0])
+    # every part was trained (the encoder is not frozen)
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), nnx.to_pure_dict(fitted), nnx.to_pure_dict(params))
+    assert moved["encoder"]["proj"]["kernel"] > 1e-3 and moved["decoder"]["head"]["fc2"]["kernel"] > 1e-3
+
+    xq = jax.random.uniform(jax.random.key(3), (257,))
+    mids = x01 + 0.5 / n                                      # the points furthest from the grid
+    m = nnx.merge(graphdef, fitted, rest)
+
+    @jax.jit
+    def predict(z, xq):
+        return m.decode(z, xq)
+
+    z = jax.jit(m.encode)(u, x01)
+    for q in (xq, mids):
+        pred, target = predict(z, q), fields(q)
+        rel = float(jnp.linalg.norm(pred - target) / jnp.linalg.norm(target))
+        assert rel < 5e-2, rel
+
+
+# ------------------------------------------------------------------------------------------------------------
+# building blocks
+# ------------------------------------------------------------------------------------------------------------
+
+def test_token_resampling_semantics():
+    x = jnp.asarray([0.0, 1.0, 4.0])[None, :, None]
+    # odd T: repeat last token, then average pairs → [(0+1)/2, (4+4)/2]
+    np.testing.assert_allclose(downsample_tokens(x)[0, :, 0], [0.5, 4.0])
+    np.testing.assert_allclose(downsample_tokens(x[:, :1])[0, :, 0], [0.0])
+    # torch F.interpolate(linear, align_corners=False): [0,1] → 4 = [0, .25, .75, 1]; [0,1,4] → 5 = [0,.4,1,2.8,4]
+    np.testing.assert_allclose(upsample_tokens_linear(x[:, :2], 4)[0, :, 0], [0.0, 0.25, 0.75, 1.0], atol=1e-6)
+    np.testing.assert_allclose(upsample_tokens_linear(x, 5)[0, :, 0], [0.0, 0.4, 1.0, 2.8, 4.0], atol=1e-6)
+    y = jax.random.normal(jax.random.key(0), (2, 3, 4))
+    np.testing.assert_allclose(upsample_tokens_linear(y, 8), jax.image.resize(y, (2, 8, 4), "linear"), atol=1e-5)
+
+
+def test_channel_separated_attention_matches_per_group_reference():
+    h, g, nh = 16, 8, 2
+    attn = ChannelSeparatedSelfAttention(h, g, nh, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (2, 5, h))
+
+    def reference(a, x):
+        outs = []
+        for i in range(h // g):                               # same Linear(g, g) weights for every group
+            xg = x[..., i * g:(i + 1) * g]
+            q, k, v = a.q_proj(a.q_norm(xg)), a.k_proj(a.k_norm(xg)), a.v_proj(xg)
+            heads = []
+            for j in range(nh):
+                s = slice(j * (g // nh), (j + 1) * (g // nh))
+                w = jax.nn.softmax(q[..., s] @ jnp.swapaxes(k[..., s], -1, -2) / np.sqrt(g // nh), axis=-1)
+                heads.append(w @ v[..., s])
+            outs.append(a.o_proj(jnp.concatenate(heads, -1)))
+        return jnp.concatenate(outs, -1)
+
+    gd, st = nnx.split(attn)
+    out, ref = jax.jit(lambda s, x: (nnx.merge(gd, s)(x), reference(nnx.merge(gd, s), x)))(st, x)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# checkpoint-shape helpers
+# ------------------------------------------------------------------------------------------------------------
+
+def test_param_shapes_and_config_key_messages():
+    cfg = cfg_for("test")
+    n = grid_size(cfg)
+    shapes = param_shapes(abstract_model(cfg, n))
+    d, h = cfg.model.latent_dim, cfg.model.operator.hidden_dim
+    assert shapes["operator/input_proj/kernel"] == (d, h)
+    assert shapes["encoder/convs/0/kernel"] == (cfg.model.encoder.kernel_size, 1 + 2 * 4, cfg.model.encoder.width)
+    assert config_key_for("operator/input_proj/kernel") == "model.latent_dim / model.operator.hidden_dim"
+    assert "model.encoder.width" in config_key_for("encoder/convs/1/kernel")
+    assert config_key_for("decoder/layers/0/mlp/fc1/kernel") == "model.decoder.hidden_dim / model.decoder.mlp_hidden"
+    assert shape_mismatches(shapes, shapes) == []
+
+    wider = param_shapes(abstract_model(cfg_for("test", "model.operator.hidden_dim=32"), n))
+    lines = shape_mismatches(wider, shapes)
+    line = next(x for x in lines if x.startswith("operator/input_proj/kernel:"))
+    assert f"checkpoint ({d}, {h}) vs config ({d}, 32)" in line and "model.operator.hidden_dim" in line
+    assert not any(x.startswith(("encoder/", "decoder/")) for x in lines)
+
+    deeper = param_shapes(abstract_model(cfg_for("test", "model.operator.depths=(1,2,1)"), n))
+    lines = shape_mismatches(deeper, shapes)
+    assert lines and all("only in config" in x and "model.operator.depths" in x for x in lines)

@@ -1,0 +1,120 @@
+"""AnyPointDecoder: latent tokens (B, T, D) + query coordinates in [0, 1) → field values (B, Q, C) at ANY points.
+
+Perceiver-style cross-attention decoder (original ``decoder_anypoint.py``, ups-original.md §4.3), trained here:
+
+* queries: periodic Fourier features of x ∈ [0, 1) (no raw-x channel: it would break periodicity) → Linear → hidden;
+* keys/values: Linear(D → hidden)(z) + a positional embedding of each token's centre ((t + 0.5)/T, Fourier features
+  → Linear), so the query/key dot product can express a sharp, local, translation-invariant kernel in x (the
+  original had no token positions, so its attention could not localise);
+* ``num_layers`` pre-LN blocks: q += MHA(LN(q), K=V=LN_kv(latents)); q += MLP(LN(q)) (hidden → mlp_hidden → hidden);
+* head: LN → Linear(hidden → mlp_hidden) → GELU → Linear(→ C).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ups_jax.models.layers import MLP, fourier_features, gelu, layer_norm, token_centres01
+
+
+class CrossAttention(nnx.Module):
+    """Multi-head attention q: (B, Q, E), kv: (B, T, E) → (B, Q, E); separate q/k/v/out Linear(E, E) with bias."""
+
+    def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs):
+        if num_heads <= 0 or dim % num_heads:
+            raise ValueError(f"model.decoder.hidden_dim={dim} is not divisible by model.decoder.num_heads={num_heads}")
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        self.q_proj = nnx.Linear(dim, dim, rngs=rngs)
+        self.k_proj = nnx.Linear(dim, dim, rngs=rngs)
+        self.v_proj = nnx.Linear(dim, dim, rngs=rngs)
+        self.o_proj = nnx.Linear(dim, dim, rngs=rngs)
+
+    def __call__(self, q: jax.Array, kv: jax.Array) -> jax.Array:
+        chex.assert_rank([q, kv], 3)
+        b, nq, e = q.shape
+        chex.assert_shape(kv, (b, None, self.dim))
+        nh, dh = self.num_heads, self.head_dim
+        qh = self.q_proj(q).reshape(b, nq, nh, dh)
+        kh = self.k_proj(kv).reshape(b, kv.shape[1], nh, dh)
+        vh = self.v_proj(kv).reshape(b, kv.shape[1], nh, dh)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", qh, kh) / jnp.sqrt(jnp.float32(dh))
+        w = jax.nn.softmax(logits, axis=-1)
+        o = jnp.einsum("bhqk,bkhd->bqhd", w, vh).reshape(b, nq, e)
+        out = self.o_proj(o)
+        chex.assert_shape(out, (b, nq, self.dim))
+        return out
+
+
+class DecoderBlock(nnx.Module):
+    def __init__(self, hidden_dim: int, num_heads: int, mlp_hidden: int, *, rngs: nnx.Rngs):
+        self.norm_q = layer_norm(hidden_dim, rngs=rngs)
+        self.norm_kv = layer_norm(hidden_dim, rngs=rngs)
+        self.attn = CrossAttention(hidden_dim, num_heads, rngs=rngs)
+        self.norm_mlp = layer_norm(hidden_dim, rngs=rngs)
+        self.mlp = MLP(hidden_dim, mlp_hidden, hidden_dim, rngs=rngs)
+
+    def __call__(self, q: jax.Array, latents: jax.Array) -> jax.Array:
+        """q: (B, Q, hidden), latents: (B, T, hidden) → (B, Q, hidden)."""
+        chex.assert_rank([q, latents], 3)
+        chex.assert_equal_shape_prefix([q, latents], 1)
+        in_shape = q.shape
+        q = q + self.attn(self.norm_q(q), self.norm_kv(latents))
+        q = q + self.mlp(self.norm_mlp(q))
+        chex.assert_shape(q, in_shape)
+        return q
+
+
+class AnyPointDecoder(nnx.Module):
+    def __init__(self, *, latent_dim: int, latent_tokens: int, out_channels: int = 1, hidden_dim: int,
+                 num_heads: int, num_layers: int, mlp_hidden: int, fourier_freqs: Sequence[float], rngs: nnx.Rngs):
+        if hidden_dim <= 0 or num_heads <= 0 or hidden_dim % num_heads:
+            raise ValueError(f"model.decoder.hidden_dim={hidden_dim} is not divisible by "
+                             f"model.decoder.num_heads={num_heads}")
+        if num_layers < 0 or mlp_hidden < 1:
+            raise ValueError(f"model.decoder.num_layers={num_layers} must be >= 0 and "
+                             f"model.decoder.mlp_hidden={mlp_hidden} >= 1")
+        if len(fourier_freqs) == 0:
+            raise ValueError("model.decoder.fourier_freqs must not be empty (queries are encoded only by them)")
+        self.latent_dim, self.latent_tokens, self.out_channels = latent_dim, latent_tokens, out_channels
+        self.hidden_dim = hidden_dim
+        self.fourier_freqs = tuple(float(f) for f in fourier_freqs)
+        nf = 2 * len(self.fourier_freqs)
+        self.query_embed = nnx.Linear(nf, hidden_dim, rngs=rngs)
+        self.latent_proj = nnx.Linear(latent_dim, hidden_dim, rngs=rngs)
+        self.pos_embed = nnx.Linear(nf, hidden_dim, rngs=rngs)
+        self.layers = nnx.List([DecoderBlock(hidden_dim, num_heads, mlp_hidden, rngs=rngs)
+                                for _ in range(num_layers)])
+        self.head_norm = layer_norm(hidden_dim, rngs=rngs)
+        self.head = MLP(hidden_dim, mlp_hidden, out_channels, act=gelu, rngs=rngs)
+
+    def latent_keys(self, z: jax.Array) -> jax.Array:
+        """(B, T, D) → key/value tokens (B, T, hidden) with token-centre positional embedding."""
+        chex.assert_shape(z, (None, self.latent_tokens, self.latent_dim))
+        centres = jnp.asarray(token_centres01((self.latent_tokens,))[:, 0])
+        pos = self.pos_embed(fourier_features(centres, self.fourier_freqs))  # (T, hidden)
+        return self.latent_proj(z) + pos[None]
+
+    def __call__(self, z: jax.Array, xq01: jax.Array) -> jax.Array:
+        """z: (B, T, D); xq01: (Q,) shared or (B, Q) per-sample query coordinates in [0, 1) → (B, Q, C)."""
+        chex.assert_rank(z, 3)
+        b = z.shape[0]
+        xq01 = jnp.asarray(xq01, jnp.float32)
+        if xq01.ndim == 1:
+            xq01 = jnp.broadcast_to(xq01[None], (b, xq01.shape[0]))
+        if xq01.ndim != 2 or xq01.shape[0] != b:
+            raise ValueError(f"AnyPointDecoder: xq01 must be (Q,) or ({b}, Q), got {tuple(xq01.shape)}")
+        nq = xq01.shape[1]
+        latents = self.latent_keys(z)
+        q = self.query_embed(fourier_features(xq01, self.fourier_freqs))
+        chex.assert_shape(q, (b, nq, self.hidden_dim))
+        for layer in self.layers:
+            q = layer(q, latents)
+        out = self.head(self.head_norm(q))
+        chex.assert_shape(out, (b, nq, self.out_channels))
+        return out

@@ -1,0 +1,85 @@
+"""GridEncoder: a *trained* periodic conv stem + patchify encoder, grid field (B, X, C) → latent tokens (B, T, D).
+
+Replaces the original's frozen, randomly initialised ``enc_grid.GridEncoder`` (ups-original.md §4.1, §12 item 6):
+
+1. per point: ``u`` channels ⊕ ``[sin(2π k x), cos(2π k x)]`` for ``k`` in ``fourier_freqs`` (an outer product over
+   frequencies; x in [0,1) over the periodic domain, so the features are periodic);
+2. ``num_conv`` 1-D convolutions with CIRCULAR padding (periodic boundary), each followed by exact GELU, with a
+   residual connection whenever input and output widths match (all but the first);
+3. patchify: the X points are split into T contiguous patches of X/T points, each flattened to ``(X/T)·width``
+   features → ``Linear → D`` → ``LayerNorm(D)``.
+
+The patchify step is written for any number of spatial dims (``layers.patchify``); only 1-D is wired up here.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ups_jax.models.layers import fourier_features, gelu, layer_norm, patchify
+
+
+class GridEncoder(nnx.Module):
+    def __init__(self, *, num_points: int, latent_tokens: int, latent_dim: int, in_channels: int = 1,
+                 width: int, kernel_size: int, num_conv: int, fourier_freqs: Sequence[float], rngs: nnx.Rngs):
+        if num_points <= 0 or latent_tokens <= 0:
+            raise ValueError(f"model.latent_tokens={latent_tokens} and grid size {num_points} must be positive")
+        if num_points % latent_tokens:
+            raise ValueError(
+                f"model.latent_tokens={latent_tokens} does not divide the data grid size {num_points} "
+                f"(the encoder patchifies the grid into latent_tokens patches of equal size); choose "
+                f"model.latent_tokens among the divisors of {num_points} or change data.reduced_resolution")
+        if num_conv < 0 or kernel_size < 1 or width < 1:
+            raise ValueError(f"model.encoder needs num_conv >= 0, kernel_size >= 1, width >= 1 "
+                             f"(got num_conv={num_conv}, kernel_size={kernel_size}, width={width})")
+        self.num_points = num_points
+        self.latent_tokens = latent_tokens
+        self.latent_dim = latent_dim
+        self.in_channels = in_channels
+        self.fourier_freqs = tuple(float(f) for f in fourier_freqs)
+        self.patch = num_points // latent_tokens
+        feat = in_channels + 2 * len(self.fourier_freqs)
+        convs = []
+        c_in = feat
+        for _ in range(num_conv):
+            convs.append(nnx.Conv(c_in, width, kernel_size=(kernel_size,), padding="CIRCULAR", rngs=rngs))
+            c_in = width
+        self.convs = nnx.List(convs)
+        self.stem_width = c_in
+        self.proj = nnx.Linear(self.patch * c_in, latent_dim, rngs=rngs)
+        self.norm = layer_norm(latent_dim, rngs=rngs)
+
+    def features(self, u: jax.Array, x01: jax.Array) -> jax.Array:
+        """(B, X, C), x01 (X,) or (B, X) → per-point input features (B, X, C + 2F)."""
+        b = u.shape[0]
+        ff = fourier_features(x01, self.fourier_freqs)
+        if ff.ndim == 2:
+            ff = jnp.broadcast_to(ff[None], (b,) + ff.shape)
+        chex.assert_shape(ff, (b, self.num_points, 2 * len(self.fourier_freqs)))
+        return jnp.concatenate([u.astype(jnp.float32), ff], axis=-1)
+
+    def __call__(self, u: jax.Array, x01: jax.Array) -> jax.Array:
+        """u: (B, X, C) field on the grid; x01: (X,) or (B, X) grid coordinates in [0, 1) → z: (B, T, D)."""
+        chex.assert_rank(u, 3)
+        if u.shape[1] != self.num_points or u.shape[2] != self.in_channels:
+            raise ValueError(f"GridEncoder was built for fields (B, {self.num_points}, {self.in_channels}) "
+                             f"but got {tuple(u.shape)}; the data grid does not match the model")
+        x01 = jnp.asarray(x01, jnp.float32)
+        if x01.shape not in ((self.num_points,), (u.shape[0], self.num_points)):
+            raise ValueError(f"GridEncoder: x01 must be ({self.num_points},) or ({u.shape[0]}, {self.num_points}), "
+                             f"got {tuple(x01.shape)}")
+        h = self.features(u, x01)
+        for conv in self.convs:
+            y = gelu(conv(h))
+            h = h + y if y.shape == h.shape else y
+        chex.assert_shape(h, (u.shape[0], self.num_points, self.stem_width))
+        tokens = patchify(h, (self.latent_tokens,))
+        chex.assert_shape(tokens, (u.shape[0], self.latent_tokens, self.patch * self.stem_width))
+        z = self.norm(self.proj(tokens))
+        chex.assert_shape(z, (u.shape[0], self.latent_tokens, self.latent_dim))
+        return z

@@ -1,0 +1,227 @@
+"""UPS: encoder + latent operator + any-point decoder, built only from ``cfg.model`` (+ the data grid size).
+
+Also the helpers the training / checkpoint code needs: parameter counts, an allocation-free abstract model, flat
+``'/'``-joined parameter shapes and a mapping from a parameter path to the config key that sets its dimensions, so
+a checkpoint/config mismatch can be reported as e.g. ``operator/input_proj/kernel: checkpoint (32, 96) vs config
+(32, 64) — set by model.latent_dim / model.operator.hidden_dim``.
+
+Usable in the functional "pattern B" style::
+
+    graphdef, state = nnx.split(model)
+    @jax.jit
+    def f(state, z, dt, nu):
+        return nnx.merge(graphdef, state).step(z, dt, nu)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from ups_jax.errors import ConfigError
+from ups_jax.models.decoder import AnyPointDecoder
+from ups_jax.models.encoder import GridEncoder
+from ups_jax.models.operator import LatentOperator
+
+
+class ModelConfigError(ConfigError, ValueError):
+    """A ``cfg.model`` value is inconsistent (e.g. a divisibility rule); a one-line UserError and a ValueError."""
+
+
+class UPS(nnx.Module):
+    def __init__(self, *, encoder: GridEncoder, operator: LatentOperator, decoder: AnyPointDecoder):
+        self.encoder = encoder
+        self.operator = operator
+        self.decoder = decoder
+
+    def encode(self, u: jax.Array, x01: jax.Array) -> jax.Array:
+        """u: (B, X, C), x01: (X,) or (B, X) in [0, 1) → z: (B, T, D)."""
+        return self.encoder(u, x01)
+
+    def step(self, z: jax.Array, dt: jax.Array, nu: jax.Array) -> jax.Array:
+        """z: (B, T, D), dt, ν: (B,) or scalars (> 0) → z': (B, T, D)."""
+        return self.operator(z, dt, nu)
+
+    def decode(self, z: jax.Array, xq01: jax.Array) -> jax.Array:
+        """z: (B, T, D), xq01: (Q,) or (B, Q) in [0, 1) → (B, Q, C)."""
+        return self.decoder(z, xq01)
+
+    def rollout(self, z: jax.Array, dt: jax.Array, nu: jax.Array, num_steps: int) -> jax.Array:
+        """Autoregressive latent rollout with ``lax.scan``: z (B, T, D) → (B, num_steps, T, D) = z_1..z_K."""
+        def body(zc, _):
+            zn = self.step(zc, dt, nu)
+            return zn, zn
+        _, zs = jax.lax.scan(body, z, None, length=int(num_steps))
+        return jnp.swapaxes(zs, 0, 1)
+
+    def __call__(self, u: jax.Array, x01: jax.Array, dt: jax.Array, nu: jax.Array,
+                 xq01: jax.Array | None = None) -> jax.Array:
+        """One physical-space step: decode(step(encode(u))) at ``xq01`` (default: the input grid) → (B, Q, C)."""
+        z = self.step(self.encode(u, x01), dt, nu)
+        return self.decode(z, x01 if xq01 is None else xq01)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# construction
+# ---------------------------------------------------------------------------------------------------------------
+
+def _model_section(cfg) -> ml_collections.ConfigDict:
+    if "model" in cfg:
+        return cfg.model
+    if "latent_dim" in cfg:  # already the model section
+        return cfg
+    raise ConfigError("config has no 'model' section")
+
+
+def _get(section, key: str, prefix: str):
+    if key not in section:
+        raise ConfigError(f"config is missing key '{prefix}.{key}'")
+    return section[key]
+
+
+def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | None = None,
+                seed: int | None = None) -> UPS:
+    """Builds the UPS model from ``cfg.model`` only; ``num_points`` (X) and ``channels`` (C) come from the data grid.
+
+    Randomness: ``rngs`` if given, else ``nnx.Rngs(seed)`` with ``seed`` defaulting to ``cfg.seed`` (or 0).
+    Inconsistent dimensions raise :class:`ModelConfigError` naming the config keys.
+    """
+    m = _model_section(cfg)
+    if rngs is None:
+        if seed is None:
+            seed = int(cfg.get("seed", 0)) if "model" in cfg else 0
+        rngs = nnx.Rngs(seed)
+    d = int(_get(m, "latent_dim", "model"))
+    t = int(_get(m, "latent_tokens", "model"))
+    enc, op, dec = (_get(m, k, "model") for k in ("encoder", "operator", "decoder"))
+    try:
+        encoder = GridEncoder(
+            num_points=int(num_points), latent_tokens=t, latent_dim=d, in_channels=int(channels),
+            width=int(_get(enc, "width", "model.encoder")), kernel_size=int(_get(enc, "kernel_size", "model.encoder")),
+            num_conv=int(_get(enc, "num_conv", "model.encoder")),
+            fourier_freqs=tuple(_get(enc, "fourier_freqs", "model.encoder")), rngs=rngs)
+        operator = LatentOperator(
+            latent_dim=d, hidden_dim=int(_get(op, "hidden_dim", "model.operator")),
+            group_size=int(_get(op, "group_size", "model.operator")),
+            num_heads=int(_get(op, "num_heads", "model.operator")),
+            depths=tuple(_get(op, "depths", "model.operator")),
+            mlp_ratio=float(_get(op, "mlp_ratio", "model.operator")),
+            cond_dim=int(_get(op, "cond_dim", "model.operator")), rngs=rngs)
+        decoder = AnyPointDecoder(
+            latent_dim=d, latent_tokens=t, out_channels=int(channels),
+            hidden_dim=int(_get(dec, "hidden_dim", "model.decoder")),
+            num_heads=int(_get(dec, "num_heads", "model.decoder")),
+            num_layers=int(_get(dec, "num_layers", "model.decoder")),
+            mlp_hidden=int(_get(dec, "mlp_hidden", "model.decoder")),
+            fourier_freqs=tuple(_get(dec, "fourier_freqs", "model.decoder")), rngs=rngs)
+    except ModelConfigError:
+        raise
+    except ValueError as e:
+        raise ModelConfigError(str(e)) from e
+    return UPS(encoder=encoder, operator=operator, decoder=decoder)
+
+
+def abstract_model(cfg, num_points: int, *, channels: int = 1) -> UPS:
+    """The model with ``jax.ShapeDtypeStruct`` leaves (``nnx.eval_shape``): no parameter is allocated."""
+    return nnx.eval_shape(lambda: build_model(cfg, num_points, channels=channels, seed=0))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# inspection
+# ---------------------------------------------------------------------------------------------------------------
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, name + "/"))
+        else:
+            out[name] = v
+    return out
+
+
+def param_arrays(model: nnx.Module) -> dict[str, Any]:
+    """``{'operator/input_proj/kernel': array, ...}`` for every ``nnx.Param`` (arrays or ShapeDtypeStructs)."""
+    return _flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def param_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
+    """``{'operator/input_proj/kernel': (D, H), ...}`` ('/'-joined paths); works on abstract models too."""
+    return {k: tuple(int(s) for s in v.shape) for k, v in sorted(param_arrays(model).items())}
+
+
+def count_params(module: nnx.Module) -> dict[str, int]:
+    """``{'total': n, <top-level child>: n, ...}``; for a UPS model the children are encoder / operator / decoder."""
+    shapes = param_shapes(module)
+    out = {"total": int(sum(int(np.prod(s)) for s in shapes.values()))}
+    for path, s in shapes.items():
+        head = path.split("/", 1)[0] if "/" in path else path
+        out[head] = out.get(head, 0) + int(np.prod(s))
+    return out
+
+
+# Parameter path → the config key(s) that set its dimensions (first match wins). Kernels of Linear layers are
+# (in, out); Conv kernels are (kernel_size, in, out).
+CONFIG_KEY_FOR_PARAM: tuple[tuple[str, str], ...] = (
+    (r"^encoder/convs/0/kernel$", "model.encoder.kernel_size / model.encoder.fourier_freqs (input = channels + "
+                                  "2·len(fourier_freqs)) / model.encoder.width"),
+    (r"^encoder/convs/\d+/kernel$", "model.encoder.kernel_size / model.encoder.width"),
+    (r"^encoder/convs/", "model.encoder.width"),
+    (r"^encoder/proj/kernel$", "model.encoder.width · (grid size / model.latent_tokens) / model.latent_dim"),
+    (r"^encoder/", "model.latent_dim"),
+    (r"^operator/cond_embed/", "model.operator.cond_dim"),
+    (r"^operator/input_proj/kernel$", "model.latent_dim / model.operator.hidden_dim"),
+    (r"^operator/input_proj/", "model.operator.hidden_dim"),
+    (r"^operator/output_proj/kernel$", "model.operator.hidden_dim / model.latent_dim"),
+    (r"^operator/output_proj/", "model.latent_dim"),
+    (r"^operator/pdet/.*/attn/", "model.operator.group_size"),
+    (r"^operator/pdet/.*/ff/fc\d/", "model.operator.hidden_dim / model.operator.mlp_ratio"),
+    (r"^operator/pdet/.*/mod_(attn|ff)/", "model.operator.cond_dim / model.operator.hidden_dim"),
+    (r"^operator/", "model.operator.hidden_dim"),
+    (r"^decoder/(query_embed|pos_embed)/kernel$", "model.decoder.fourier_freqs / model.decoder.hidden_dim"),
+    (r"^decoder/latent_proj/kernel$", "model.latent_dim / model.decoder.hidden_dim"),
+    (r"^decoder/layers/\d+/mlp/", "model.decoder.hidden_dim / model.decoder.mlp_hidden"),
+    (r"^decoder/head/fc1/", "model.decoder.hidden_dim / model.decoder.mlp_hidden"),
+    (r"^decoder/head/fc2/", "model.decoder.mlp_hidden / output channels (data)"),
+    (r"^decoder/", "model.decoder.hidden_dim"),
+)
+
+# Which key sets how MANY of a repeated submodule exist (for paths present on one side only).
+_CONFIG_KEY_FOR_COUNT: tuple[tuple[str, str], ...] = (
+    (r"^encoder/convs/", "model.encoder.num_conv"),
+    (r"^operator/pdet/(down_layers|mid_layers|up_layers|down_proj|up_skip)/", "model.operator.depths"),
+    (r"^decoder/layers/", "model.decoder.num_layers"),
+)
+
+
+def config_key_for(path: str) -> str:
+    """The config key(s) setting the dimensions of parameter ``path`` (e.g. 'operator/input_proj/kernel' →
+    'model.latent_dim / model.operator.hidden_dim'); 'model' when unknown."""
+    for pattern, key in CONFIG_KEY_FOR_PARAM:
+        if re.search(pattern, path):
+            return key
+    return "model"
+
+
+def shape_mismatches(expected: Mapping[str, tuple], found: Mapping[str, tuple], *, expected_name: str = "config",
+                     found_name: str = "checkpoint") -> list[str]:
+    """One readable line per differing parameter of two ``param_shapes`` dicts (empty list = compatible)."""
+    lines = []
+    for path in sorted(set(expected) | set(found)):
+        e, f = expected.get(path), found.get(path)
+        if e is not None and f is not None:
+            if tuple(e) != tuple(f):
+                lines.append(f"{path}: {found_name} {tuple(f)} vs {expected_name} {tuple(e)} — set by "
+                             f"{config_key_for(path)}")
+            continue
+        key = next((k for p, k in _CONFIG_KEY_FOR_COUNT if re.search(p, path)), config_key_for(path))
+        where = f"only in {expected_name}" if f is None else f"only in {found_name}"
+        lines.append(f"{path}: {where} — set by {key}")
+    return lines
