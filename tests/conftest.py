@@ -33,3 +33,34 @@ def burgers_file(burgers_dir, tmp_path_factory):
     single = tmp_path_factory.mktemp("burgers_single") / "1D_Burgers_Sols_Nu0.01.hdf5"
     shutil.copyfile(burgers_dir / "1D_Burgers_Sols_Nu0.01.hdf5", single)
     return single
+
+
+# ---- JAX persistent compilation cache for the whole test session (added for tests/test_training.py) ----
+# The training/CLI tests compile the same tiny programs many times (in-process and in subprocesses); with a
+# session cache each distinct program is compiled once. Subprocesses inherit it through the JAX_* variables.
+@pytest.fixture(scope="session", autouse=True)
+def jax_compilation_cache(tmp_path_factory):
+    import os
+
+    import jax
+
+    path = str(tmp_path_factory.mktemp("jax_cache"))
+    env = {"JAX_COMPILATION_CACHE_DIR": path, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    try:  # if anything compiled before this fixture, the cache was initialised as "off": re-initialise
+        from jax._src import compilation_cache
+
+        compilation_cache.reset_cache()
+    except (ImportError, AttributeError):
+        pass
+    yield path
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

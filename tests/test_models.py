@@ -77,6 +77,8 @@ def expected_counts(cfg, num_points: int, channels: int = 1) -> dict[str, int]:
     hd, mh, nq = dc.hidden_dim, dc.mlp_hidden, 2 * len(dc.fourier_freqs)
     block = 3 * 2 * hd + 4 * lin(hd, hd) + lin(hd, mh) + lin(mh, hd)
     dec = 2 * lin(nq, hd) + lin(d, hd) + dc.num_layers * block + 2 * hd + lin(hd, mh) + lin(mh, channels)
+    if dc.local_freqs:   # local patch readout: Linear(D → C·(1 + 2·len(local_freqs)))
+        dec += lin(d, channels * (1 + 2 * len(dc.local_freqs)))
     return dict(total=enc + op + dec, encoder=enc, operator=op, decoder=dec)
 
 

@@ -7,7 +7,12 @@ Perceiver-style cross-attention decoder (original ``decoder_anypoint.py``, ups-o
   → Linear), so the query/key dot product can express a sharp, local, translation-invariant kernel in x (the
   original had no token positions, so its attention could not localise);
 * ``num_layers`` pre-LN blocks: q += MHA(LN(q), K=V=LN_kv(latents)); q += MLP(LN(q)) (hidden → mlp_hidden → hidden);
-* head: LN → Linear(hidden → mlp_hidden) → GELU → Linear(→ C).
+* head: LN → Linear(hidden → mlp_hidden) → GELU → Linear(→ C);
+* plus a *local patch readout* (``local_freqs``, ours): the query's own token z_t (t = ⌊x·T⌋) is mapped linearly to
+  coefficients of a small Fourier basis of the query's offset inside that token's patch, ℓ = frac(x·T):
+  u(x) += Σ_j (A z_t)_j φ_j(ℓ), φ = [1, sin 2πkℓ, cos 2πkℓ]. Still defined at any x, but sub-patch detail
+  (Burgers' near-shocks) no longer has to pass through the global attention/MLP path: without it the codec
+  plateaued at ~5 % reconstruction nRMSE on 256-cell Burgers, a floor for every rollout metric.
 """
 
 from __future__ import annotations
@@ -72,7 +77,8 @@ class DecoderBlock(nnx.Module):
 
 class AnyPointDecoder(nnx.Module):
     def __init__(self, *, latent_dim: int, latent_tokens: int, out_channels: int = 1, hidden_dim: int,
-                 num_heads: int, num_layers: int, mlp_hidden: int, fourier_freqs: Sequence[float], rngs: nnx.Rngs):
+                 num_heads: int, num_layers: int, mlp_hidden: int, fourier_freqs: Sequence[float],
+                 local_freqs: Sequence[float] = (), rngs: nnx.Rngs):
         if hidden_dim <= 0 or num_heads <= 0 or hidden_dim % num_heads:
             raise ValueError(f"model.decoder.hidden_dim={hidden_dim} is not divisible by "
                              f"model.decoder.num_heads={num_heads}")
@@ -92,6 +98,20 @@ class AnyPointDecoder(nnx.Module):
                                 for _ in range(num_layers)])
         self.head_norm = layer_norm(hidden_dim, rngs=rngs)
         self.head = MLP(hidden_dim, mlp_hidden, out_channels, act=gelu, rngs=rngs)
+        self.local_freqs = tuple(float(f) for f in local_freqs)
+        if self.local_freqs:
+            self.local_readout = nnx.Linear(latent_dim, out_channels * (1 + 2 * len(self.local_freqs)), rngs=rngs)
+
+    def local_patch_readout(self, z: jax.Array, xq01: jax.Array) -> jax.Array:
+        """(B, T, D), (B, Q) → (B, Q, C): the query's own token, read out on a Fourier basis of its patch offset."""
+        b, nq = xq01.shape
+        pos = xq01 * self.latent_tokens
+        t = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, self.latent_tokens - 1)
+        zq = jnp.take_along_axis(z, t[..., None], axis=1)                           # (B, Q, D)
+        basis = jnp.concatenate([jnp.ones((b, nq, 1), jnp.float32),
+                                 fourier_features(pos - t, self.local_freqs)], axis=-1)  # (B, Q, J)
+        coef = self.local_readout(zq).reshape(b, nq, self.out_channels, basis.shape[-1])
+        return jnp.einsum("bqcj,bqj->bqc", coef, basis)
 
     def latent_keys(self, z: jax.Array) -> jax.Array:
         """(B, T, D) → key/value tokens (B, T, hidden) with token-centre positional embedding."""
@@ -116,5 +136,7 @@ class AnyPointDecoder(nnx.Module):
         for layer in self.layers:
             q = layer(q, latents)
         out = self.head(self.head_norm(q))
+        if self.local_freqs:
+            out = out + self.local_patch_readout(z, xq01)
         chex.assert_shape(out, (b, nq, self.out_channels))
         return out

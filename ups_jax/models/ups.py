@@ -119,7 +119,8 @@ def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | Non
             num_heads=int(_get(dec, "num_heads", "model.decoder")),
             num_layers=int(_get(dec, "num_layers", "model.decoder")),
             mlp_hidden=int(_get(dec, "mlp_hidden", "model.decoder")),
-            fourier_freqs=tuple(_get(dec, "fourier_freqs", "model.decoder")), rngs=rngs)
+            fourier_freqs=tuple(_get(dec, "fourier_freqs", "model.decoder")),
+            local_freqs=tuple(_get(dec, "local_freqs", "model.decoder")), rngs=rngs)
     except ModelConfigError:
         raise
     except ValueError as e:
@@ -187,6 +188,7 @@ CONFIG_KEY_FOR_PARAM: tuple[tuple[str, str], ...] = (
     (r"^operator/", "model.operator.hidden_dim"),
     (r"^decoder/(query_embed|pos_embed)/kernel$", "model.decoder.fourier_freqs / model.decoder.hidden_dim"),
     (r"^decoder/latent_proj/kernel$", "model.latent_dim / model.decoder.hidden_dim"),
+    (r"^decoder/local_readout/", "model.latent_dim / model.decoder.local_freqs"),
     (r"^decoder/layers/\d+/mlp/", "model.decoder.hidden_dim / model.decoder.mlp_hidden"),
     (r"^decoder/head/fc1/", "model.decoder.hidden_dim / model.decoder.mlp_hidden"),
     (r"^decoder/head/fc2/", "model.decoder.mlp_hidden / output channels (data)"),

@@ -63,7 +63,7 @@ def make_train_step(graphdef, loss_fn, tx, ema_decay: float):
     traces = []
 
     @jax.jit
-    def train_step(params, opt_state, ema, rest, batch, rng):
+    def train_step(params, opt_state, ema, rest, batch, rng, step):
         # One compile per stage: a retrace means a batch shape or dtype changed, i.e. a bug that would
         # silently cost a recompile every time. (chex.assert_max_traces counts per code location, so it
         # cannot tell the closures of two stages apart.)
@@ -76,7 +76,7 @@ def make_train_step(graphdef, loss_fn, tx, ema_decay: float):
         (loss, terms), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        ema = ema_update(ema, params, ema_decay)
+        ema = ema_update(ema, params, ema_decay, step)
         return params, opt_state, ema, {"loss": loss, "grad_norm": optax.global_norm(grads), **terms}
 
     return train_step
@@ -125,8 +125,8 @@ def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Call
     if latest is not None:
         r = ckpt.restore(mngr, latest, params_like=param_dict(model), opt_state_like=opt_state,
                          items=("ema", "opt"))
-        ema_model = nnx.merge(graphdef, params, rest)
-        load_param_dict(ema_model, r["ema"])
+        ema_model = nnx.merge(graphdef, params, rest, copy=True)   # without copy, merge aliases `params`' Variables
+        load_param_dict(ema_model, r["ema"])                          # and this would overwrite them with the EMA
         _, ema, _ = nnx.split(ema_model, trainable_filter(spec.trainable), ...)
         opt_state = r["opt"]
         step = st["step"]
@@ -143,21 +143,29 @@ def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Call
     t_log, steps_since_log = time.perf_counter(), 0
     batch_size = None
     stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
+    start_step = step
 
-    def evaluate_and_checkpoint(end_of_stage: bool) -> bool:
-        """Validates the EMA params, checkpoints, and returns True when the stage is over."""
+    def evaluate_and_checkpoint(end_of_stage: bool, interrupted: bool = False) -> bool:
+        """Validates the EMA params, checkpoints, and returns True when the stage is over.
+
+        ``interrupted``: a resume point only (max_steps), off the eval_every grid. It is not validated and never
+        a best candidate (val=inf), so that early stopping and the best step — and the weights handed to the
+        next stage — are the same as in an uninterrupted run."""
         nonlocal best_val, best_step, evals_since_best, stopped_early
-        metrics = spec.validate(nnx.merge(graphdef, ema, rest))
-        val = float(metrics[spec.val_metric])
-        is_best = val < best_val
-        if is_best:
-            best_val, best_step, evals_since_best = val, step, 0
+        if interrupted:
+            metrics, val = {}, math.inf
         else:
-            evals_since_best += 1
-        if not end_of_stage and c.patience and evals_since_best >= int(c.patience):
-            stopped_early = True
+            metrics = spec.validate(nnx.merge(graphdef, ema, rest))
+            val = float(metrics[spec.val_metric])
+            is_best = val < best_val
+            if is_best:
+                best_val, best_step, evals_since_best = val, step, 0
+            else:
+                evals_since_best += 1
+            if not end_of_stage and c.patience and evals_since_best >= int(c.patience):
+                stopped_early = True
+            logger.log("val", stage=spec.name, step=step, val_metric=spec.val_metric, is_best=is_best, **metrics)
         finished = end_of_stage or stopped_early
-        logger.log("val", stage=spec.name, step=step, val_metric=spec.val_metric, is_best=is_best, **metrics)
         ckpt.save(mngr, step, params=param_dict(nnx.merge(graphdef, params, rest)),
                   ema=param_dict(nnx.merge(graphdef, ema, rest)), opt_state=opt_state, val=val, state=dict(
                       step=step, rng=np.asarray(jax.random.key_data(rng)).tolist(), best_val=best_val,
@@ -169,7 +177,7 @@ def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Call
         batch = prepare_batch(next(it))
         batch_size = batch["u"].shape[0]
         rng, sub = jax.random.split(rng)
-        params, opt_state, ema, out = train_step(params, opt_state, ema, rest, batch, sub)
+        params, opt_state, ema, out = train_step(params, opt_state, ema, rest, batch, sub, jnp.float32(step))
         step += 1
         steps_since_log += 1
         if step % int(c.log_every) == 0 or step == stop_at:
@@ -195,8 +203,8 @@ def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Call
     finished = stopped_early
     if step >= total_steps:
         finished = evaluate_and_checkpoint(end_of_stage=True)
-    elif not stopped_early and step % int(c.eval_every) != 0:   # interrupted: keep the resume point
-        evaluate_and_checkpoint(end_of_stage=False)
+    elif not stopped_early and step % int(c.eval_every) != 0 and step != start_step:   # interrupted
+        evaluate_and_checkpoint(end_of_stage=False, interrupted=True)                 # keep the resume point
     mngr.wait_until_finished()
     if finished:
         best = mngr.best_step()

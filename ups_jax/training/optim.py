@@ -3,6 +3,7 @@ optional gradient accumulation (optax.MultiSteps), parameter EMA (optax.incremen
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import optax
 
 
@@ -25,6 +26,13 @@ def make_optimizer(stage_cfg) -> optax.GradientTransformation:
     return tx
 
 
-def ema_update(ema, params, decay: float):
-    """θ_ema ← decay·θ_ema + (1−decay)·θ."""
-    return optax.incremental_update(params, ema, step_size=1.0 - decay)
+def ema_decay_at(step, decay: float):
+    """Warm-up of the EMA decay, min(decay, (1+t)/(10+t)): without it a 0.999 EMA of a 200-step stage would
+    still be ~80 % the random initialisation (the original's EMA had no warm-up)."""
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema, params, decay: float, step=None):
+    """θ_ema ← d·θ_ema + (1−d)·θ with d = ema_decay_at(step, decay) (or ``decay`` when step is None)."""
+    d = decay if step is None else ema_decay_at(step, decay)
+    return optax.incremental_update(params, ema, step_size=1.0 - d)
