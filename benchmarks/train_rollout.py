@@ -30,28 +30,34 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def train_throughput(spec: str, steps: int) -> list[str]:
     import jax
+    import jax.numpy as jnp
     from flax import nnx
 
     from ups_jax.config import load_config
-    from ups_jax.driver.dry_run import _SyntheticData, _flops, _memory, _stage_programs
+    from ups_jax.driver.dry_run import _SyntheticData, _flops, _memory, _stage_parts
     from ups_jax.models import build_model, count_params
 
     cfg = load_config(spec)
     data = _SyntheticData(cfg)
     model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(0))
     rows = []
-    for name, sc, step, args in _stage_programs(cfg, data, model):
+    for i, name in enumerate(cfg.stage_order):
+        sc, step, (params, opt, ema, rest), loader = _stage_parts(cfg, data, model, i, name)
+        it = iter(loader)
+        batch = data.prepare_batch(next(it))
+        args = (params, opt, ema, rest, batch, jax.random.key(0), jnp.float32(0))
         t0 = time.perf_counter()
         compiled = step.lower(*args).compile()
         compile_s = time.perf_counter() - t0
-        state = args
-        jax.block_until_ready(compiled(*state))
+        params, opt, ema, _ = compiled(*args)
+        jax.block_until_ready(params)
         t0 = time.perf_counter()
-        for _ in range(steps):
-            p, o, e, _ = compiled(*state)
-            state = (p, o, e) + state[3:]
-        jax.block_until_ready(state[:3])
+        for k in range(steps):   # a fresh batch each step, as in training (loader + prefetch thread)
+            batch = data.prepare_batch(next(it))
+            params, opt, ema, out = compiled(params, opt, ema, rest, batch, jax.random.key(k), jnp.float32(k))
+        jax.block_until_ready((params, out))
         sps = steps / (time.perf_counter() - t0)
+        loader.close()
         mem = _memory(compiled)
         rows.append(f"| `{spec.split('/')[-1]}` | {name} | {count_params(model)['total']:,} | {sc.batch_size} "
                     f"| {sc.rollout_steps} | {sps:.2f} | {sps * sc.batch_size:.1f} | {compile_s:.1f} "

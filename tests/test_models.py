@@ -72,6 +72,8 @@ def expected_counts(cfg, num_points: int, channels: int = 1) -> dict[str, int]:
     n_layers = 2 * sum(o.depths[:-1]) + o.depths[-1]
     op = (lin(2, c) + lin(c, c) + lin(d, h) + lin(h, d) + n_layers * layer
           + 2 * (len(o.depths) - 1) * lin(h, h) + 2 * h)
+    if o.pos_embed:      # learned token positions (T, H)
+        op += t * h
 
     dc = m.decoder
     hd, mh, nq = dc.hidden_dim, dc.mlp_hidden, 2 * len(dc.fourier_freqs)
@@ -222,7 +224,8 @@ def test_full_operator_count_vs_original():
     n_layers = 2 * sum(o.depths[:-1]) + o.depths[-1]
     adaln = n_layers * 2 * lin(o.cond_dim, 3 * o.hidden_dim)
     cond = lin(2, o.cond_dim) + lin(o.cond_dim, o.cond_dim)
-    assert counts["operator"] - adaln - cond == 234_632
+    pos = cfg.model.latent_tokens * o.hidden_dim if o.pos_embed else 0
+    assert counts["operator"] - adaln - cond - pos == 234_632
 
 
 # ------------------------------------------------------------------------------------------------------------

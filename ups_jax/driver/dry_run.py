@@ -1,20 +1,43 @@
 """``python -m ups_jax.driver dry-run --config FILE[:arg] [--estimate-only] [--skip-data] [--steps N] [--json]``
 
-Measures instead of guessing (the original used a hand-tuned seconds-per-epoch table): validates the config,
-loads one real batch, builds the model, compiles every stage's train step, reads XLA's own memory and FLOP
-analysis of the compiled step, times steps after warm-up, times one validation, one checkpoint save and the
-final evaluation, and adds them up for the configured steps. GPU estimates come from a FLOP-rate table with a
-stated efficiency factor (``cfg.cost.efficiency``) and a per-step floor (``cfg.cost.min_step_s``); prices from
-``cfg.cost.price_per_hour`` (defaults: the original report's H100 $2.89/h, A100 $1.89/h, H200 $2.59/h).
+Measures instead of guessing (the original used a hand-tuned seconds-per-epoch table). It does, in order, what
+``python -m ups_jax.train`` does and times each part:
 
-Predicted peak memory on this machine = the dry run's own peak resident memory: it loads the same data and
-compiles and runs the same programs as the training run. Device memory for a GPU = XLA's
+* startup: process start, imports, the same checks as train's preflight (``validate``: with ``data.paths``
+  that includes validate-data's NaN/Inf scan of every sample), loading the data, splits, normalisation, the model;
+* per stage: the validator and the training-window loader (train split read into RAM, prefetch thread); the
+  loop's first two steps through the same jitted train step with the same kinds of arguments (its compile, and
+  any recompile the real run would do: ``compile_s`` = those two calls − 2 step times); steps through the loop's
+  body (loader → normalise → RNG split → jitted step); one validation (its compile separately); checkpoint
+  saves with the run's retention; and the restore of the best EMA weights into the model at the end of the
+  stage, so the next stage starts from the same kind of (restored) weights as in the real run;
+* the final evaluation on ``eval.split`` (PDEBench protocol and full horizon, plots, JSON), as train runs it.
+
+Predicted wall time on this machine::
+
+    total   = startup_s + Σ stage total_s + final_eval_s
+    total_s = setup_s + compile_s + steps·step_s + val_compile_s + evals·(val_s + checkpoint_s) + end_s
+
+with ``steps`` = micro-steps (steps × accum_steps) and ``evals`` = ⌈steps / eval_every⌉ (a validation and a
+checkpoint every ``eval_every`` steps and at the end, as the loop does). Early stopping (``patience``) can only
+make the real run shorter. Predicted peak memory on this machine = the dry run's own peak resident memory: it
+loads the same data and compiles and runs the same programs. Device memory for a GPU = XLA's
 argument + output + temp − alias bytes of the largest compiled step.
+
+GPU estimates come from XLA's FLOP count of each compiled step, a FLOP-rate table with a stated efficiency
+factor (``cfg.cost.efficiency``) and a per-step floor (``cfg.cost.min_step_s``); they cover the training steps
+only. Prices from ``cfg.cost.price_per_hour`` (defaults: the original report's H100 $2.89/h, A100 $1.89/h,
+H200 $2.59/h; override with ``--config.cost.price_per_hour.H100=...``). Recommendation: the cheapest GPU whose
+memory holds the largest step.
+
+Exit 0 with an estimate; 1 when the config fails validation (one line: the first errors); 2 for a usage error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import os
@@ -35,6 +58,7 @@ GPU_TABLE = {
     "A100": {"tflops": 156.0, "memory_gb": 80},
     "H200": {"tflops": 494.7, "memory_gb": 141},
 }
+WARMUP_STEPS = 2
 
 
 def device_memory_bytes() -> int:
@@ -51,14 +75,20 @@ def peak_rss_bytes() -> int:
 
 
 def _flops(compiled) -> float:
-    ca = compiled.cost_analysis()
+    try:
+        ca = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 — some backends do not implement it
+        return float("nan")
     if isinstance(ca, (list, tuple)):      # jax < 0.4.30 returned a list of dicts
         ca = ca[0] if ca else {}
     return float((ca or {}).get("flops", float("nan")))
 
 
 def _memory(compiled) -> dict:
-    m = compiled.memory_analysis()
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001
+        m = None
     if m is None:
         return {"argument_bytes": 0, "output_bytes": 0, "temp_bytes": 0, "alias_bytes": 0, "peak_bytes": 0}
     out = {"argument_bytes": int(m.argument_size_in_bytes), "output_bytes": int(m.output_size_in_bytes),
@@ -67,52 +97,71 @@ def _memory(compiled) -> dict:
     return out
 
 
-class _SyntheticData:
-    """Stand-in with the config's grid when --skip-data (or the default data is not generated yet)."""
+class _SyntheticDataset:
+    """The reader interface WindowLoader needs (nt, nx, nu, dt, read), over in-memory fields."""
 
-    def __init__(self, cfg):
+    def __init__(self, traj: np.ndarray, nu: np.ndarray, dt: float):
+        self._traj = traj
+        self.nu = nu
+        self.dt = dt
+        self.num_trajectories, self.nt, self.nx = traj.shape
+        self.trajectories_per_file = [self.num_trajectories]
+
+    def read(self, indices) -> np.ndarray:
+        return self._traj[np.asarray(indices, np.int64)]
+
+
+class _SyntheticData:
+    """Stand-in for ``RunData`` with the config's grid, splits and batch shapes (--skip-data, or the default
+    data is not generated yet): the same programs compile and run, only the values differ."""
+
+    synthetic = True
+
+    def __init__(self, cfg, *, use_files: bool = False, max_per_file: int = 0):
+        from ups_jax.data.pdebench import make_splits
         from ups_jax.driver.validate import _grid
 
-        nx, nt, n = _grid(cfg)
+        nx, nt, counts = _grid(cfg, use_files=use_files)
+        if max_per_file:          # shapes only (validate --compile): a few trajectories per file suffice
+            counts = [min(int(c), max_per_file) for c in counts]
+        n = int(sum(counts))
         rng = np.random.default_rng(0)
         x = (np.arange(nx) + 0.5) / nx
         k = rng.integers(1, 4, size=(n, 1, 1))
         t = np.arange(nt)[None, :, None] * 0.05
-        self.traj = (np.sin(2 * np.pi * k * (x[None, None] - 0.1 * t)) * np.exp(-t)).astype(np.float32)
-        self.nu = np.full((n,), cfg.data.generate.nu, np.float32)
-        self.norm = {"mean": 0.0, "std": float(self.traj.std())}
-        self.x = x.astype(np.float32) * 2 - 1
+        traj = (np.sin(2 * np.pi * k * (x[None, None] - 0.1 * t)) * np.exp(-t)).astype(np.float32)
+        self.dataset = _SyntheticDataset(traj, np.full((n,), cfg.data.generate.nu, np.float32), 0.05)
+        self.splits = make_splits(counts, test_fraction=cfg.data.test_fraction, val_fraction=cfg.data.val_fraction)
+        self.norm = {"mean": float(traj[self.splits["train"]].mean()), "std": float(traj[self.splits["train"]].std())}
+        self.x = (x * 2 - 1).astype(np.float32)
         self.x01 = x.astype(np.float32)
         self.Lx = 2.0
-        n_test, n_val = max(1, int(n * cfg.data.test_fraction)), max(1, int(n * cfg.data.val_fraction))
-        self.splits = {"test": np.arange(n_test), "val": np.arange(n_test, n_test + n_val),
-                       "train": np.arange(n_test + n_val, n)}
-        self.dataset = type("D", (), {"dt": 0.05, "nx": nx, "nt": nt, "num_trajectories": n})()
-        self.synthetic = True
+        self.paths = []
 
     def trajectories(self, split, limit=0):
-        idx = self.splits[split][:limit] if limit else self.splits[split]
-        return self.traj[idx], self.nu[idx]
+        idx = np.asarray(self.splits[split])
+        idx = idx[:limit] if limit else idx
+        return self.dataset.read(idx), self.dataset.nu[idx]
 
     def prepare_batch(self, batch):
         from ups_jax.training.pipeline import RunData
 
         return RunData.prepare_batch(self, batch)
 
-    def batch(self, window, batch_size):
-        idx = np.resize(self.splits["train"], batch_size)
-        return {"u": self.traj[idx, :window], "nu": self.nu[idx], "dt": np.full((batch_size,), 0.05, np.float32)}
-
 
 def _load_data(cfg, skip_data: bool, notes: list):
     if skip_data:
-        notes.append("--skip-data: synthetic fields with the config's grid (timings of the real run match; "
-                     "no data-loading cost measured)")
+        notes.append("--skip-data: synthetic fields with the grid of data.generate (no data file read; data "
+                     "loading and validate-data are not in the estimate)")
         return _SyntheticData(cfg)
-    if not cfg.data.paths and not (Path(cfg.data.default_dir)).exists():
-        notes.append(f"default data not generated yet in {cfg.data.default_dir} (train will generate it); "
-                     "timing on synthetic fields with the same grid")
-        return _SyntheticData(cfg)
+    if not cfg.data.paths:
+        from ups_jax.data.default import default_data_path
+
+        if not default_data_path(cfg).exists():
+            notes.append(f"default data not generated yet ({default_data_path(cfg)}): train will generate it first "
+                         "(not in the estimate; see docs/benchmarks.md); timing on synthetic fields with the same "
+                         "grid")
+            return _SyntheticData(cfg)
     from ups_jax.training.pipeline import RunData
 
     data = RunData(cfg)
@@ -120,101 +169,108 @@ def _load_data(cfg, skip_data: bool, notes: list):
     return data
 
 
-def _first_batch(cfg, data, stage_cfg, seed):
-    if getattr(data, "synthetic", False):
-        return data.batch(stage_cfg.rollout_steps + 1, stage_cfg.batch_size)
-    from ups_jax.data.loader import WindowLoader
-
-    loader = WindowLoader(data.dataset, data.splits["train"], window=stage_cfg.rollout_steps + 1,
-                          batch_size=stage_cfg.batch_size, seed=seed, prefetch=0)
-    try:
-        return next(iter(loader))
-    finally:
-        if hasattr(loader, "close"):
-            loader.close()
-
-
-def _stage_programs(cfg, data, model):
-    """Yields (name, stage cfg, train_step, args) with args ready for .lower(*args)."""
+def _stage_parts(cfg, data, model, i: int, name: str):
+    """What ``train_and_evaluate`` builds for stage ``i``: (stage cfg, train step, initial args, loader)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    from ups_jax.training.loop import make_train_step, trainable_filter
+    from ups_jax.data.loader import WindowLoader
+    from ups_jax.training.loop import make_train_step, place_on_device, trainable_filter
     from ups_jax.training.losses import make_ups_loss
     from ups_jax.training.optim import make_optimizer
 
-    for i, name in enumerate(cfg.stage_order):
-        sc = cfg.stages[name]
-        loss_fn = make_ups_loss(sc.losses, x01=jnp.asarray(data.x01), rollout_steps=sc.rollout_steps,
-                                query_points=sc.query_points)
-        graphdef, params, rest = nnx.split(model, trainable_filter(tuple(sc.trainable)), ...)
-        tx = make_optimizer(sc)
-        step = make_train_step(graphdef, loss_fn, tx, float(sc.ema_decay))
-        batch = data.prepare_batch(_first_batch(cfg, data, sc, cfg.seed + 1000 * i))
-        args = (params, tx.init(params), params, rest, batch, jax.random.key(0))
-        yield name, sc, step, args
+    sc = cfg.stages[name]
+    loss_fn = make_ups_loss(sc.losses, x01=jnp.asarray(data.x01), rollout_steps=sc.rollout_steps,
+                            query_points=sc.query_points)
+    loader = WindowLoader(data.dataset, data.splits["train"], window=sc.rollout_steps + 1,
+                          batch_size=sc.batch_size, seed=cfg.seed + 1000 * i, prefetch=cfg.data.prefetch)
+    graphdef, params, rest = nnx.split(model, trainable_filter(tuple(sc.trainable)), ...)
+    tx = make_optimizer(sc)
+    step = make_train_step(graphdef, loss_fn, tx, float(sc.ema_decay))
+    return sc, step, place_on_device((params, tx.init(params), params, rest)), loader
+
+
+def _step_arg_names(step) -> list[str]:
+    """Parameter names of ``make_train_step``'s step; fails loudly if the trainer's step grew an argument the
+    dry run does not know how to pass."""
+    import inspect
+
+    names = list(inspect.signature(inspect.unwrap(step)).parameters)
+    unknown = [n for n in names if n not in ("params", "opt_state", "ema", "rest", "batch", "rng", "step")]
+    if unknown:
+        raise RuntimeError(f"dry-run does not know train_step argument(s) {unknown}: update "
+                           f"ups_jax/driver/dry_run.py:_step_args to match ups_jax/training/loop.py")
+    return names
+
+
+def _step_args(names, params, opt_state, ema, rest, batch, rng, k: int) -> tuple:
+    """The step's positional arguments as ``run_stage`` passes them (``k``: the loop's step counter)."""
+    import jax.numpy as jnp
+
+    known = {"params": params, "opt_state": opt_state, "ema": ema, "rest": rest, "batch": batch, "rng": rng}
+    return tuple(known[n] if n != "step" else jnp.float32(k) for n in names)
 
 
 def compiled_stage_memory(cfg) -> dict:
-    """XLA memory of each stage's compiled train step (no execution); used by ``validate --compile``."""
+    """XLA memory and FLOPs of each stage's compiled train step (no execution); used by ``validate --compile``."""
+    import jax
     from flax import nnx
 
     from ups_jax.models import build_model
 
-    data = _SyntheticData(cfg)
+    data = _SyntheticData(cfg, use_files=True, max_per_file=256)
     model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
     out = {}
-    for name, sc, step, args in _stage_programs(cfg, data, model):
-        compiled = step.lower(*args).compile()
+    for i, name in enumerate(cfg.stage_order):
+        sc, step, state, loader = _stage_parts(cfg, data, model, i, name)
+        try:
+            batch = data.prepare_batch(next(iter(loader)))
+        finally:
+            loader.close()
+        compiled = step.lower(*_step_args(_step_arg_names(step), *state, batch, jax.random.key(0), 0)).compile()
         out[name] = {**_memory(compiled), "flops": _flops(compiled)}
     return out
 
 
-def dry_run(cfg, *, skip_data: bool = False, estimate_only: bool = False, timing_steps: int = 5,
-            t_process_start: float | None = None) -> dict:
+def dry_run(cfg, *, skip_data: bool = False, estimate_only: bool = False, timing_steps: int = 10,
+            min_timing_s: float = 1.0, t_process_start: float | None = None) -> dict:
+    """Returns the estimate (see the module docstring for the formula); raises UserError(exit 1) on a config
+    that fails validation."""
     import jax
     from flax import nnx
 
+    import ups_jax.training.pipeline  # noqa: F401 — train imports it before its clock starts too
     from ups_jax.driver.validate import errors, run_checks
     from ups_jax.models import build_model, count_params
 
     t_process_start = t_process_start or time.time()
-    checks = run_checks(cfg)
+    checks = run_checks(cfg, skip_data=skip_data)
     errs = errors(checks)
     if errs:
-        raise UserError("config fails validation: " + "; ".join(f"{e.name}: {e.message}" for e in errs[:3]) +
-                        " (run driver validate for the full list)", exit_code=1)
+        more = f" (+{len(errs) - 3} more)" if len(errs) > 3 else ""
+        raise UserError("config fails validation: " + "; ".join(f"[{e.category}] {e.name}: {e.message}"
+                                                                 for e in errs[:3]) + more +
+                        " (python -m ups_jax.driver validate for the fixes)", exit_code=1)
     notes: list[str] = []
     data = _load_data(cfg, skip_data, notes)
     model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
     t_ready = time.time()
-    report = {"config": cfg.variant, "device": jax.devices()[0].platform, "device_kind": jax.devices()[0].device_kind,
-              "params": count_params(model), "notes": notes, "stages": {}, "synthetic_data": data.__dict__.get(
-                  "synthetic", False), "startup_s": t_ready - t_process_start}
-    for name, sc, step, args in _stage_programs(cfg, data, model):
-        t0 = time.perf_counter()
-        compiled = step.lower(*args).compile()
-        compile_s = time.perf_counter() - t0
-        micro_steps = int(sc.steps) * int(sc.accum_steps)
-        n_evals = micro_steps // int(sc.eval_every) + (micro_steps % int(sc.eval_every) != 0)
-        st = {"steps": micro_steps, "evals": n_evals, "compile_s": compile_s, "flops_per_step": _flops(compiled),
-              **_memory(compiled)}
-        if not estimate_only:
-            state = args
-            out = compiled(*state)               # warm-up (first execution allocates)
-            jax.block_until_ready(out)
-            t0 = time.perf_counter()
-            for _ in range(timing_steps):
-                params, opt_state, ema, _ = compiled(*state)
-                state = (params, opt_state, ema) + state[3:]
-            jax.block_until_ready(state[:3])
-            st["step_s"] = (time.perf_counter() - t0) / timing_steps
-            st.update(_time_validation_and_checkpoint(cfg, name, data, model, args))
-            st["train_s"] = micro_steps * st["step_s"]
-            st["total_s"] = (st["compile_s"] + st["train_s"] + st["val_compile_s"]
-                             + n_evals * (st["val_s"] + st["checkpoint_s"]))
-        report["stages"][name] = st
+    dev = jax.devices()[0]
+    report = {"config": cfg.variant, "device": dev.platform, "device_kind": dev.device_kind,
+              "params": count_params(model), "notes": notes, "stages": {},
+              "synthetic_data": bool(getattr(data, "synthetic", False)), "estimate_only": bool(estimate_only),
+              "startup_s": t_ready - t_process_start, "efficiency": float(cfg.cost.efficiency)}
+    if any(int(cfg.stages[n].patience) > 0 for n in cfg.stage_order):
+        notes.append("patience > 0: early stopping can make the real run shorter than this estimate")
+    for i, name in enumerate(cfg.stage_order):
+        report["stages"][name] = _stage_estimate(cfg, data, model, i, name, estimate_only=estimate_only,
+                                                 timing_steps=timing_steps, min_timing_s=min_timing_s)
+    for name, st in report["stages"].items():
+        if st.get("recompiled"):
+            notes.append(f"stage {name}: the second train step compiled again ({st['first_steps_s'][1]:.1f} s; "
+                         f"the first step's inputs were placed differently from its outputs) — the real run does "
+                         f"the same; counted in compile_s")
     if not estimate_only:
         report["final_eval_s"] = _time_final_eval(cfg, data, model)
         report["total_s"] = report["startup_s"] + sum(s["total_s"] for s in report["stages"].values()) \
@@ -222,32 +278,116 @@ def dry_run(cfg, *, skip_data: bool = False, estimate_only: bool = False, timing
         report["predicted_peak_rss_bytes"] = peak_rss_bytes()
     report["device_peak_bytes"] = max(s["peak_bytes"] for s in report["stages"].values())
     report["gpu"] = gpu_estimates(cfg, report)
-    fits = [g for g, e in report["gpu"].items() if e["fits"]]
-    report["recommendation"] = min(fits, key=lambda g: report["gpu"][g]["cost_usd"]) if fits else None
+    report["recommendation"] = recommend(report["gpu"])
     return report
 
 
-def _time_validation_and_checkpoint(cfg, name, data, model, args) -> dict:
-    from ups_jax.training import checkpoints as ckpt
-    from ups_jax.training.loop import param_dict
+def recommend(gpu: dict) -> str | None:
+    """The cheapest GPU whose memory holds the largest compiled step (None when none does)."""
+    fits = [g for g, e in gpu.items() if e["fits"]]
+    return min(fits, key=lambda g: gpu[g]["cost_usd"]) if fits else None
+
+
+def _stage_estimate(cfg, data, model, i, name, *, estimate_only, timing_steps, min_timing_s) -> dict:
+    """One stage as ``train_and_evaluate`` + ``run_stage`` run it, timed part by part. Steps go through the same
+    jitted function with the same kinds of arguments as the loop, so a recompile the real run would do (e.g.
+    the second step seeing differently placed inputs) is timed too; XLA's analysis reuses that compilation."""
+    import jax
+
     from ups_jax.training.pipeline import make_validator
 
+    t0 = time.perf_counter()
     validate, _ = make_validator(name, cfg, data, model)
+    sc, step, state, loader = _stage_parts(cfg, data, model, i, name)
+    micro_steps = int(sc.steps) * int(sc.accum_steps)
+    n_evals = -(-micro_steps // int(sc.eval_every))
+    try:
+        it = iter(loader)
+        batch = data.prepare_batch(next(it))
+        setup_s = time.perf_counter() - t0
+        names = _step_arg_names(step)
+        params, opt_state, ema, rest = state
+        rng, sub = jax.random.split(jax.random.key(cfg.seed + i))
+        args0 = _step_args(names, params, opt_state, ema, rest, batch, sub, 0)
+        st = {"steps": micro_steps, "evals": n_evals, "setup_s": setup_s}
+        if estimate_only:
+            t0 = time.perf_counter()
+            compiled = step.lower(*args0).compile()
+            st["compile_s"] = time.perf_counter() - t0
+            st.update(flops_per_step=_flops(compiled), **_memory(compiled))
+            return st
+        first_calls = []
+        for k in range(WARMUP_STEPS):   # the loop's first steps: compile (+ any recompile) + run
+            if k:
+                batch = data.prepare_batch(next(it))
+                rng, sub = jax.random.split(rng)
+            t0 = time.perf_counter()
+            params, opt_state, ema, out = step(*(args0 if k == 0 else _step_args(
+                names, params, opt_state, ema, rest, batch, sub, k)))
+            jax.block_until_ready((params, opt_state, ema, out))
+            first_calls.append(time.perf_counter() - t0)
+        compiled = step.lower(*args0).compile()     # cached: the analysis of what the first call compiled
+        st.update(flops_per_step=_flops(compiled), **_memory(compiled))
+        del args0, compiled
+        t0, k = time.perf_counter(), 0
+        chunk = max(int(timing_steps), 1)
+        while True:   # the body of run_stage's loop
+            batch = data.prepare_batch(next(it))
+            rng, sub = jax.random.split(rng)
+            params, opt_state, ema, out = step(*_step_args(names, params, opt_state, ema, rest, batch, sub,
+                                                           WARMUP_STEPS + k))
+            k += 1
+            if k % chunk == 0:
+                jax.block_until_ready((params, opt_state, ema, out))
+                if time.perf_counter() - t0 >= min_timing_s or k >= 50 * chunk:
+                    break
+        st["timed_steps"] = k
+        st["step_s"] = (time.perf_counter() - t0) / k
+        st["first_steps_s"] = first_calls
+        st["compile_s"] = max(sum(first_calls) - WARMUP_STEPS * st["step_s"], 0.0)
+        if first_calls[1] > max(1.0, 20 * st["step_s"]):
+            st["recompiled"] = True
+    finally:
+        loader.close()
+    st.update(_time_validation_and_checkpoint(cfg, name, validate, model, opt_state, n_evals))
+    st["train_s"] = micro_steps * st["step_s"]
+    st["total_s"] = (st["setup_s"] + st["compile_s"] + st["train_s"] + st["val_compile_s"]
+                     + n_evals * (st["val_s"] + st["checkpoint_s"]) + st["end_s"])
+    return st
+
+
+def _time_validation_and_checkpoint(cfg, name, validate, model, opt_state, n_evals) -> dict:
+    """One validation (first call = compile + run), checkpoint saves as the loop writes them (params, EMA,
+    optimizer state, JSON state; the run's retention), and the end-of-stage restore of the best EMA."""
+    from ups_jax.training import checkpoints as ckpt
+    from ups_jax.training.loop import load_param_dict, param_dict
+
     t0 = time.perf_counter()
     validate(model)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    validate(model)
+    metrics = validate(model)
     val_s = time.perf_counter() - t0
+    saves = max(1, min(int(n_evals), 2))
     with tempfile.TemporaryDirectory() as d:
-        mngr = ckpt.open_manager(d, name)
+        mngr = ckpt.open_manager(d, name, keep_latest=cfg.checkpoint.keep_latest, keep_best=cfg.checkpoint.keep_best,
+                                 metadata={"config": cfg.to_dict()})
         p = param_dict(model)
         t0 = time.perf_counter()
-        ckpt.save(mngr, 1, params=p, ema=p, opt_state=args[1], state={"step": 1}, val=0.0)
+        for k in range(saves):
+            ckpt.save(mngr, k + 1, params=p, ema=p, opt_state=opt_state, val=1.0 - k, state={
+                "step": k + 1, "rng": [0, 0], "best_val": 1.0, "best_step": k + 1, "evals_since_best": 0,
+                "loader": {}, "finished": False, "stopped_early": False, "stage": name,
+                "metrics": {key: float(v) for key, v in metrics.items()}})
         mngr.wait_until_finished()
-        checkpoint_s = time.perf_counter() - t0
+        checkpoint_s = (time.perf_counter() - t0) / saves
+        t0 = time.perf_counter()
+        best = ckpt.restore(mngr, mngr.best_step(), params_like=p, items=("ema",))["ema"]
+        load_param_dict(model, best)    # as run_stage: the next stage starts from restored (device-placed) weights
         mngr.close()
-    return {"val_s": val_s, "val_compile_s": max(first - val_s, 0.0), "checkpoint_s": checkpoint_s}
+        end_s = time.perf_counter() - t0
+    return {"val_s": val_s, "val_compile_s": max(first - val_s, 0.0), "checkpoint_s": checkpoint_s,
+            "end_s": end_s}
 
 
 def _time_final_eval(cfg, data, model) -> float:
@@ -255,9 +395,6 @@ def _time_final_eval(cfg, data, model) -> float:
 
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        import contextlib
-        import io
-
         with contextlib.redirect_stdout(io.StringIO()):
             run_evaluation(model, cfg, data, Path(d))
         return time.perf_counter() - t0
@@ -277,61 +414,84 @@ def gpu_estimates(cfg, report) -> dict:
                 if math.isfinite(st["flops_per_step"]) else floor
             seconds += st["steps"] * per_step
         hours = seconds / 3600
-        out[gpu] = {"train_s": seconds, "hours": hours, "price_per_hour": prices[gpu],
-                    "cost_usd": hours * prices[gpu],
+        out[gpu] = {"train_s": seconds, "hours": hours, "price_per_hour": float(prices[gpu]),
+                    "cost_usd": hours * float(prices[gpu]),
                     "fits": report["device_peak_bytes"] < 0.9 * spec["memory_gb"] * 2**30}
     return out
 
 
 def format_report(r: dict) -> str:
     mib = lambda b: f"{b / 2**20:.1f} MiB"
+    nan = float("nan")
     lines = [f"dry run: config {r['config']} on {r['device']} ({r['device_kind']}); params " +
              ", ".join(f"{k}={v:,}" for k, v in r["params"].items())]
     lines += [f"note: {n}" for n in r["notes"]]
-    head = f"{'stage':10s} {'steps':>7s} {'step ms':>8s} {'compile s':>9s} {'evals':>5s} {'val s':>6s} " \
-           f"{'est. s':>8s} {'GFLOP/step':>10s} {'XLA peak':>10s}"
+    head = f"{'stage':10s} {'steps':>7s} {'step ms':>8s} {'setup s':>7s} {'compile s':>9s} {'evals':>5s} " \
+           f"{'val s':>6s} {'ckpt s':>6s} {'est. s':>8s} {'GFLOP/step':>10s} {'XLA peak':>10s}"
     lines += ["", head, "-" * len(head)]
     for name, s in r["stages"].items():
-        lines.append(f"{name:10s} {s['steps']:7d} {1e3 * s.get('step_s', float('nan')):8.2f} {s['compile_s']:9.2f} "
-                     f"{s['evals']:5d} {s.get('val_s', float('nan')):6.2f} {s.get('total_s', float('nan')):8.1f} "
-                     f"{s['flops_per_step'] / 1e9:10.3f} {mib(s['peak_bytes']):>10s}")
+        lines.append(f"{name:10s} {s['steps']:7d} {1e3 * s.get('step_s', nan):8.2f} {s['setup_s']:7.2f} "
+                     f"{s['compile_s']:9.2f} {s['evals']:5d} {s.get('val_s', nan):6.2f} "
+                     f"{s.get('checkpoint_s', nan):6.2f} "
+                     f"{s.get('total_s', nan):8.1f} {s['flops_per_step'] / 1e9:10.3f} {mib(s['peak_bytes']):>10s}")
     if "total_s" in r:
-        lines += ["", f"startup {r['startup_s']:.1f} s + stages + final evaluation {r['final_eval_s']:.1f} s "
-                      f"= predicted wall time {r['total_s']:.0f} s ({r['total_s'] / 60:.1f} min) on this machine",
+        lines += ["", f"startup {r['startup_s']:.1f} s + stages {sum(s['total_s'] for s in r['stages'].values()):.1f} s"
+                      f" + final evaluation {r['final_eval_s']:.1f} s = predicted wall time {r['total_s']:.0f} s "
+                      f"({r['total_s'] / 60:.1f} min) on this machine",
                   f"predicted peak memory (resident): {mib(r['predicted_peak_rss_bytes'])}"]
-    lines += ["", f"{'GPU':6s} {'train':>10s} {'$/h':>6s} {'cost':>8s}  fits"]
+    else:
+        lines += ["", "--estimate-only: compiled and analysed, no step executed (no wall-time prediction)"]
+    lines += ["", f"{'GPU':6s} {'train':>10s} {'hours':>8s} {'$/h':>6s} {'cost $':>8s}  fits"]
     for gpu, e in r["gpu"].items():
-        lines.append(f"{gpu:6s} {e['train_s']:9.0f}s {e['price_per_hour']:6.2f} {e['cost_usd']:8.3f}  "
-                     f"{'yes' if e['fits'] else 'no'}")
+        lines.append(f"{gpu:6s} {e['train_s']:9.0f}s {e['hours']:8.4f} {e['price_per_hour']:6.2f} "
+                     f"{e['cost_usd']:8.3f}  {'yes' if e['fits'] else 'no'}")
     lines.append(f"recommendation: {r['recommendation'] or 'no listed GPU fits'} (cheapest that fits; GPU times "
-                 f"assume {r.get('efficiency', 'cfg.cost.efficiency')} of peak TF32 FLOP/s, not measured here)")
+                 f"count training steps at {r['efficiency']:g} of peak TF32 FLOP/s (cfg.cost.efficiency), "
+                 f"not measured here)")
     return "\n".join(lines)
 
 
 def _process_start() -> float:
-    try:  # psutil ships with ray[default]; counts interpreter start-up and imports like the real run
+    """Wall-clock time this process started (so start-up and imports count, as in the real run)."""
+    try:
         import psutil
 
         return psutil.Process().create_time()
     except ImportError:
+        pass
+    try:   # Linux without psutil: start time in clock ticks since boot
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime"))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
         return time.time()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):     # one line, exit 2 (run_cli), instead of argparse's usage block
+        raise UserError(f"{self.prog}: {message}")
 
 
 def main(argv) -> int:
     t_start = _process_start()
     spec, overrides, rest = split_config_args(argv)
-    parser = argparse.ArgumentParser(prog="python -m ups_jax.driver dry-run")
+    parser = _Parser(prog="python -m ups_jax.driver dry-run")
     parser.add_argument("--estimate-only", action="store_true", help="compile and analyse; do not execute steps")
-    parser.add_argument("--skip-data", action="store_true", help="synthetic fields with the config's grid")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per stage after warm-up")
+    parser.add_argument("--skip-data", action="store_true",
+                        help="read no data file: synthetic fields with the grid of data.generate")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per stage after warm-up (at least; "
+                        "more until --min-time seconds)")
+    parser.add_argument("--min-time", type=float, default=1.0, help="time each stage's steps for ≥ this many s")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(rest)
     if spec is None:
         raise ConfigError("missing --config: e.g. --config configs/burgers32.py:cpu")
+    if args.steps < 1 or args.min_time < 0:
+        raise UserError("dry-run: --steps must be ≥ 1 and --min-time ≥ 0")
     cfg = load_config(spec, overrides)
     r = dry_run(cfg, skip_data=args.skip_data, estimate_only=args.estimate_only, timing_steps=args.steps,
-                t_process_start=t_start)
-    r["efficiency"] = float(cfg.cost.efficiency)
+                min_timing_s=args.min_time, t_process_start=t_start)
     print(json.dumps(r, indent=1, default=float) if args.json else format_report(r))
     return 0
 

@@ -8,7 +8,10 @@ Differences from the original ``latent_operator.py`` (ups-original.md §4.7), al
 * no LayerNorm on the residual (the original's ``z + LN(PDET(·))`` forces unit-RMS updates at init); instead
   ``output_proj`` is initialised with a small variance (``output_init_scale``): after the encoder's LayerNorm the
   tokens have unit RMS and the final LN of the PDET has unit RMS, so the initial update has RMS ≈
-  ``output_init_scale`` (1e-2 by default), i.e. step(z) ≈ z at init while every parameter still gets a gradient.
+  ``output_init_scale`` (1e-2 by default), i.e. step(z) ≈ z at init while every parameter still gets a gradient;
+* an optional learned token position embedding (T, H) after ``input_proj`` (``model.operator.pos_embed``): the
+  original's attention had no positional information at all, so a token could not tell its left neighbour from
+  its right one — which advection (Burgers' u·u_x) is all about.
 """
 
 from __future__ import annotations
@@ -45,13 +48,16 @@ class ConditionEmbedding(nnx.Module):
 class LatentOperator(nnx.Module):
     def __init__(self, *, latent_dim: int, hidden_dim: int, group_size: int, num_heads: int,
                  depths: Sequence[int] = (1, 1, 1), mlp_ratio: float = 2.0, cond_dim: int,
-                 output_init_scale: float = 1e-2, rngs: nnx.Rngs):
+                 output_init_scale: float = 1e-2, latent_tokens: int | None = None, rngs: nnx.Rngs):
         check_attention_dims(hidden_dim, group_size, num_heads)
         if latent_dim <= 0:
             raise ValueError(f"model.latent_dim={latent_dim} must be positive")
         self.latent_dim, self.hidden_dim = latent_dim, hidden_dim
         self.cond_embed = ConditionEmbedding(cond_dim, rngs=rngs)
         self.input_proj = nnx.Linear(latent_dim, hidden_dim, rngs=rngs)
+        self.latent_tokens = latent_tokens
+        if latent_tokens:
+            self.pos_embed = nnx.Param(0.02 * jax.random.normal(rngs.params(), (latent_tokens, hidden_dim)))
         self.pdet = PDETransformer(hidden_dim, depths=depths, group_size=group_size, num_heads=num_heads,
                                    mlp_ratio=mlp_ratio, cond_dim=cond_dim, rngs=rngs)
         # std = output_init_scale / sqrt(H): the (unit-RMS) final-LN output maps to an update of RMS ≈ scale.
@@ -67,6 +73,9 @@ class LatentOperator(nnx.Module):
         nu = jnp.broadcast_to(jnp.asarray(nu, jnp.float32), (b,))
         c = self.cond_embed(dt, nu)
         h = self.input_proj(z)
+        if self.latent_tokens:
+            chex.assert_axis_dimension(z, 1, self.latent_tokens)
+            h = h + self.pos_embed[...][None]
         h = self.pdet(h, c)
         r = self.output_proj(h)
         chex.assert_equal_shape([z, r])

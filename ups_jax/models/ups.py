@@ -112,7 +112,8 @@ def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | Non
             num_heads=int(_get(op, "num_heads", "model.operator")),
             depths=tuple(_get(op, "depths", "model.operator")),
             mlp_ratio=float(_get(op, "mlp_ratio", "model.operator")),
-            cond_dim=int(_get(op, "cond_dim", "model.operator")), rngs=rngs)
+            cond_dim=int(_get(op, "cond_dim", "model.operator")),
+            latent_tokens=t if _get(op, "pos_embed", "model.operator") else None, rngs=rngs)
         decoder = AnyPointDecoder(
             latent_dim=d, latent_tokens=t, out_channels=int(channels),
             hidden_dim=int(_get(dec, "hidden_dim", "model.decoder")),
@@ -189,6 +190,7 @@ CONFIG_KEY_FOR_PARAM: tuple[tuple[str, str], ...] = (
     (r"^decoder/(query_embed|pos_embed)/kernel$", "model.decoder.fourier_freqs / model.decoder.hidden_dim"),
     (r"^decoder/latent_proj/kernel$", "model.latent_dim / model.decoder.hidden_dim"),
     (r"^decoder/local_readout/", "model.latent_dim / model.decoder.local_freqs"),
+    (r"^operator/pos_embed$", "model.latent_tokens / model.operator.hidden_dim"),
     (r"^decoder/layers/\d+/mlp/", "model.decoder.hidden_dim / model.decoder.mlp_hidden"),
     (r"^decoder/head/fc1/", "model.decoder.hidden_dim / model.decoder.mlp_hidden"),
     (r"^decoder/head/fc2/", "model.decoder.mlp_hidden / output channels (data)"),

@@ -59,6 +59,13 @@ def load_param_dict(model: nnx.Module, pure: dict) -> None:
     nnx.update(model, state)
 
 
+def place_on_device(tree):
+    """Commits every array of the train state to this process's first device. Weights restored by orbax (or
+    handed on from the previous stage) arrive committed while fresh ones are not; without this, the jitted step
+    sees a different input placement on its second call and compiles a second time (a whole operator compile)."""
+    return jax.device_put(tree, jax.devices()[0])
+
+
 def make_train_step(graphdef, loss_fn, tx, ema_decay: float):
     traces = []
 
@@ -118,7 +125,6 @@ def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Call
 
     graphdef, params, rest = nnx.split(model, trainable_filter(spec.trainable), ...)
     if not jax.tree.leaves(params):  # a config error (stages.<name>.trainable), not a bug
-
         raise ValueError(f"stage {spec.name!r}: trainable={spec.trainable} selects no parameters")
     opt_state = tx.init(params)
     ema = params
@@ -136,6 +142,7 @@ def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Call
         loader.restore(st["loader"])
         logger.log("resume", stage=spec.name, step=step)
 
+    params, opt_state, ema, rest = place_on_device((params, opt_state, ema, rest))
     train_step = make_train_step(graphdef, spec.loss_fn, tx, float(c.ema_decay))
     schedule = learning_rate_schedule(c)
     bar = _progress(total_steps, step, spec.name, progress)
