@@ -13,7 +13,7 @@ import difflib
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
 
@@ -151,13 +151,13 @@ def config_from_dict(d: dict) -> ml_collections.ConfigDict:
     return cfg
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """``{'a': {'b': 1}} -> {'a.b': 1}``; used for config diffs and W&B."""
+def flatten(d: Mapping, prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """``{'a': {'b': 1}} -> {'a.b': 1}``; config diffs, W&B, and parameter paths (``sep='/'``)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         name = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, name + "."))
+        if isinstance(v, Mapping):
+            out.update(flatten(v, name + sep, sep))
         else:
             out[name] = v
     return out

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from ups_jax.config import flatten
 from ups_jax.errors import ConfigError
 from ups_jax.models.decoder import AnyPointDecoder
 from ups_jax.models.encoder import GridEncoder
@@ -139,14 +140,7 @@ def abstract_model(cfg, num_points: int, *, channels: int = 1) -> UPS:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, name + "/"))
-        else:
-            out[name] = v
-    return out
+    return flatten(tree, prefix, sep="/")
 
 
 def param_arrays(model: nnx.Module) -> dict[str, Any]:
