@@ -112,7 +112,7 @@ def get_config(arg=None):
         for name in STAGES:
             cfg.stages[name].query_points = 64
         cfg.stages.codec.update(dict(steps=1200, batch_size=32, eval_every=400, warmup_steps=50, lr=3e-3))
-        cfg.stages.operator.update(dict(steps=1500, batch_size=16, eval_every=250, lr=1e-3))
+        cfg.stages.operator.update(dict(steps=2200, batch_size=16, eval_every=275, lr=1e-3))
     elif arg == "test":
         cfg.data.default_dir = "data/burgers_test"
         cfg.data.generate = mlc.ConfigDict(dict(nu=0.01, samples=20, nx=256, seed=7, x_min=-1.0, x_max=1.0))
