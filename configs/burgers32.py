@@ -78,7 +78,7 @@ def get_config(arg=None):
     # The operator stage trains the operator on the codec's frozen latent space (losses: latent one-step against
     # the encoder's next state, decoded one-step and K-step rollout through the frozen decoder). Training the
     # codec jointly here degraded reconstruction (recon MSE 5e-4 -> 5e-3) and left the one-step error at the
-    # persistence level on the :cpu budget; frozen, val rollout nRMSE fell to 0.29 in 750 steps (docs/benchmarks.md).
+    # persistence level on the :cpu budget (val nRMSE 0.53 at step 500); see docs/benchmarks.md.
     cfg.stages.operator = _stage(steps=6000, lr=1e-3, rollout_steps=4, trainable=("operator",),
                                  losses=mlc.ConfigDict(dict(recon=0.0, one_step=1.0, latent=1.0, rollout=1.0)))
 
