@@ -439,7 +439,7 @@ def check_workdir(cfg, c: _Checks, workdir, nx):
         shapes = param_shapes(nnx.eval_shape(lambda: build_model(cfg, num_points=run_nx, rngs=nnx.Rngs(0))))
     except (ValueError, TypeError, UserError):
         return   # reported by the architecture checks
-    for stage in ckpt.finished_stages(wd):
+    for stage in ckpt.checkpointed_stages(wd):
         mngr = ckpt.open_manager(wd, stage, read_only=True)
         step = mngr.latest_step()
         mngr.close()

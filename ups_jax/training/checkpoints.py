@@ -28,7 +28,6 @@ from ups_jax.errors import CheckpointError
 
 logging.getLogger("absl").setLevel(logging.ERROR)  # orbax logs every save at INFO/WARNING through absl
 
-ITEMS = ("params", "ema", "opt", "state")
 
 
 def stage_dir(workdir: str | Path, stage: str) -> Path:
@@ -118,7 +117,8 @@ def check_param_shapes(ckpt_shapes: dict[str, tuple], model_shapes: dict[str, tu
                               f"{len(missing)} missing, {len(extra)} unexpected); use another --workdir or --fresh")
 
 
-def finished_stages(workdir) -> list[str]:
+def checkpointed_stages(workdir) -> list[str]:
+    """Stage names with a checkpoint directory in ``workdir`` (finished or not)."""
     root = Path(workdir) / "checkpoints"
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 

@@ -116,7 +116,7 @@ def _check_workdir(workdir: Path, cfg, data: RunData, model, fresh: bool) -> Non
         raise CheckpointError(f"{workdir}: was trained on a different dataset (differs in: {', '.join(diff)}); "
                               f"use another --workdir or pass --fresh to set the old run aside")
     shapes = param_shapes(model)
-    for stage in ckpt.finished_stages(workdir):
+    for stage in ckpt.checkpointed_stages(workdir):
         mngr = ckpt.open_manager(workdir, stage, read_only=True)
         step = mngr.latest_step()
         mngr.close()
