@@ -461,3 +461,18 @@ def test_param_shapes_and_config_key_messages():
     deeper = param_shapes(abstract_model(cfg_for("test", "model.operator.depths=(1,2,1)"), n))
     lines = shape_mismatches(deeper, shapes)
     assert lines and all("only in config" in x and "model.operator.depths" in x for x in lines)
+
+
+def test_checkpoint_shape_check_names_the_depth_key_when_layers_differ():
+    """The production check (before any restore) reports a layer present on one side only by its repeat key."""
+    from ups_jax.errors import CheckpointError
+    from ups_jax.training.checkpoints import check_param_shapes
+
+    cfg = cfg_for("test")
+    n = grid_size(cfg)
+    shapes = param_shapes(abstract_model(cfg, n))
+    check_param_shapes(shapes, shapes, where="w")            # identical: no error
+    deeper = param_shapes(abstract_model(cfg_for("test", "model.operator.depths=(1,2,1)"), n))
+    with pytest.raises(CheckpointError, match=r"w: architecture differs, operator/.*only in config — set by "
+                                              r"model\.operator\.depths .*use another --workdir or --fresh"):
+        check_param_shapes(shapes, deeper, where="w")

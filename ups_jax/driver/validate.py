@@ -401,7 +401,7 @@ def check_workdir(cfg, c: _Checks, workdir, nx):
     from flax import nnx
 
     from ups_jax.errors import CheckpointError
-    from ups_jax.models import build_model, config_key_for, param_shapes
+    from ups_jax.models import build_model, param_shapes
     from ups_jax.training import checkpoints as ckpt
 
     try:
@@ -447,8 +447,7 @@ def check_workdir(cfg, c: _Checks, workdir, nx):
             continue
         where = f"{wd}/checkpoints/{stage}/{step}"
         try:
-            ckpt.check_param_shapes(ckpt.checkpoint_param_shapes(wd, stage, step), shapes, where=where,
-                                    config_key_for=config_key_for)
+            ckpt.check_param_shapes(ckpt.checkpoint_param_shapes(wd, stage, step), shapes, where=where)
             c.add(C, f"{stage} shapes", True, f"{where}: every parameter shape matches this config", severity="info")
         except CheckpointError as e:
             c.add(C, f"{stage} shapes", False, str(e), "use the matching config, another --workdir, or --fresh")

@@ -99,22 +99,20 @@ def checkpoint_param_shapes(workdir, stage: str, step: int, item: str = "params"
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def check_param_shapes(ckpt_shapes: dict[str, tuple], model_shapes: dict[str, tuple], *, where: str,
-                       config_key_for=lambda path: "model.*") -> None:
+def check_param_shapes(ckpt_shapes: dict[str, tuple], model_shapes: dict[str, tuple], *, where: str) -> None:
     """Raises CheckpointError naming the first differing parameter path, both shapes and the config key."""
-    missing = sorted(set(model_shapes) - set(ckpt_shapes))
-    extra = sorted(set(ckpt_shapes) - set(model_shapes))
+    from ups_jax.models import config_key_for, shape_mismatches
+
     for path in sorted(set(model_shapes) & set(ckpt_shapes)):
         if tuple(ckpt_shapes[path]) != tuple(model_shapes[path]):
             raise CheckpointError(
                 f"{where}: parameter '{path}' has shape {tuple(ckpt_shapes[path])} in the checkpoint but "
                 f"{tuple(model_shapes[path])} from the config (set by {config_key_for(path)}); use the config the "
                 f"checkpoint was written with, another --workdir, or --fresh to start over")
-    if missing or extra:
-        name = (missing or extra)[0]
-        what = "missing from the checkpoint" if missing else "in the checkpoint but not in the model"
-        raise CheckpointError(f"{where}: parameter '{name}' is {what} (architecture differs; "
-                              f"{len(missing)} missing, {len(extra)} unexpected); use another --workdir or --fresh")
+    lines = shape_mismatches(model_shapes, ckpt_shapes)   # only parameters present on one side remain
+    if lines:
+        raise CheckpointError(f"{where}: architecture differs, {lines[0]} ({len(lines)} parameter(s) differ); "
+                              f"use another --workdir or --fresh")
 
 
 def checkpointed_stages(workdir) -> list[str]:

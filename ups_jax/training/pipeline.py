@@ -23,7 +23,7 @@ from ups_jax.errors import CheckpointError, ConfigError
 from ups_jax.eval.evaluate import evaluate, write_report
 from ups_jax.eval.metrics import MetricAccumulator
 from ups_jax.eval.rollout import Rollout
-from ups_jax.models import build_model, config_key_for, count_params, param_shapes
+from ups_jax.models import build_model, count_params, param_shapes
 from ups_jax.training import checkpoints as ckpt
 from ups_jax.training.logging import RunLogger
 from ups_jax.training.loop import StageSpec, run_stage
@@ -122,7 +122,7 @@ def _check_workdir(workdir: Path, cfg, data: RunData, model, fresh: bool) -> Non
         mngr.close()
         if step is not None:
             ckpt.check_param_shapes(ckpt.checkpoint_param_shapes(workdir, stage, step), shapes,
-                                    where=f"{workdir}/checkpoints/{stage}/{step}", config_key_for=config_key_for)
+                                    where=f"{workdir}/checkpoints/{stage}/{step}")
 
 
 def preflight(cfg, data_paths=None) -> None:
@@ -173,7 +173,7 @@ def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | No
 
         def check_shapes(stage, step):
             ckpt.check_param_shapes(ckpt.checkpoint_param_shapes(workdir, stage, step), shapes,
-                                    where=f"{workdir}/checkpoints/{stage}/{step}", config_key_for=config_key_for)
+                                    where=f"{workdir}/checkpoints/{stage}/{step}")
 
         for i, name in enumerate(cfg.stage_order):
             sc = cfg.stages[name]

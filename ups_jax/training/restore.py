@@ -9,7 +9,7 @@ from flax import nnx
 
 from ups_jax.config import config_from_dict
 from ups_jax.errors import CheckpointError, DataError
-from ups_jax.models import build_model, config_key_for, param_shapes
+from ups_jax.models import build_model, param_shapes
 from ups_jax.training import checkpoints as ckpt
 from ups_jax.training.loop import load_param_dict, param_dict
 
@@ -42,7 +42,7 @@ def load_run(workdir, data_paths=None):
                 mngr.close()
                 continue
             ckpt.check_param_shapes(ckpt.checkpoint_param_shapes(workdir, stage, step, "ema"), param_shapes(model),
-                                    where=f"{workdir}/checkpoints/{stage}/{step}", config_key_for=config_key_for)
+                                    where=f"{workdir}/checkpoints/{stage}/{step}")
             load_param_dict(model, ckpt.restore(mngr, step, params_like=param_dict(model), items=("ema",))["ema"])
             mngr.close()
             return cfg, data, model, stage, step
