@@ -92,11 +92,14 @@ def make_train_step(graphdef, loss_fn, tx, ema_decay: float):
 def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Callable[[dict], dict], workdir,
               logger, seed: int, ckpt_metadata: dict | None = None, keep_latest: int = 2, keep_best: int = 2,
               progress: bool = True, check_shapes: Callable | None = None,
-              max_steps: int | None = None) -> StageResult:
+              max_steps: int | None = None, on_checkpoint: Callable[[dict], None] | None = None) -> StageResult:
     """Trains ``spec.trainable`` of ``model`` in place; on return the model holds the stage's best EMA params.
 
     Resumes from ``WORKDIR/checkpoints/<stage>`` if present (same step sequence: params, EMA, optimizer,
     RNG and data-iterator position are restored). ``max_steps`` stops early (tests: simulated interruption).
+    ``on_checkpoint(info)`` is called after every checkpoint has been fully written (orbax
+    ``wait_until_finished``), with ``info = {'stage', 'step', 'finished', 'val_metric', 'metrics', 'dir'}``:
+    the hook a Ray Tune trial uses to report metrics together with a checkpoint directory.
     """
     c = spec.cfg
     total_steps = int(c.steps) * int(c.accum_steps)   # micro-steps; c.steps counts optimizer updates
@@ -178,6 +181,10 @@ def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Call
                       step=step, rng=np.asarray(jax.random.key_data(rng)).tolist(), best_val=best_val,
                       best_step=best_step, evals_since_best=evals_since_best, loader=loader.state(),
                       finished=finished, stopped_early=stopped_early, stage=spec.name, metrics=metrics))
+        if on_checkpoint is not None:
+            mngr.wait_until_finished()   # the hook may copy the directory: it must be complete
+            on_checkpoint({"stage": spec.name, "step": step, "finished": finished, "val_metric": spec.val_metric,
+                           "metrics": metrics, "dir": str(ckpt.stage_dir(workdir, spec.name))})
         return finished
 
     while step < stop_at:

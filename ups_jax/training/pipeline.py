@@ -144,7 +144,11 @@ def preflight(cfg, data_paths=None) -> None:
 
 
 def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | None = None,
-                       data_paths=None) -> dict:
+                       data_paths=None, on_checkpoint=None) -> dict:
+    """Trains every stage of ``cfg.stage_order`` into ``workdir`` (resuming), then evaluates on the test split.
+
+    ``on_checkpoint``: optional hook passed to every stage's loop (see ``loop.run_stage``), e.g. Ray Tune reporting.
+    """
     t0 = time.time()
     workdir = Path(workdir).absolute()
     preflight(cfg, data_paths)
@@ -188,7 +192,8 @@ def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | No
                 res = run_stage(model, spec, loader, prepare_batch=data.prepare_batch, workdir=workdir,
                                 logger=logger, seed=cfg.seed + i, ckpt_metadata={"config": cfg.to_dict(), **meta},
                                 keep_latest=cfg.checkpoint.keep_latest, keep_best=cfg.checkpoint.keep_best,
-                                progress=cfg.logging.progress, check_shapes=check_shapes, max_steps=max_steps)
+                                progress=cfg.logging.progress, check_shapes=check_shapes, max_steps=max_steps,
+                                on_checkpoint=on_checkpoint)
             finally:
                 if hasattr(loader, "close"):
                     loader.close()
