@@ -57,6 +57,29 @@ def save_times(t_final: float = T_FINAL, dt_save: float = DT_SAVE, dtype=np.floa
     return (np.arange(n, dtype=np.float64) * dt_save).astype(dtype)
 
 
+def restrict(u: np.ndarray, nx: int) -> np.ndarray:
+    """Cell averages ``(..., nx)`` of ``u: (..., X)`` on a grid of ``nx`` cells (``X % nx == 0``): the finite-volume
+    restriction (each coarse cell is the mean of the fine cells it covers)."""
+    u = np.asarray(u)
+    if nx < 1 or u.shape[-1] % nx:
+        raise ValueError(f"cannot restrict {u.shape[-1]} cells to {nx}: {nx} must divide {u.shape[-1]}")
+    return u.reshape(*u.shape[:-1], nx, u.shape[-1] // nx).mean(axis=-1)
+
+
+def interpolate_periodic(u: np.ndarray, x_min: float, x_max: float, x: np.ndarray) -> np.ndarray:
+    """Piecewise-linear periodic interpolation of cell values ``u: (..., n)`` (at the cell centres of ``n`` equal
+    cells on ``[x_min, x_max)``) to the points ``x: (P,)``; returns ``(..., P)``. Exact for cell centres that
+    coincide with ``x``; second-order accurate for smooth fields."""
+    u = np.asarray(u)
+    n = u.shape[-1]
+    s = (np.asarray(x, np.float64) - x_min) / ((x_max - x_min) / n) - 0.5   # continuous cell index
+    lo = np.floor(s)
+    w = s - lo
+    i0 = lo.astype(np.int64) % n
+    i1 = (i0 + 1) % n
+    return (1.0 - w) * u[..., i0] + w * u[..., i1]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # spatial operator
 # --------------------------------------------------------------------------------------------------------------
