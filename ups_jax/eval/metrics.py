@@ -19,8 +19,9 @@ PDEBench semantics (``pdebench/models/metrics.py::metric_func``, 1D branch), per
   *before* band averaging); band value = mean of ``E`` over the band's modes: low ``[0, 4)``, mid ``[4, 12)``,
   high ``[12, nx//2+1)`` (the high band includes the Nyquist mode). An empty band (``nx < 24`` for high,
   ``nx < 8`` for mid) gives nan, as ``torch.mean`` of an empty slice does. ``Lx`` is **1.0** by convention
-  (:data:`FRMSE_LX`): PDEBench's training scripts call ``metric_func(..., Lx=1.0)`` (``fno/train.py``,
-  ``unet/train.py``) whatever the domain, so fRMSE bands here are comparable with PDEBench's tables.
+  (``ups_jax.eval.evaluate.FRMSE_LX``, the accumulator's default): PDEBench's training scripts call
+  ``metric_func(..., Lx=1.0)`` (``fno/train.py``, ``unet/train.py``) whatever the domain, so fRMSE bands here
+  are comparable with PDEBench's tables.
 * With channels, every metric is averaged over ``c`` (per step) and the scalars over ``c`` and ``t``.
 
 Headline values (:class:`MetricAccumulator`) are statistics of the **whole evaluated set**, in which every
