@@ -6,6 +6,10 @@ Data fixtures (generated once per session by the real JAX solver, PDEBench layou
   with PDEBench's 202-value ``t-coordinate``. Treat as read-only.
 * ``burgers_dir``: a directory with that file and ``1D_Burgers_Sols_Nu0.1.hdf5`` (the same 12 ICs: PDEBench
   uses one seed for every Nu): two viscosities for multi-file / nu-conditioning tests. Treat as read-only.
+
+Run fixture: ``trained_run`` = (workdir, cfg, results) of one finished ``configs/burgers32.py:test`` run on
+``burgers_file`` (codec + operator + test evaluation), trained once per session in-process. Copy it before
+changing anything in it (tests/test_training.py's evaluation tests rewrite its eval/ files, nothing else).
 """
 
 from __future__ import annotations
@@ -33,6 +37,19 @@ def burgers_file(burgers_dir, tmp_path_factory):
     single = tmp_path_factory.mktemp("burgers_single") / "1D_Burgers_Sols_Nu0.01.hdf5"
     shutil.copyfile(burgers_dir / "1D_Burgers_Sols_Nu0.01.hdf5", single)
     return single
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, burgers_file, jax_compilation_cache):
+    from pathlib import Path
+
+    from ups_jax.config import load_config
+    from ups_jax.training.pipeline import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("run") / "w"
+    cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "burgers32.py") + ":test")
+    results = train_and_evaluate(cfg, workdir, data_paths=[burgers_file])
+    return workdir, cfg, results
 
 
 # ---- JAX persistent compilation cache for the whole test session (added for tests/test_training.py) ----
