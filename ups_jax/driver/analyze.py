@@ -32,6 +32,7 @@ from typing import Any, Sequence
 from ups_jax.driver import runlog
 from ups_jax.driver.runlog import Run, best_val, finite, mean, percentile
 from ups_jax.cli import ArgumentParser
+from ups_jax.files import write_text_atomic
 from ups_jax.errors import UserError
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
@@ -741,8 +742,7 @@ def main(argv: Sequence[str]) -> int:
     text = render_markdown(run, summary, plots, report_dir, changed)
     if report is not None:
         try:
-            report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text(text, encoding="utf-8")
+            write_text_atomic(report, text)
         except OSError as e:
             raise UserError(f"{report}: cannot write the report: {e.strerror or e}") from e
     summary["report"] = str(report) if report is not None else None

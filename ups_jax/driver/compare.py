@@ -30,6 +30,7 @@ from typing import Any, Sequence
 from ups_jax.config import flatten
 from ups_jax.driver import runlog
 from ups_jax.cli import ArgumentParser
+from ups_jax.files import write_text_atomic
 from ups_jax.driver.analyze import DEFAULT_THRESHOLDS, _dur, _fmt, _jsonable, analyze_eval, analyze_stage
 from ups_jax.driver.runlog import Run
 from ups_jax.errors import UserError
@@ -291,8 +292,7 @@ def main(argv: Sequence[str]) -> int:
 
         out = Path(args.out)
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
+            write_text_atomic(out, text)
         except OSError as e:
             raise UserError(f"{out}: cannot write the report: {e.strerror or e}") from e
     if args.json:

@@ -34,6 +34,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from ups_jax.errors import CheckpointError
+from ups_jax.files import write_json_atomic
 
 UNREADABLE_DIR = "checkpoints_unreadable"     # WORKDIR/<this>/<stage>/<step>: unreadable checkpoints set aside
 
@@ -296,7 +297,4 @@ def set_aside(workdir) -> Path | None:
 
 def write_json(path: Path, obj: dict) -> None:
     """Atomic JSON write (temp file + rename) so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
-    tmp.replace(path)
+    write_json_atomic(path, obj, indent=1, sort_keys=True, default=str)

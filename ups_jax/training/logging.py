@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ups_jax.checks import resolve_wandb_mode
+from ups_jax.files import write_json_atomic
 
 WANDB_ID_FILE = "wandb.json"
 
@@ -116,9 +117,7 @@ def wandb_run_id(workdir: Path, project: str, new_id) -> str:
         except ValueError:
             pass   # a damaged file: start a new W&B run rather than fail the training
     run_id = str(new_id())
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"id": run_id, "project": project}))
-    tmp.replace(path)
+    write_json_atomic(path, {"id": run_id, "project": project})
     return run_id
 
 

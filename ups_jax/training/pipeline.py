@@ -182,7 +182,7 @@ def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | No
 def _stop_if_preempted(where: str) -> None:
     reason = preemption.requested()
     if reason:
-        raise Preempted(f"{reason} {where}: every finished step is checkpointed; run the same command to resume")
+        raise Preempted(f"{reason} {where}: no work in progress was lost; run the same command to resume")
 
 
 def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkpoint) -> dict:
