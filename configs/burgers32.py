@@ -23,7 +23,7 @@ def _stage(**kw) -> mlc.ConfigDict:
     s.b1 = 0.9
     s.b2 = 0.999
     s.grad_clip = 1.0              # global-norm clipping
-    s.accum_steps = 1              # optax.MultiSteps when > 1
+    s.accum_steps = 1              # micro-batches averaged per optimizer update (cadences count updates)
     s.ema_decay = 0.999            # EMA of params (optax.ema); evaluation uses EMA params
     s.eval_every = 250             # validation + checkpoint every N steps (on the val split, never test)
     s.patience = 0                 # early stop after N evals without improvement (0 = never)
@@ -97,7 +97,12 @@ def get_config(arg=None):
     cfg.eval.val_max_trajectories = 64   # validation during training: this many val trajectories
 
     # ---- checkpoints / logging ----
-    cfg.checkpoint = mlc.ConfigDict(dict(keep_latest=2, keep_best=2))
+    # resume points: at every validation, plus every_steps optimizer updates / every_minutes of wall clock (0 = off)
+    cfg.checkpoint = mlc.ConfigDict(dict(keep_latest=2, keep_best=2, every_steps=0, every_minutes=10.0))
+    # runtime (ups_jax/training/loop.py): data_parallel = 'auto' (the most local devices dividing every batch
+    # size), 'off' or a device count; compute_dtype = 'float32' or 'bfloat16' (forward/backward in bf16 with
+    # float32 params and optimizer state; for GPUs); a non-finite step is skipped, max_nonfinite_steps in a row stop
+    cfg.runtime = mlc.ConfigDict(dict(data_parallel="auto", compute_dtype="float32", max_nonfinite_steps=20))
     cfg.logging = mlc.ConfigDict(dict(wandb_project="ups_jax", wandb_mode="auto", progress=True))
 
     # ---- cost estimation (driver dry-run) ----

@@ -6,6 +6,10 @@ Data fixtures (generated once per session by the real JAX solver, PDEBench layou
   with PDEBench's 202-value ``t-coordinate``. Treat as read-only.
 * ``burgers_dir``: a directory with that file and ``1D_Burgers_Sols_Nu0.1.hdf5`` (the same 12 ICs: PDEBench
   uses one seed for every Nu): two viscosities for multi-file / nu-conditioning tests. Treat as read-only.
+
+Run fixture: ``trained_run`` = (workdir, cfg, results) of one finished ``configs/burgers32.py:test`` run on
+``burgers_file`` (codec + operator + test evaluation), trained once per session in-process. Copy it before
+changing anything in it (tests/test_training.py's evaluation tests rewrite its eval/ files, nothing else).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def burgers_file(burgers_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def test_run(tmp_path_factory, burgers_file):
+def trained_run(tmp_path_factory, burgers_file, jax_compilation_cache):
     """One finished ``configs/burgers32.py:test`` run on ``burgers_file`` (codec + operator + test evaluation),
     trained in-process once per session: ``(workdir, cfg, results)``. Treat as read-only (copy it to modify)."""
     from pathlib import Path

@@ -30,10 +30,10 @@ def _one_line_error(capsys, *needles):
     return err
 
 
-def test_accuracy_two_seeds_reproducible_and_reused(test_run, burgers_file, tmp_path, capsys):
+def test_accuracy_two_seeds_reproducible_and_reused(trained_run, burgers_file, tmp_path, capsys):
     """Trains :test for seeds 0 and 1 with the real command; seed 0 gives the same eval JSON as the session's
     in-process run of the same config (same seed, same machine: identical bytes); a second call reuses both."""
-    ref_dir, _, _ = test_run
+    ref_dir, _, _ = trained_run
     root = tmp_path / "acc"
     argv = ["--config", TEST_SPEC, "--seeds", "2", "--workdir-root", str(root),
             "--override", f"data.paths=('{burgers_file}',)"]
@@ -65,7 +65,7 @@ def test_accuracy_two_seeds_reproducible_and_reused(test_run, burgers_file, tmp_
     assert again["summary"]["model"] == s["model"]
 
 
-def test_accuracy_bad_input_is_one_line(test_run, burgers_file, tmp_path, capsys):
+def test_accuracy_bad_input_is_one_line(trained_run, burgers_file, tmp_path, capsys):
     assert run_cli(accuracy.main, ["--config", str(tmp_path / "nope.py"), "--seeds", "1"]) == 2
     _one_line_error(capsys, "nope.py", "config file not found")
     assert run_cli(accuracy.main, ["--config", TEST_SPEC, "--seeds", "1", "--override", "model.latnt_dim=4"]) == 2
@@ -73,7 +73,7 @@ def test_accuracy_bad_input_is_one_line(test_run, burgers_file, tmp_path, capsys
     # a workdir written by another config (here: another latent width) is refused, untouched
     root = tmp_path / "acc"
     seed0 = root / "burgers32_test" / "seed0"
-    shutil.copytree(test_run[0], seed0)
+    shutil.copytree(trained_run[0], seed0)
     before = (seed0 / "config.json").read_text()
     argv = ["--config", TEST_SPEC, "--seeds", "1", "--workdir-root", str(root),
             "--override", f"data.paths=('{burgers_file}',)", "--override", "model.latent_dim=16"]
@@ -95,9 +95,9 @@ def test_interpolation_and_restriction_helpers():
     np.testing.assert_allclose(got, [0.0, 0.5, 3.0, 3.0 * 0.7, 3.0 * 0.3])
 
 
-def test_rollout_vs_solver_rows_and_equal_error(test_run, burgers_file, tmp_path, capsys):
+def test_rollout_vs_solver_rows_and_equal_error(trained_run, burgers_file, tmp_path, capsys):
     """Solver at 16, 32 and the data's 64 cells (the :test protocol scores 16 of 64 cells) and the :test model."""
-    wd, cfg, results = test_run
+    wd, cfg, results = trained_run
     argv = ["--workdir", str(wd), "--resolutions", "16", "32", "64", "--repeats", "1", "--out", str(tmp_path / "r")]
     assert run_cli(rollout_vs_solver.main, argv) == 0
     out = capsys.readouterr().out

@@ -100,13 +100,16 @@ def _cli(module: str, *args, timeout=300) -> subprocess.CompletedProcess:
 
 
 def _assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exactly one ``error:`` line, the last on stderr (status lines and ``warning:`` lines may precede it: the
+    loggers write to stderr), no traceback."""
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    errors = [line for line in lines if line.startswith("error")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and errors[0].startswith("error: "), proc.stderr
     for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
 
 
 def _raw_split(h5file, cfg, split: str) -> np.ndarray:
@@ -179,10 +182,9 @@ class _StageHarness:
 
 # ----------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def run_dir(test_run):
-    """One finished :test run (codec + operator + test evaluation), trained in-process once per session
-    (tests/conftest.py ``test_run``) and shared."""
-    return test_run
+def run_dir(trained_run):
+    """One finished :test run (codec + operator + test evaluation), trained in-process once per session."""
+    return trained_run
 
 
 # ----------------------------------------------------------------------------------------------- 1. the loop learns

@@ -19,6 +19,9 @@ import ml_collections
 
 from ups_jax.errors import ConfigError
 
+# Keys a config file sets from its variant: an override would change the label, not the config.
+DERIVED_KEYS = {"variant": "choose the variant with --config FILE:VARIANT (e.g. --config configs/burgers32.py:cpu)"}
+
 
 def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
     """Loads ``path.py`` or ``path.py:arg`` and applies ``key.path=value`` overrides; returns a locked config."""
@@ -52,6 +55,8 @@ def apply_override(cfg: ml_collections.ConfigDict, item: str, source: str = "con
     key = key.strip().removeprefix("--config.").removeprefix("config.")
     if not eq or not key:
         raise ConfigError(f"override {item!r}: expected --config.key.path=value")
+    if key in DERIVED_KEYS:
+        raise ConfigError(f"--config.{key}={raw.strip()}: '{key}' cannot be overridden; {DERIVED_KEYS[key]}")
     parent, leaf = _resolve_parent(cfg, key, source)
     current = parent[leaf]
     value = parse_value(raw, current, key)

@@ -2,20 +2,20 @@
 
 Restores the last stage's best EMA weights from DIR (config, normalisation and data fingerprint come from the
 run itself) and writes ``DIR/eval/<split>.json`` plus plots. ``--data`` evaluates on other files with the
-same grid.
+same grid. Exit codes: 0 done; 2 bad input (one line on stderr; --debug for the traceback); 1 a bug.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from ups_jax.cli import ArgumentParser
 from ups_jax.errors import run_cli
 
 
 def main(argv) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ups_jax.evaluate", description=__doc__)
-    parser.add_argument("--workdir", required=True)
+    parser = ArgumentParser(prog="python -m ups_jax.evaluate", description=__doc__)
+    parser.add_argument("--workdir", required=True, help="a training run directory")
     parser.add_argument("--data", nargs="+", help="PDEBench files/directories (default: the run's own data)")
     parser.add_argument("--split", default=None, choices=["train", "val", "test"])
     args = parser.parse_args(argv)

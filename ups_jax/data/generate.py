@@ -290,15 +290,12 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
         os.replace(tmp, out)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):                   # one line, exit 2, via run_cli
-        raise UserError(f"{self.prog}: {message}")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m ups_jax.data.generate",
+    from ups_jax.cli import ArgumentParser
+
+    p = ArgumentParser(prog="python -m ups_jax.data.generate",
                 description="Generate PDEBench-layout data with the JAX solvers.")
-    sub = p.add_subparsers(dest="pde", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="pde", required=True, parser_class=ArgumentParser)
     b = sub.add_parser("burgers1d", help="1D viscous Burgers, PDEBench scheme and IC distribution",
                        description="Writes OUT/1D_Burgers_Sols_Nu{nu}.hdf5 (tensor (N,201,nx) float32, "
                                    "x-coordinate, t-coordinate (202 values, as PDEBench), attr Nu), solving "

@@ -31,6 +31,8 @@ from typing import Any, Sequence
 
 from ups_jax.driver import runlog
 from ups_jax.driver.runlog import Run, best_val, finite, mean, percentile
+from ups_jax.cli import ArgumentParser
+from ups_jax.files import write_text_atomic
 from ups_jax.errors import UserError
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
@@ -63,15 +65,8 @@ EVAL_KEYS = ("nrmse", "rmse", "crmse", "brmse", "max_error", "frmse_low", "frmse
 HIGHER_IS_BETTER = {"corr_time"}
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage mistakes as one-line UserErrors (exit 2) instead of printing usage."""
-
-    def error(self, message):  # noqa: D401
-        raise UserError(f"{self.prog}: {message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m ups_jax.driver analyze",
+    p = ArgumentParser(prog="python -m ups_jax.driver analyze",
                 description="Report on a finished or partial run directory (Markdown + PNG plots).")
     p.add_argument("--workdir", required=True, help="run directory (config.json, metrics.jsonl, eval/)")
     p.add_argument("--out", help="Markdown report path (default WORKDIR/analysis/report.md; '-' = stdout)")
@@ -770,8 +765,7 @@ def main(argv: Sequence[str]) -> int:
     text = render_markdown(run, summary, plots, report_dir, changed)
     if report is not None:
         try:
-            report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text(text, encoding="utf-8")
+            write_text_atomic(report, text)
         except OSError as e:
             raise UserError(f"{report}: cannot write the report: {e.strerror or e}") from e
     summary["report"] = str(report) if report is not None else None

@@ -29,8 +29,9 @@ from typing import Any, Sequence
 
 from ups_jax.config import flatten
 from ups_jax.driver import runlog
-from ups_jax.driver.analyze import (DEFAULT_THRESHOLDS, _dur, _fmt, _jsonable, _Parser, analyze_eval,
-                                    analyze_stage)
+from ups_jax.cli import ArgumentParser
+from ups_jax.files import write_text_atomic
+from ups_jax.driver.analyze import DEFAULT_THRESHOLDS, _dur, _fmt, _jsonable, analyze_eval, analyze_stage
 from ups_jax.driver.runlog import Run
 from ups_jax.errors import UserError
 
@@ -39,7 +40,7 @@ MAX_KEYS_IN_INSIGHT = 8
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m ups_jax.driver compare", description="Compare two or more run directories.")
+    p = ArgumentParser(prog="python -m ups_jax.driver compare", description="Compare two or more run directories.")
     p.add_argument("workdirs", nargs="*", metavar="RUN_DIR", help="run directories (at least two)")
     p.add_argument("--out", help="also write the Markdown report here")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary instead of Markdown")
@@ -296,8 +297,7 @@ def main(argv: Sequence[str]) -> int:
 
         out = Path(args.out)
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
+            write_text_atomic(out, text)
         except OSError as e:
             raise UserError(f"{out}: cannot write the report: {e.strerror or e}") from e
     if args.json:

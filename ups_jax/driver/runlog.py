@@ -32,7 +32,8 @@ from ups_jax.errors import UserError
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 EVAL_DIR = "eval"
-KINDS = ("run_start", "train", "val", "stage_end", "eval", "run_end")
+KINDS = ("run_start", "train", "val", "stage_end", "eval", "run_end",
+         "resume", "stage_skip", "preempted", "checkpoint_unreadable")   # the last four: events, not series
 
 
 @dataclass

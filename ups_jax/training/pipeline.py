@@ -1,12 +1,15 @@
 """``train_and_evaluate(cfg, workdir)``: data → model → every configured stage → test evaluation → report.
 
 Re-running the same command resumes: finished stages are skipped (their best EMA weights reloaded), an
-interrupted stage continues from its latest checkpoint with the same step sequence.
+interrupted stage continues from its latest checkpoint with the same step sequence. SIGTERM checkpoints the
+current step and raises ``errors.Preempted`` (the command line exits with 75); the same command resumes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from pathlib import Path
 
@@ -19,14 +22,17 @@ import ups_jax
 from ups_jax.data.default import ensure_default_data
 from ups_jax.data.loader import WindowLoader
 from ups_jax.data.pdebench import PDEBenchDataset, compute_normalization, make_splits
-from ups_jax.errors import CheckpointError, ConfigError
+from ups_jax.errors import CheckpointError, ConfigError, Preempted
 from ups_jax.eval.evaluate import evaluate, score, write_report
 from ups_jax.eval.rollout import Rollout
-from ups_jax.models import build_model, count_params, param_shapes
+from ups_jax.models import build_model, count_params
 from ups_jax.training import checkpoints as ckpt
+from ups_jax.training import preemption
 from ups_jax.training.logging import RunLogger
-from ups_jax.training.loop import StageSpec, run_stage
+from ups_jax.training.loop import LoopOptions, StageSpec, run_stage
 from ups_jax.training.losses import make_ups_loss
+
+log = logging.getLogger(__name__)
 
 
 class RunData:
@@ -96,61 +102,94 @@ def make_validator(stage_name: str, cfg, data: RunData, model):
     return validate, "val/nrmse"
 
 
+def _check_writable(workdir: Path) -> None:
+    """Refuses (before any compute, nothing written) a --workdir that cannot be created or written."""
+    existing = workdir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CheckpointError(f"{workdir}: cannot create the workdir, {existing} is a file; choose another --workdir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{workdir}: cannot write in {existing} (permission denied); choose another --workdir")
+
+
 def _check_workdir(workdir: Path, cfg, data: RunData, model, fresh: bool) -> None:
-    """Refuses a workdir written by another config/dataset unless --fresh (which sets the old run aside)."""
+    """Refuses a workdir written by another config/dataset unless --fresh (which sets the old run aside). Runs
+    before anything is written: a refused run leaves the workdir byte-identical."""
+    from ups_jax.training.resume import check_resumable
+
     meta_path = workdir / "run_meta.json"
     if not meta_path.exists():
         return
     if fresh:
         moved = ckpt.set_aside(workdir)
-        print(f"--fresh: previous run moved to {moved}")
+        log.info(f"--fresh: previous run moved to {moved}")
         return
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{meta_path}: unreadable ({type(e).__name__}); use another --workdir or pass --fresh "
+                              f"to set the old run aside") from e
     if meta.get("fingerprint") != data.fingerprint():
         old, new = meta.get("fingerprint", {}), data.fingerprint()
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise CheckpointError(f"{workdir}: was trained on a different dataset (differs in: {', '.join(diff)}); "
                               f"use another --workdir or pass --fresh to set the old run aside")
-    shapes = param_shapes(model)
-    for stage in ckpt.checkpointed_stages(workdir):
-        mngr = ckpt.open_manager(workdir, stage, read_only=True)
-        step = mngr.latest_step()
-        mngr.close()
-        if step is not None:
-            ckpt.check_param_shapes(ckpt.checkpoint_param_shapes(workdir, stage, step), shapes,
-                                    where=f"{workdir}/checkpoints/{stage}/{step}")
+    check_resumable(workdir, cfg, model)
 
 
-def preflight(cfg, data_paths=None) -> None:
-    """The same checks as ``driver validate``: refuse to start on any error, show warnings."""
-    from ups_jax.driver.validate import errors, run_checks
+def preflight(cfg, data_paths=None) -> int:
+    """The same checks as ``driver validate``: refuse to start on any error, show warnings. Returns the number of
+    devices the batch is split over (``runtime.data_parallel``)."""
+    import jax
+
+    from ups_jax.checks import data_parallel_size, errors, run_checks
 
     if data_paths:
         with cfg.unlocked():
             cfg.data.paths = tuple(str(p) for p in data_paths)
-    checks = run_checks(cfg)
+    checks, _ = run_checks(cfg)
     for c in checks:
         if not c.ok and c.severity == "warning":
-            print(f"warning: [{c.category}] {c.name}: {c.message}" + (f" → {c.fix}" if c.fix else ""))
+            log.warning(f"[{c.category}] {c.name}: {c.message}" + (f" → {c.fix}" if c.fix else ""))
     errs = errors(checks)
     if errs:
         first = errs[0]
         more = f" (+{len(errs) - 1} more; run python -m ups_jax.driver validate)" if len(errs) > 1 else ""
         raise ConfigError(f"[{first.category}] {first.name}: {first.message} → {first.fix}{more}")
+    n, _ = data_parallel_size(cfg.runtime.data_parallel, [cfg.stages[s].batch_size for s in cfg.stage_order],
+                              jax.local_device_count())
+    return n
 
 
 def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | None = None,
                        data_paths=None, on_checkpoint=None) -> dict:
     """Trains every stage of ``cfg.stage_order`` into ``workdir`` (resuming), then evaluates on the test split.
 
-    ``on_checkpoint``: optional hook passed to every stage's loop (see ``loop.run_stage``), e.g. Ray Tune reporting.
+    ``on_checkpoint``: optional hook passed to every stage's loop (see ``loop.run_stage``), e.g. Ray Tune reporting;
+    it is called after every complete checkpoint, including the one written on SIGTERM. In the main thread, SIGTERM
+    checkpoints the current step and raises ``errors.Preempted`` (see ``training.preemption``).
     """
+    with preemption.sigterm_checkpoints():
+        return _train_and_evaluate(cfg, workdir, fresh=fresh, max_steps=max_steps, data_paths=data_paths,
+                                   on_checkpoint=on_checkpoint)
+
+
+def _stop_if_preempted(where: str) -> None:
+    reason = preemption.requested()
+    if reason:
+        raise Preempted(f"{reason} {where}: no work in progress was lost; run the same command to resume")
+
+
+def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkpoint) -> dict:
     t0 = time.time()
     workdir = Path(workdir).absolute()
-    preflight(cfg, data_paths)
+    devices = preflight(cfg, data_paths)
+    _check_writable(workdir)
     data = RunData(cfg, data_paths)
     model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
     _check_workdir(workdir, cfg, data, model, fresh)
+    _stop_if_preempted("before training started")
     workdir.mkdir(parents=True, exist_ok=True)
     meta = {"version": ups_jax.__version__, "norm": data.norm, "fingerprint": data.fingerprint(),
             "splits": {k: len(v) for k, v in data.splits.items()}, "x_min": float(data.dataset.x_min),
@@ -159,23 +198,23 @@ def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | No
     ckpt.write_json(workdir / "config.json", cfg.to_dict())
     ckpt.write_json(workdir / "run_meta.json", meta)
     counts = count_params(model)
-    print(f"ups_jax {ups_jax.__version__} | data: {data.dataset.num_trajectories} trajectories "
-          f"{data.dataset.nt}x{data.dataset.nx} (train/val/test {meta['splits']}) | params: "
-          + ", ".join(f"{k}={v:,}" for k, v in counts.items()))
+    log.info(f"ups_jax {ups_jax.__version__} | data: {data.dataset.num_trajectories} trajectories "
+             f"{data.dataset.nt}x{data.dataset.nx} (train/val/test {meta['splits']}) | params: "
+             + ", ".join(f"{k}={v:,}" for k, v in counts.items())
+             + (f" | data parallel over {devices} devices" if devices > 1 else ""))
+    offsets, total = {}, 0
+    for name in cfg.stage_order:      # W&B's run-wide step: the stages one after the other
+        offsets[name], total = total, total + int(cfg.stages[name].steps)
     logger = RunLogger(workdir, config=cfg.to_dict(), wandb_mode=cfg.logging.wandb_mode,
-                       wandb_project=cfg.logging.wandb_project)
+                       wandb_project=cfg.logging.wandb_project, stage_offsets=offsets)
+    options = LoopOptions.from_config(cfg, data_parallel=devices)
     results = {"stages": {}}
     with logger:
         logger.log("run_start", version=ups_jax.__version__, stages=list(cfg.stage_order), params=counts,
-                   device=jax.devices()[0].platform, data=data.fingerprint())
+                   device=jax.devices()[0].platform, data=data.fingerprint(), data_parallel=devices)
         x01 = jnp.asarray(data.x01)
-        shapes = param_shapes(model)
-
-        def check_shapes(stage, step):
-            ckpt.check_param_shapes(ckpt.checkpoint_param_shapes(workdir, stage, step), shapes,
-                                    where=f"{workdir}/checkpoints/{stage}/{step}")
-
         for i, name in enumerate(cfg.stage_order):
+            _stop_if_preempted(f"before stage {name}")
             sc = cfg.stages[name]
             validate, val_metric = make_validator(name, cfg, data, model)
             spec = StageSpec(name=name, cfg=sc, val_metric=val_metric, validate=validate,
@@ -188,17 +227,18 @@ def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | No
                 res = run_stage(model, spec, loader, prepare_batch=data.prepare_batch, workdir=workdir,
                                 logger=logger, seed=cfg.seed + i, ckpt_metadata={"config": cfg.to_dict(), **meta},
                                 keep_latest=cfg.checkpoint.keep_latest, keep_best=cfg.checkpoint.keep_best,
-                                progress=cfg.logging.progress, check_shapes=check_shapes, max_steps=max_steps,
-                                on_checkpoint=on_checkpoint)
+                                progress=cfg.logging.progress, max_steps=max_steps, on_checkpoint=on_checkpoint,
+                                options=options)
             finally:
                 if hasattr(loader, "close"):
                     loader.close()
             results["stages"][name] = res.__dict__
-            print(f"[{name}] {'skipped (done)' if res.skipped else f'{res.steps_done} steps'}; "
-                  f"best {val_metric}={res.best_val:.4g} at step {res.best_step}")
-            if max_steps is not None and not res.skipped and res.steps_done < sc.steps * sc.accum_steps \
-                    and not res.stopped_early:
+            log.info(f"[{name}] {'skipped (done)' if res.skipped else f'{res.steps_done} steps'}; "
+                     f"best {val_metric}={res.best_val:.4g} at step {res.best_step}"
+                     + (f"; {res.nonfinite_steps} non-finite step(s) skipped" if res.nonfinite_steps else ""))
+            if max_steps is not None and not res.skipped and res.steps_done < sc.steps and not res.stopped_early:
                 return results  # interrupted on purpose (tests); re-running resumes
+        _stop_if_preempted("before the final evaluation")
         results["eval"] = run_evaluation(model, cfg, data, workdir, logger)
         logger.log("run_end", wall_s=time.time() - t0)
     return results
@@ -215,7 +255,7 @@ def run_evaluation(model, cfg, data: RunData, workdir: Path, logger=None, split:
                                 keep_samples=cfg.eval.plot_trajectories)
     write_report(results, samples, data.x, workdir / "eval")
     m, p = results["model"], results["persistence"]
-    print(f"[eval:{split}] {results['n_trajectories']} trajectories, {results['protocol']['steps']}-step rollout: "
+    log.info(f"[eval:{split}] {results['n_trajectories']} trajectories, {results['protocol']['steps']}-step rollout: "
           f"nRMSE (per-trajectory mean) model {m['nrmse']:.4f} vs persistence {p['nrmse']:.4f} "
           f"({results['improvement_over_persistence']:.1f}x better); rel-L2 {m['rel_l2']:.4f}; "
           f"report in {workdir / 'eval'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from ups_jax.models import build_model, param_shapes
 from ups_jax.training import checkpoints as ckpt
 from ups_jax.training.loop import load_param_dict, param_dict
 
+log = logging.getLogger(__name__)
+
 
 def load_run(workdir, data_paths=None):
     """Returns (cfg, RunData, model with the final stage's best EMA weights, stage name, step)."""
@@ -25,11 +28,23 @@ def load_run(workdir, data_paths=None):
     if not workdir.is_dir():
         raise CheckpointError(f"{workdir}: workdir not found (train first: python -m ups_jax.train "
                               f"--config configs/burgers32.py:cpu --workdir {workdir})")
+    docs = {}
     for name in ("config.json", "run_meta.json"):
-        if not (workdir / name).is_file():
-            raise CheckpointError(f"{workdir}: no {name}; not a ups_jax run directory")
-    cfg = config_from_dict(json.loads((workdir / "config.json").read_text()))
-    meta = json.loads((workdir / "run_meta.json").read_text())
+        path = workdir / name
+        if not path.is_file():
+            raise CheckpointError(f"{workdir}: no {name}; not a ups_jax run directory (pass the --workdir of a "
+                                  f"training run)")
+        try:
+            docs[name] = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {e}); not a complete ups_jax run "
+                                  f"directory") from e
+    meta = docs["run_meta.json"]
+    missing = [k for k in ("data_paths", "norm", "nx") if k not in meta]
+    if missing or not isinstance(docs["config.json"], dict) or "stage_order" not in docs["config.json"]:
+        raise CheckpointError(f"{workdir}: run_meta.json/config.json lack {', '.join(missing) or 'stage_order'}; "
+                              f"not a ups_jax run directory")
+    cfg = config_from_dict(docs["config.json"])
     data = RunData(cfg, data_paths or meta["data_paths"])
     data.norm = meta["norm"]                           # always the training run's statistics
     check_eval_data(data, meta, cfg, workdir)
@@ -41,10 +56,19 @@ def load_run(workdir, data_paths=None):
             if step is None:
                 mngr.close()
                 continue
-            ckpt.check_param_shapes(ckpt.checkpoint_param_shapes(workdir, stage, step, "ema"), param_shapes(model),
-                                    where=f"{workdir}/checkpoints/{stage}/{step}")
-            load_param_dict(model, ckpt.restore(mngr, step, params_like=param_dict(model), items=("ema",))["ema"])
-            mngr.close()
+            where = f"{workdir}/checkpoints/{stage}/{step}"
+            try:
+                saved = ckpt.checkpoint_param_shapes(workdir, stage, step, "ema")
+            except Exception as e:  # noqa: BLE001 — a damaged checkpoint is the run's state, not a bug
+                mngr.close()
+                raise CheckpointError(f"{where}: unreadable checkpoint ({type(e).__name__}); re-train the stage "
+                                      f"(python -m ups_jax.train ... --workdir {workdir})") from e
+            try:
+                ckpt.check_param_shapes(saved, param_shapes(model), where=where)
+                step, ema = ckpt.restore_best_ema(mngr, stage, param_dict(model))
+            finally:
+                mngr.close()
+            load_param_dict(model, ema)
             return cfg, data, model, stage, step
     raise CheckpointError(f"{workdir}: no checkpoints found under checkpoints/; train first")
 
@@ -108,5 +132,5 @@ def evaluate_workdir(workdir, data_paths=None, split=None) -> dict:
     if data_paths:
         traj, _ = data.trajectories(split, cfg.eval.max_trajectories)
         check_value_range(traj, data.norm, f"{data.paths[0]} ({split} split)")
-    print(f"restored {stage} step {step} from {workdir}")
+    log.info(f"restored {stage} step {step} from {workdir}")
     return run_evaluation(model, cfg, data, Path(workdir), split=split)
