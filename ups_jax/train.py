@@ -35,5 +35,10 @@ def main(argv) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console script (``[project.scripts]`` in pyproject.toml)."""
     sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

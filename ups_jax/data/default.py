@@ -2,7 +2,9 @@
 
 The default dataset is ``cfg.data.default_dir/1D_Burgers_Sols_Nu{nu}.hdf5`` made by the JAX PDEBench solver from
 ``cfg.data.generate`` (nu, samples, nx, seed, x_min, x_max). It is generated only when missing and never
-overwritten: delete the file to regenerate it.
+overwritten: delete the file to regenerate it. A relative ``default_dir`` is relative to the project root
+(``ups_jax.paths``), not to the current directory: every process on a node (Ray trials run in their own working
+directories) shares the one copy.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from ups_jax.errors import DataError
 
 def default_data_path(cfg) -> Path:
     from ups_jax.data.generate import burgers_filename
+    from ups_jax.paths import project_path
 
-    return Path(cfg.data.default_dir) / burgers_filename(cfg.data.generate.nu)
+    return project_path(cfg.data.default_dir) / burgers_filename(cfg.data.generate.nu)
 
 
 def ensure_default_data(cfg, *, progress: bool | None = None) -> list[str]:
