@@ -159,8 +159,9 @@ def validate(exp: Experiment, cfg) -> None:
         raise ConfigError(f"{src}: resources={exp.resources}: use {{'cpu': N > 0, 'gpu': G >= 0}} (G may be 0.5)")
     if exp.accelerator is not None and exp.accelerator not in cfg.cost.price_per_hour:
         raise ConfigError(f"{src}: accelerator={exp.accelerator!r} has no price in cfg.cost.price_per_hour "
-                          f"({', '.join(cfg.cost.price_per_hour.keys())}); add one with an override "
-                          f"'cost.price_per_hour.{exp.accelerator}=...' or pick a listed GPU")
+                          f"({', '.join(cfg.cost.price_per_hour.keys())}); pick one of those (prices can be "
+                          f"overridden: 'cost.price_per_hour.A100=...'), or accelerator=None for device-hours "
+                          f"without cost")
     if exp.max_failures < 0:
         raise ConfigError(f"{src}: max_failures={exp.max_failures}: need >= 0")
     options = scheduler_options(exp, cfg)

@@ -46,21 +46,21 @@ def main(argv) -> int:
     storage = ex.resolve_storage(args.storage, from_cli=True) if args.storage else \
         ex.resolve_storage(exp.storage, from_cli=False)
     path = ex.experiment_dir(storage, exp.name)
+    from ups_jax.fleet import storage as st
 
-    import jax   # the driver never needs a GPU: keep its JAX (data generation, checks) off the trials' GPUs
-
-    jax.config.update("jax_platforms", "cpu")
     from ray import tune
 
     if args.resume:
-        if not tune.Tuner.can_restore(path):
+        if not (st.exists(path) and tune.Tuner.can_restore(path)):
             raise UserError(f"{path}: no sweep state to resume there; run without --resume to start it")
-    elif _exists(path):
+    elif st.exists(path):
         raise UserError(f"{path}: a sweep named '{exp.name}' already exists there; continue it with --resume, or "
                         f"pass --name NEW (nothing was changed)")
-    _prepare_data(cfg)
     cluster.connect(args.address)
-    from ups_jax.fleet import storage as st
+    import jax   # the driver never needs a GPU: keep its JAX (data generation, checks) off the trials' GPUs
+
+    jax.config.update("jax_platforms", "cpu")
+    _prepare_data(cfg)
 
     st.write_text(st.join(path, "fleet_experiment.json"), json.dumps(ex.describe(exp), indent=1))
     trainable = make_trainable(exp, cfg)
@@ -69,14 +69,8 @@ def main(argv) -> int:
     else:
         tuner = tune.Tuner(trainable, param_space=dict(exp.search_space), tune_config=tune_config(exp, cfg),
                            run_config=run_config(exp, storage))
-    results = tuner.fit()
-    return report(results, exp, cfg, path)
-
-
-def _exists(path: str) -> bool:
-    from ups_jax.fleet import storage as st
-
-    return st.exists(path)
+    tuner.fit()
+    return report(exp, cfg, path)
 
 
 def _prepare_data(cfg) -> None:
@@ -114,7 +108,11 @@ def tune_config(exp, cfg):
 
 
 def trial_dirname(trial) -> str:
-    return f"trial_{trial.trial_id}"
+    return trial_dirname_of(trial.trial_id)
+
+
+def trial_dirname_of(trial_id: str) -> str:
+    return f"trial_{trial_id}"
 
 
 def run_config(exp, storage: str):
@@ -125,7 +123,8 @@ def run_config(exp, storage: str):
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=exp.checkpoints_to_keep))
 
 
-def report(results, exp, cfg, path: str) -> int:
+def report(exp, cfg, path: str) -> int:
+    from ups_jax.fleet import storage as st
     from ups_jax.fleet import summary as sm
     from ups_jax.fleet.experiment import total_steps
 
@@ -147,9 +146,10 @@ def report(results, exp, cfg, path: str) -> int:
     failed = [r for r in summary["trials"] if r["status"] == "ERROR"]
     if failed:
         r = failed[0]
-        print(f"error: {len(failed)} of {len(rows)} trial(s) failed after {exp.max_failures} retries; "
-              f"{r['trial_id']}: {r['error']} (details: ray_results error.txt in {path}); fix the cause and rerun "
-              f"the errored trials with --resume", file=sys.stderr)
+        print(f"error: {len(failed)} of {len(rows)} trial(s) failed; {r['trial_id']} ({r['failures']} failure(s), "
+              f"max_failures={exp.max_failures}): {r['error']} (traceback: "
+              f"{st.join(path, trial_dirname_of(r['trial_id']), 'error.txt')}); fix the cause and rerun the errored "
+              f"trials with --resume", file=sys.stderr)
         return 1
     return 0
 

@@ -89,7 +89,9 @@ def run_trial(config: dict, base: dict | None = None, spec: dict | None = None) 
     from ups_jax.fleet.experiment import trial_config
 
     cfg = trial_config(base, config, source=f"trial {tune.get_context().get_trial_id()}")
-    worker = worker_info()
+    import ray
+
+    worker = {**worker_info(), "node_id": ray.get_runtime_context().get_node_id()}
     if spec["gpus"] > 0 and worker["platform"] != "gpu" and not spec["allow_cpu_fallback"]:
         raise RuntimeError(f"this trial holds {spec['gpus']} GPU(s) but JAX sees only {worker['platform']} devices "
                            f"(CUDA_VISIBLE_DEVICES={worker['cuda_visible_devices']!r}, JAX_PLATFORMS="
