@@ -227,7 +227,7 @@ def test_cost_table_known_answer():
                  best=None, best_step=None, global_step=None, time_total_s=720.0, hostname="h",
                  error="FloatingPointError: loss became nan")]
     s = sm.summarize(rows, metric="val/nrmse", total_steps=30, gpus=0.5, cpus=1, accelerator="A100",
-                     prices={"A100": 1.89})
+                     price_per_hour=1.89)
     hours = [r["device_hours"] for r in s["trials"]]
     assert hours == pytest.approx([0.5, 0.25, 0.1])                     # time x 0.5 GPU
     assert [r["cost"] for r in s["trials"]] == pytest.approx([0.945, 0.4725, 0.189])
@@ -237,7 +237,8 @@ def test_cost_table_known_answer():
     table = sm.format_table(s)
     assert "GPU-h (A100)" in table and "| total " in table and "1 done, 1 error, 1 stopped early" in table
     assert "error: FloatingPointError: loss became nan" in table
-    cpu = sm.summarize(rows, metric="val/nrmse", total_steps=30, gpus=0, cpus=2, accelerator=None, prices={})
+    cpu = sm.summarize(rows, metric="val/nrmse", total_steps=30, gpus=0, cpus=2, accelerator=None,
+                       price_per_hour=None)
     assert cpu["trials"][0]["device_hours"] == pytest.approx(2.0) and cpu["totals"]["cost"] is None
 
 
@@ -387,4 +388,92 @@ def test_console_scripts_are_declared():
     for name, target in scripts.items():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func)), name
-    assert json.dumps(sorted(scripts)) == json.dumps(["ups-evaluate", "ups-pull", "ups-sweep", "ups-train"])
+    assert sorted(scripts) == ["ups-evaluate", "ups-fleet-status", "ups-pull", "ups-sweep", "ups-train"]
+
+
+# ------------------------------------------------------------------------------------------- the docs
+def _doc_commands() -> list[list[str]]:
+    """Command lines of the ```bash blocks in docs/fleet.md and the README's fleet section."""
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    fleet_section = readme[readme.index("## Fleet (Ray)"):]
+    fleet_section = fleet_section[:fleet_section.index("\n## ", 5)]
+    out = []
+    for text in ((ROOT / "docs" / "fleet.md").read_text(), fleet_section):
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+            out += [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    return [c for c in out if c]
+
+
+def _help_key(cmd: list[str]) -> tuple[str, ...]:
+    if cmd[0] == "python":
+        sub = [cmd[3]] if cmd[2] == "ups_jax.driver" else []
+        return ("python", "-m", cmd[2], *sub)
+    if cmd[0] == "ray":
+        return ("ray", *[w for w in cmd[1:3] if not w.startswith("-") and w in ("job", "up", "down", "dashboard",
+                                                                                 "exec", "start", "stop", "submit",
+                                                                                 "logs", "list")])
+    return (cmd[0],)
+
+
+def test_fleet_doc_commands_use_real_flags_and_files():
+    """Every command of docs/fleet.md and the README's fleet section names files that exist and flags its
+    program accepts (from the program's own --help). The local flow itself is run by tests/test_fleet_ray.py;
+    cloud and docker commands cannot run here (see docs/fleet.md, 'What is tested')."""
+    commands = _doc_commands()
+    assert len(commands) >= 15
+    helps: dict[tuple, set] = {}
+    for cmd in commands:
+        assert cmd[0] in ("python", "ray", "docker"), cmd
+        for token in cmd:
+            if re.fullmatch(r"(configs|experiments|ray_cluster|docker)/[\w./-]+\.(py|yaml|yml)(:\w+)?", token):
+                assert (ROOT / token.split(":")[0]).is_file(), (token, cmd)
+        if cmd[0] == "docker":
+            continue
+        key = _help_key(cmd)
+        if key not in helps:
+            text = _python_help(key[2:]) if key[0] == "python" else _ray_flags(key[1:])
+            helps[key] = set(re.findall(r"--[\w.-]*\w", text))
+        argv = cmd[:cmd.index("--")] if "--" in cmd else cmd     # `ray job submit ... -- python ...`
+        takes_config = key[0] == "python" and _module_takes_config(key[2])
+        for flag in (t.split("=")[0] for t in argv if t.startswith("--")):
+            if takes_config and (flag == "--config" or flag.startswith("--config.")):
+                continue                                            # parsed by ups_jax.config.split_config_args
+            assert flag in helps[key], (flag, cmd)
+        if "--" in cmd:                                             # the submitted entrypoint: check it too
+            inner = cmd[cmd.index("--") + 1:]
+            commands.append(inner)
+
+
+def _module_takes_config(module: str) -> bool:
+    import importlib.util
+
+    origin = Path(importlib.util.find_spec(module).origin)
+    files = [origin] + (list(origin.parent.glob("*.py")) if origin.name == "__init__.py" else [])
+    return any("split_config_args(" in f.read_text() for f in files)
+
+
+def _python_help(module_and_args) -> str:
+    """``python -m MODULE [SUB] --help``, in this process (argparse prints and exits)."""
+    import contextlib
+    import importlib
+    import io
+
+    module, *sub = module_and_args
+    mod = importlib.import_module(module + ".__main__" if module == "ups_jax.driver" else module)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as stop:
+        mod.main([*sub, "--help"])
+    assert stop.value.code in (0, None), module_and_args
+    return out.getvalue()
+
+
+def _ray_flags(words) -> str:
+    """The options of ``ray WORD [WORD]`` from Ray's click command tree (no subprocess)."""
+    from ray.scripts.scripts import cli
+
+    cmd = cli
+    for w in words:
+        cmd = cmd.commands[w]
+    return " ".join(o for p in cmd.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", []))

@@ -88,6 +88,12 @@ def test_trials_share_one_copy_of_the_data(smoke):
     assert log.count("generating the default dataset") == 1              # by the driver, before the trials
 
 
+def test_status_prints_the_saved_table(smoke):
+    proc = fleet_cli("ups_jax.fleet.status", "--experiment", smoke["dir"], env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == (smoke["dir"] / "fleet_summary.md").read_text()
+
+
 def test_pull_best_then_evaluate_on_another_machine(smoke, tmp_path):
     s = smoke["summary"]
     best = min((r for r in s["trials"] if r["best"] is not None), key=lambda r: r["best"])

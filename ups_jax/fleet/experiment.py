@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -229,23 +228,22 @@ def trial_config(base: dict, sampled: dict, source: str = "trial"):
     return cfg
 
 
-def nan_to_none(x):
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
-
-
 def experiment_dir(storage: str, name: str) -> str:
     from ups_jax.fleet.storage import join
 
     return join(storage, name)
 
 
-def describe(exp: Experiment) -> dict:
-    """JSON-safe record of the experiment, saved beside its results (``pull`` reads metric/mode from it)."""
+def describe(exp: Experiment, cfg) -> dict:
+    """JSON-safe record of the experiment, saved beside its results as ``fleet_experiment.json``: ``pull`` takes
+    metric/mode from it, ``status`` everything the table needs (so neither needs the experiment file)."""
+    price = float(cfg.cost.price_per_hour[exp.accelerator]) if exp.accelerator else None
     return {"name": exp.name, "config": exp.config, "overrides": list(exp.overrides), "metric": exp.metric,
             "mode": exp.mode, "search_space": {k: repr(v) for k, v in exp.search_space.items()},
             "num_samples": exp.num_samples, "scheduler": repr(exp.scheduler), "resources": dict(exp.resources),
-            "accelerator": exp.accelerator, "max_failures": exp.max_failures, "source": exp.source,
-            "time_attr": TIME_ATTR}
+            "max_failures": exp.max_failures, "source": exp.source, "time_attr": TIME_ATTR,
+            "table": {"total_steps": total_steps(cfg), "gpus": exp.gpus, "cpus": exp.cpus,
+                      "accelerator": exp.accelerator, "price_per_hour": price}}
 
 
 def resolve_storage(storage: str, *, from_cli: bool) -> str:

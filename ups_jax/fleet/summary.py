@@ -73,12 +73,25 @@ def _jsonable(v):
     return v if isinstance(v, (int, float, str, bool, type(None), list, tuple)) else repr(v)
 
 
+def load(experiment_path: str) -> dict:
+    """The table of the sweep at ``experiment_path``, from its storage alone (``fleet_experiment.json`` + Tune's
+    trial results): works for a running, interrupted or finished sweep, from any machine."""
+    described = json.loads(storage.read_text(storage.join(experiment_path, "fleet_experiment.json")) or "null")
+    if described is None:
+        raise UserError(f"{experiment_path}: no fleet_experiment.json; not a sweep started by ups_jax.fleet.sweep "
+                        f"(the experiment directory is <storage>/<name>)")
+    t = described["table"]
+    rows = read_trials(experiment_path, described["metric"], described["mode"])
+    return summarize(rows, metric=described["metric"], total_steps=t["total_steps"], gpus=t["gpus"], cpus=t["cpus"],
+                     accelerator=t["accelerator"], price_per_hour=t["price_per_hour"])
+
+
 def summarize(rows: list[dict], *, metric: str, total_steps: int, gpus: float, cpus: float,
-              accelerator: str | None, prices: dict) -> dict:
+              accelerator: str | None, price_per_hour: float | None) -> dict:
     """Adds per-trial device-hours, cost and a readable status; computes the totals."""
     device = "GPU" if gpus > 0 else "CPU"
     per_trial = gpus if gpus > 0 else cpus
-    price = float(prices[accelerator]) if (accelerator and gpus > 0) else None
+    price = float(price_per_hour) if (price_per_hour is not None and gpus > 0) else None
     out = []
     for r in rows:
         hours = r["time_total_s"] / 3600.0 * per_trial

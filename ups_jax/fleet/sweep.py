@@ -62,7 +62,7 @@ def main(argv) -> int:
     jax.config.update("jax_platforms", "cpu")
     _prepare_data(cfg)
 
-    st.write_text(st.join(path, "fleet_experiment.json"), json.dumps(ex.describe(exp), indent=1))
+    st.write_text(st.join(path, "fleet_experiment.json"), json.dumps(ex.describe(exp, cfg), indent=1))
     trainable = make_trainable(exp, cfg)
     if args.resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
@@ -70,7 +70,7 @@ def main(argv) -> int:
         tuner = tune.Tuner(trainable, param_space=dict(exp.search_space), tune_config=tune_config(exp, cfg),
                            run_config=run_config(exp, storage))
     tuner.fit()
-    return report(exp, cfg, path)
+    return report(exp, path)
 
 
 def _prepare_data(cfg) -> None:
@@ -123,14 +123,12 @@ def run_config(exp, storage: str):
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=exp.checkpoints_to_keep))
 
 
-def report(exp, cfg, path: str) -> int:
+def report(exp, path: str) -> int:
     from ups_jax.fleet import storage as st
     from ups_jax.fleet import summary as sm
-    from ups_jax.fleet.experiment import total_steps
 
-    rows = sm.read_trials(path, exp.metric, exp.mode)
-    summary = sm.summarize(rows, metric=exp.metric, total_steps=total_steps(cfg), gpus=exp.gpus, cpus=exp.cpus,
-                           accelerator=exp.accelerator, prices=dict(cfg.cost.price_per_hour))
+    summary = sm.load(path)
+    rows = summary["trials"]
     print(sm.format_table(summary))
     md, js = sm.save(summary, path)
     print(f"saved {md} and {js}")
