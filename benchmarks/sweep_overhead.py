@@ -46,7 +46,8 @@ def bare(runs: Path) -> tuple[float, float]:
 
 def sweep(runs: Path) -> tuple[float, dict]:
     storage = runs / "sweeps"
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    # token auth off: a local ray.init() would otherwise write ~/.ray/auth_token, which changes later `ray start`s
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "ups_jax.fleet.sweep", "--experiment",
                            str(ROOT / "experiments" / "smoke.py"), "--storage", str(storage)],
@@ -72,15 +73,17 @@ def main() -> None:
 
     ensure_default_data(load_experiment(str(ROOT / "experiments" / "smoke.py")).base_config())   # not timed
     load0 = os.getloadavg()
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M')}, cpus: {os.cpu_count()}, load average (1/5/15 min) before "
+          f"bare {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f}", flush=True)
     bare_s, eval_s = bare(runs)
+    print(f"bare sequential (4 trials, train + test eval): {bare_s:.1f} s (of which test evaluation {eval_s:.1f} s)",
+          flush=True)
     load1 = os.getloadavg()
     sweep_s, summary = sweep(runs)
     load2 = os.getloadavg()
     states = summary["totals"]["by_state"]
-    print(f"date: {time.strftime('%Y-%m-%d %H:%M')}, cpus: {os.cpu_count()}, load average (1/5/15 min) before "
-          f"bare {load0[0]:.1f}/{load0[1]:.1f}/{load0[2]:.1f}, before sweep {load1[0]:.1f}/{load1[1]:.1f}/"
-          f"{load1[2]:.1f}, after {load2[0]:.1f}/{load2[1]:.1f}/{load2[2]:.1f}")
-    print(f"bare sequential (4 trials, train + test eval): {bare_s:.1f} s (of which test evaluation {eval_s:.1f} s)")
+    print(f"load average before sweep {load1[0]:.1f}/{load1[1]:.1f}/{load1[2]:.1f}, after "
+          f"{load2[0]:.1f}/{load2[1]:.1f}/{load2[2]:.1f}")
     print(f"sweep (local Ray start/stop, ASHA, 2 at a time): {sweep_s:.1f} s; trials: "
           + ", ".join(f"{n} {s}" for s, n in states.items()))
     print(f"ratio sweep / bare: {sweep_s / bare_s:.2f}  (vs bare without the test evaluations: "

@@ -85,7 +85,7 @@ def get_experiment():
         name="interrupted", config="configs/burgers32.py:test",
         overrides=["stage_order=codec", "stages.codec.steps=12", "data.default_dir={data_dir}"],
         search_space={{"data.paths": tune.grid_search([({good!r},), ({bad_data!r},)])}},
-        metric="val/recon_nrmse", mode="min", resources={{"cpu": 1, "gpu": 0}}, max_failures=1,
+        metric="val/recon_nrmse", mode="min", resources={{"cpu": 1, "gpu": 0}}, max_failures=0,
         max_concurrent_trials=2, callbacks=[InterruptDriverOnce("_00000", 6, {str(interrupt_marker)!r})])
 ''')
     return path

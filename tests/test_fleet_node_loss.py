@@ -16,7 +16,7 @@ import json
 import numpy as np
 import pytest
 
-from fleet_helpers import ROOT, trial_rows
+from fleet_helpers import trial_rows
 
 NODE_LOSS: dict = {}                     # shared with the experiment file's callback (same process)
 
@@ -75,8 +75,11 @@ def test_node_loss_resumes_on_a_new_node_with_s3_storage(s3, ray_env, tmp_path, 
         monkeypatch.setenv(k, ray_env[k])
     exp = tmp_path / "nodeloss_test.py"
     exp.write_text(EXPERIMENT.format(data=tmp_path / "data"))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                            "object_store_memory": 100 * 2**20})
+    from conftest import _free_port
+
+    cluster = Cluster(initialize_head=True, head_node_args={        # fixed default ports replaced by free ones
+        "num_cpus": 0, "include_dashboard": False, "object_store_memory": 100 * 2**20,
+        "dashboard_agent_listen_port": _free_port()})
     try:
         workers = [cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20) for _ in range(2)]
 

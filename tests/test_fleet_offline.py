@@ -5,7 +5,6 @@ and the core package working without ray/wandb installed."""
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import re

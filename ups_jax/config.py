@@ -12,7 +12,6 @@ import ast
 import difflib
 import importlib.util
 import json
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
