@@ -143,3 +143,10 @@ def ray_head(ray_env, tmp_path_factory):
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(descendants, timeout=30)
+    # `ray start` wrote its address to /tmp/ray/ray_current_cluster; a later plain ray.init() on this machine would
+    # try to join the dead head. Remove it if it still names ours (as `ray stop` would).
+    from ray._private.utils import get_ray_address_file
+
+    address_file = Path(get_ray_address_file(None))
+    if address_file.is_file() and address_file.read_text().strip().endswith(f":{ports['port']}"):
+        address_file.unlink()

@@ -200,6 +200,21 @@ def test_unreachable_address_fails_fast(tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
+def test_stale_cluster_address_fails_fast(tmp_path, capsys, monkeypatch):
+    """A dead cluster's address left in RAY_ADDRESS (or /tmp/ray/ray_current_cluster, which `auto` reads) is an
+    error within seconds, not minutes of Ray retrying."""
+    from conftest import _free_port
+    from ups_jax.fleet import sweep
+
+    stale = f"127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("RAY_ADDRESS", stale)
+    argv = ["--experiment", "experiments/smoke.py", "--storage", str(tmp_path / "s")]
+    assert run_cli(sweep.main, argv + ["--address", "auto"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --address auto ({stale}): no Ray cluster reachable there")
+    assert run_cli(sweep.main, argv) == 2                   # inside a job whose cluster is gone
+    assert capsys.readouterr().err.startswith(f"error: --address {stale}: no Ray cluster reachable there")
+
+
 def test_resume_without_state_and_existing_name(tmp_path, capsys):
     from ups_jax.fleet import sweep
 

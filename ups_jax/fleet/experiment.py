@@ -77,17 +77,13 @@ class Experiment:
     def base_config(self):
         """The base config with the fixed overrides and the experiment's data, every path made absolute."""
         cfg = load_config(self.config, list(self.overrides))
-        with cfg.unlocked():
-            if self.data:
-                cfg.data.paths = tuple(str(project_path(p)) for p in self.data)
-            else:
-                cfg.data.paths = tuple(str(project_path(p)) for p in cfg.data.paths)
-            cfg.data.default_dir = str(project_path(cfg.data.default_dir))
+        cfg.data.paths = tuple(str(project_path(p)) for p in (self.data or cfg.data.paths))
+        cfg.data.default_dir = str(project_path(cfg.data.default_dir))
         return cfg
 
 
 def load_experiment(path: str) -> Experiment:
-    """Imports an experiment file and returns its validated-for-shape :class:`Experiment` (see ``validate``)."""
+    """Imports an experiment file and returns its :class:`Experiment` (``validate`` checks it against the config)."""
     file = find_file(path)
     if not file.is_file():
         raise ConfigError(f"{path}: experiment file not found (e.g. --experiment experiments/smoke.py)")

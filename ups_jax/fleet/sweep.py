@@ -46,9 +46,9 @@ def main(argv) -> int:
     storage = ex.resolve_storage(args.storage, from_cli=True) if args.storage else \
         ex.resolve_storage(exp.storage, from_cli=False)
     path = ex.experiment_dir(storage, exp.name)
-    from ups_jax.fleet import storage as st
-
     from ray import tune
+
+    from ups_jax.fleet import storage as st
 
     if args.resume:
         if not (st.exists(path) and tune.Tuner.can_restore(path)):

@@ -84,21 +84,19 @@ def run_trial(config: dict, base: dict | None = None, spec: dict | None = None) 
     from ups_jax.fleet.env import configure_jax, worker_info
 
     configure_jax(spec["gpus"])                     # before anything starts a JAX backend
+    import ray
     from ray import tune
 
     from ups_jax.fleet.experiment import trial_config
+    from ups_jax.training.pipeline import train_and_evaluate
 
     cfg = trial_config(base, config, source=f"trial {tune.get_context().get_trial_id()}")
-    import ray
-
     worker = {**worker_info(), "node_id": ray.get_runtime_context().get_node_id()}
     if spec["gpus"] > 0 and worker["platform"] != "gpu" and not spec["allow_cpu_fallback"]:
         raise RuntimeError(f"this trial holds {spec['gpus']} GPU(s) but JAX sees only {worker['platform']} devices "
                            f"(CUDA_VISIBLE_DEVICES={worker['cuda_visible_devices']!r}, JAX_PLATFORMS="
                            f"{os.environ.get('JAX_PLATFORMS', '')!r}); install jax[cuda12] on the workers or set "
                            f"resources gpu=0")
-    from ups_jax.training.pipeline import train_and_evaluate
-
     scratch = Path(tempfile.mkdtemp(prefix="ups_trial_", dir=_scratch_root()))
     workdir = scratch / tune.get_context().get_trial_name()    # the run's name (W&B) is the trial's
     try:
