@@ -37,5 +37,10 @@ def main(argv) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console script (``[project.scripts]`` in pyproject.toml)."""
     sys.exit(run_cli(main, exit_at_once_after_storage_error=True))
+
+
+if __name__ == "__main__":
+    cli()

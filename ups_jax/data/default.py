@@ -5,6 +5,8 @@ The default dataset is ``cfg.data.default_dir/1D_Burgers_Sols_Nu{nu}.hdf5`` made
 and never overwritten or deleted. An existing file made with other generation parameters (recorded as HDF5
 attributes by ``ups_jax.data.generate``) is refused with the exact fix, never silently reused: files made before
 the attributes existed (no ``advective_scale``) used the flux u^2/2 (``advective_scale=1``).
+A relative ``default_dir`` is relative to the project root (``ups_jax.paths``), not to the current directory:
+every process on a node (Ray trials run in their own working directories) shares the one copy.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ _LEGACY_ADVECTIVE_SCALE = 1.0
 
 def default_data_path(cfg) -> Path:
     from ups_jax.data.generate import burgers_filename
+    from ups_jax.paths import project_path
 
-    return Path(cfg.data.default_dir) / burgers_filename(cfg.data.generate.nu)
+    return project_path(cfg.data.default_dir) / burgers_filename(cfg.data.generate.nu)
 
 
 def wanted_generation(cfg) -> dict:
