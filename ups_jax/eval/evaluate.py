@@ -27,7 +27,7 @@ def _accumulate(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, s
     for s in range(0, traj.shape[0], batch_size):
         chunk = traj[s:s + batch_size]
         true = chunk[:, start + 1:]
-        pred = rollout(chunk[:, start], nu[s:s + batch_size], dt, steps)
+        pred = rollout(chunk[:, :start + 1], nu[s:s + batch_size], dt, steps)   # reads its last h given frames
         acc_m.update(pred, true)
         acc_p.update(persistence_prediction(chunk[:, start], steps), true)
         if sum(len(k) for k in kept) < keep:
@@ -48,14 +48,16 @@ def evaluate(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, *, dt: float, L
                                             corr_threshold=corr_threshold, keep=keep_samples)
     results = {
         "split": split, "n_trajectories": int(N),
-        "protocol": {"initial_step": int(initial_step), "dt": float(dt), "nx": int(X), "steps": int(T - initial_step)},
+        "protocol": {"initial_step": int(initial_step), "dt": float(dt), "nx": int(X), "steps": int(T - initial_step),
+                     "context_frames_read": int(getattr(rollout, "context_frames", 1))},
         "model": model, "persistence": persistence,
         "improvement_over_persistence": _ratio(persistence["nrmse"], model["nrmse"]),
     }
-    if full_horizon:
-        fm, fp, _ = _accumulate(rollout, traj, nu, dt, 0, Lx=Lx, batch_size=batch_size,
+    if full_horizon:   # from the first frame at which the model has all its context frames (t = 0 when h = 1)
+        h0 = int(getattr(rollout, "context_frames", 1)) - 1
+        fm, fp, _ = _accumulate(rollout, traj, nu, dt, h0, Lx=Lx, batch_size=batch_size,
                                 corr_threshold=corr_threshold)
-        results["full_horizon"] = {"steps": int(T - 1), "model": fm, "persistence": fp,
+        results["full_horizon"] = {"start_frame": h0, "steps": int(T - 1 - h0), "model": fm, "persistence": fp,
                                    "improvement_over_persistence": _ratio(fp["nrmse"], fm["nrmse"])}
     samples = None
     if keep_samples and preds is not None:
