@@ -128,3 +128,18 @@ def test_fno_baseline_trains_with_the_stage_loop_and_beats_persistence(tmp_path,
     records = [json.loads(line) for line in (tmp_path / "fno" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("n,modes", [(258, 12), (16, 9), (15, 8), (32, 4)])
+def test_spectral_conv_equals_the_fft_formula(n, modes):
+    from ups_jax.models import SpectralConv1d
+
+    conv = SpectralConv1d(3, 2, modes, rngs=nnx.Rngs(1))
+    x = jax.random.normal(jax.random.key(2), (4, n, 3))
+    w = np.asarray(conv.weight[...])
+    m = min(modes, n // 2 + 1)
+    wc = (w[..., 0] + 1j * w[..., 1])[:, :, :m]
+    spec = np.einsum("bmi,iom->bmo", np.fft.rfft(np.asarray(x, np.float64), axis=1)[:, :m], wc)
+    full = np.zeros((4, n // 2 + 1, 2), complex)
+    full[:, :m] = spec
+    np.testing.assert_allclose(np.asarray(conv(x)), np.fft.irfft(full, n=n, axis=1), atol=2e-5)
