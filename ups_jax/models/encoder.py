@@ -26,7 +26,8 @@ from ups_jax.models.layers import fourier_features, gelu, layer_norm, patchify
 
 class GridEncoder(nnx.Module):
     def __init__(self, *, num_points: int, latent_tokens: int, latent_dim: int, in_channels: int = 1,
-                 width: int, kernel_size: int, num_conv: int, fourier_freqs: Sequence[float], rngs: nnx.Rngs):
+                 width: int, kernel_size: int, num_conv: int, fourier_freqs: Sequence[float],
+                 final_norm: bool = True, rngs: nnx.Rngs):
         if num_points <= 0 or latent_tokens <= 0:
             raise ValueError(f"model.latent_tokens={latent_tokens} and grid size {num_points} must be positive")
         if num_points % latent_tokens:
@@ -52,7 +53,9 @@ class GridEncoder(nnx.Module):
         self.convs = nnx.List(convs)
         self.stem_width = c_in
         self.proj = nnx.Linear(self.patch * c_in, latent_dim, rngs=rngs)
-        self.norm = layer_norm(latent_dim, rngs=rngs)
+        self.final_norm = bool(final_norm)
+        if self.final_norm:
+            self.norm = layer_norm(latent_dim, rngs=rngs)
 
     def features(self, u: jax.Array, x01: jax.Array) -> jax.Array:
         """(B, X, C), x01 (X,) or (B, X) → per-point input features (B, X, C + 2F)."""
@@ -80,6 +83,8 @@ class GridEncoder(nnx.Module):
         chex.assert_shape(h, (u.shape[0], self.num_points, self.stem_width))
         tokens = patchify(h, (self.latent_tokens,))
         chex.assert_shape(tokens, (u.shape[0], self.latent_tokens, self.patch * self.stem_width))
-        z = self.norm(self.proj(tokens))
+        z = self.proj(tokens)
+        if self.final_norm:
+            z = self.norm(z)
         chex.assert_shape(z, (u.shape[0], self.latent_tokens, self.latent_dim))
         return z

@@ -169,7 +169,8 @@ def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | Non
             num_points=int(num_points), latent_tokens=t, latent_dim=d, in_channels=int(channels) * h,
             width=int(_get(enc, "width", "model.encoder")), kernel_size=int(_get(enc, "kernel_size", "model.encoder")),
             num_conv=int(_get(enc, "num_conv", "model.encoder")),
-            fourier_freqs=tuple(_get(enc, "fourier_freqs", "model.encoder")), rngs=rngs)
+            fourier_freqs=tuple(_get(enc, "fourier_freqs", "model.encoder")),
+            final_norm=bool(enc.get("final_norm", True)), rngs=rngs)
         operator = LatentOperator(
             latent_dim=d, hidden_dim=int(_get(op, "hidden_dim", "model.operator")),
             group_size=int(_get(op, "group_size", "model.operator")),
