@@ -50,7 +50,10 @@ def get_config(arg=None):
     # HDF5 files or directories; empty = the built-in default dataset (generated on first use into default_dir).
     cfg.data.paths = ()
     cfg.data.default_dir = "data/burgers_nu0.01"
-    cfg.data.generate = mlc.ConfigDict(dict(nu=0.01, samples=512, nx=1024, seed=2022, x_min=-1.0, x_max=1.0))
+    # u_t + a (u^2/2)_x = (nu/pi) u_xx on (x_min, x_max): a = 2 on (-1, 1) is PDEBench's released files (their
+    # generator before commit fd12554); a = 1 on (0, 1) is PDEBench's current code (ups_jax.data.generate)
+    cfg.data.generate = mlc.ConfigDict(dict(nu=0.01, samples=512, nx=1024, seed=2022, x_min=-1.0, x_max=1.0,
+                                            advective_scale=2.0))
     cfg.data.reduced_resolution = 4      # 1024 -> 256 cells (PDEBench Burgers protocol)
     cfg.data.reduced_resolution_t = 5    # 201 -> 41 frames, dt = 0.05
     cfg.data.test_fraction = 0.1         # first 10 % of each file = test (as PDEBench)
@@ -121,7 +124,8 @@ def get_config(arg=None):
         cfg.stages.operator.update(dict(steps=2200, batch_size=16, eval_every=275, lr=1e-3))
     elif arg == "test":
         cfg.data.default_dir = "data/burgers_test"
-        cfg.data.generate = mlc.ConfigDict(dict(nu=0.01, samples=20, nx=256, seed=7, x_min=-1.0, x_max=1.0))
+        cfg.data.generate = mlc.ConfigDict(dict(nu=0.01, samples=20, nx=256, seed=7, x_min=-1.0, x_max=1.0,
+                                                advective_scale=2.0))
         cfg.data.reduced_resolution = 4   # 256 -> 64 cells
         cfg.data.test_fraction = 0.2
         cfg.data.val_fraction = 0.2

@@ -35,6 +35,21 @@ def burgers_file(burgers_dir, tmp_path_factory):
     return single
 
 
+@pytest.fixture(scope="session")
+def test_run(tmp_path_factory, burgers_file):
+    """One finished ``configs/burgers32.py:test`` run on ``burgers_file`` (codec + operator + test evaluation),
+    trained in-process once per session: ``(workdir, cfg, results)``. Treat as read-only (copy it to modify)."""
+    from pathlib import Path
+
+    from ups_jax.config import load_config
+    from ups_jax.training.pipeline import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("run") / "w"
+    cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "burgers32.py") + ":test")
+    results = train_and_evaluate(cfg, workdir, data_paths=[burgers_file])
+    return workdir, cfg, results
+
+
 # ---- JAX persistent compilation cache for the whole test session (added for tests/test_training.py) ----
 # The training/CLI tests compile the same tiny programs many times (in-process and in subprocesses); with a
 # session cache each distinct program is compiled once. Subprocesses inherit it through the JAX_* variables.

@@ -229,6 +229,23 @@ def analyze_stage(run: Run, stage: str, th: dict[str, float]) -> dict[str, Any]:
     return out
 
 
+OLD_EVAL_NOTE = ("predates per-trajectory headline metrics: its numbers are equal-weight batch means (fRMSE scaled "
+                 "by the domain length), not comparable with newer evaluations; re-run python -m ups_jax.evaluate "
+                 "--workdir {workdir}")
+
+
+def metric_definition(data: dict[str, Any]) -> str | None:
+    """'per_trajectory' (eval JSON with a ``conventions`` block, version >= 2, or an eval record that says so),
+    'batch_mean' (older eval JSONs), None when unknown (only an older eval record's headline numbers)."""
+    conv = data.get("conventions")
+    if isinstance(conv, dict) and runlog._num(conv.get("version")) and conv["version"] >= 2:
+        return "per_trajectory"
+    if data.get("_from_record"):
+        return "per_trajectory" if runlog._num(data.get("conventions_version")) and \
+            data["conventions_version"] >= 2 else None
+    return "batch_mean"
+
+
 def analyze_eval(data: dict[str, Any], th: dict[str, float]) -> dict[str, Any]:
     model = data.get("model") or {}
     pers = data.get("persistence") or {}
@@ -248,6 +265,7 @@ def analyze_eval(data: dict[str, Any], th: dict[str, float]) -> dict[str, Any]:
         "protocol": data.get("protocol") if isinstance(data.get("protocol"), dict) else {},
         "metrics": metrics, "improvement_over_persistence": data.get("improvement_over_persistence"),
         "headline_only": bool(data.get("_from_record")),
+        "metric_definition": metric_definition(data),
     }
     mn, pn = model.get("nrmse"), pers.get("nrmse")
     out["model_beats_persistence"] = (mn < pn) if runlog._num(mn) and runlog._num(pn) else None
@@ -675,6 +693,11 @@ def render_markdown(run: Run, summary: dict[str, Any], plots: dict[str, str], re
             L += [f"{n}{'; ' if n and desc else ''}{desc}", ""]
         if ev["headline_only"]:
             L += [f"Only the eval record's headline numbers (eval/{split}.json missing).", ""]
+        if ev.get("metric_definition") == "batch_mean":
+            L += [f"**Note:** eval/{split}.json " + OLD_EVAL_NOTE.format(workdir=run.workdir), ""]
+        elif ev.get("metric_definition") == "per_trajectory":
+            L += ["Headline metrics: per-trajectory means over the whole split (independent of the batch size); "
+                  "fRMSE with PDEBench's Lx = 1.", ""]
         has_ttc = any("ttc" in r for r in ev["metrics"].values())
         header = ["metric", "model", "persistence", "model / persistence"] + (["ttc"] if has_ttc else [])
         rows = []

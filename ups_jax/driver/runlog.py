@@ -119,7 +119,8 @@ class Run:
         rec = self.eval_records.get(split)
         if rec is None:
             return None
-        out: dict[str, Any] = {"split": split, "model": {}, "persistence": {}, "_from_record": True}
+        out: dict[str, Any] = {"split": split, "model": {}, "persistence": {}, "_from_record": True,
+                               "conventions_version": rec.get("conventions_version")}
         for k, v in rec.items():
             head, _, metric = k.partition("/")
             if head in ("model", "persistence", "ttc") and metric:

@@ -268,12 +268,13 @@ def check_data(cfg, c: _Checks, *, skip_data: bool = False):
         c.add(D, "grid", False, f"cannot read the grid: {e}", "run python -m ups_jax.driver validate-data on the files")
         return None, None, None
     if not skip_data and not paths and default.exists():
-        want_nx = -(-g.nx // cfg.data.reduced_resolution)
-        c.add(D, "default data matches", nx == want_nx and sum(counts) == g.samples,
-              f"existing {default} has {sum(counts)} samples / {nx} cells after reduction but data.generate asks "
-              f"for {g.samples} / {want_nx}; train uses the existing file", f"delete {default} to regenerate it, "
-              f"or change data.default_dir", severity="warning", passed=f"{default}: {sum(counts)} samples, "
-              f"{nx} cells × {nt} frames after reduction, as data.generate")
+        from ups_jax.data.default import default_data_mismatch
+
+        problem = default_data_mismatch(cfg, default)
+        c.add(D, "default data matches", problem is None, problem or "",
+              "move the file aside to regenerate it, or set data.generate to the file's parameters",
+              passed=f"{default}: {sum(counts)} samples, {nx} cells × {nt} frames after reduction, made as "
+                     f"data.generate asks")
     tf, vf = cfg.data.test_fraction, cfg.data.val_fraction
     ok_fracs = 0 < tf < 1 and 0 < vf < 1 and tf + vf < 1
     c.add(D, "split fractions", ok_fracs, f"data.test_fraction={tf}, val_fraction={vf}",

@@ -20,8 +20,7 @@ from ups_jax.data.default import ensure_default_data
 from ups_jax.data.loader import WindowLoader
 from ups_jax.data.pdebench import PDEBenchDataset, compute_normalization, make_splits
 from ups_jax.errors import CheckpointError, ConfigError
-from ups_jax.eval.evaluate import evaluate, write_report
-from ups_jax.eval.metrics import MetricAccumulator
+from ups_jax.eval.evaluate import evaluate, score, write_report
 from ups_jax.eval.rollout import Rollout
 from ups_jax.models import build_model, count_params, param_shapes
 from ups_jax.training import checkpoints as ckpt
@@ -94,12 +93,9 @@ def make_validator(stage_name: str, cfg, data: RunData, model):
     start = cfg.eval.initial_step - 1
 
     def validate(m):
-        pred = rollout.set_model(m)(traj[:, :start + 1], nu, dt, traj.shape[1] - start - 1)
-        acc = MetricAccumulator(data.Lx)
-        acc.update(pred, traj[:, start + 1:])
-        pers = MetricAccumulator(data.Lx)
-        pers.update(np.repeat(traj[:, start:start + 1], pred.shape[1], axis=1), traj[:, start + 1:])
-        return {"val/nrmse": acc.result()["nrmse"], "val/persistence_nrmse": pers.result()["nrmse"]}
+        # the same per-trajectory definition as the test evaluation (eval.evaluate.score)
+        model_m, pers_m, _ = score(rollout.set_model(m), traj, nu, dt, start, batch_size=len(traj))
+        return {"val/nrmse": model_m["nrmse"], "val/persistence_nrmse": pers_m["nrmse"]}
 
     return validate, "val/nrmse"
 
@@ -216,17 +212,18 @@ def run_evaluation(model, cfg, data: RunData, workdir: Path, logger=None, split:
     traj, nu = data.trajectories(split, cfg.eval.max_trajectories)
     rollout = Rollout(model, norm=data.norm, x01=data.x01, batch_size=min(cfg.eval.batch_size, len(traj)),
                       mode=cfg.eval.rollout_mode)
-    results, samples = evaluate(rollout, traj, nu, dt=float(data.dataset.dt), Lx=data.Lx,
+    results, samples = evaluate(rollout, traj, nu, dt=float(data.dataset.dt), domain_length=data.Lx,
                                 initial_step=cfg.eval.initial_step, batch_size=cfg.eval.batch_size,
                                 corr_threshold=cfg.eval.corr_threshold, split=split,
                                 keep_samples=cfg.eval.plot_trajectories)
     write_report(results, samples, data.x, workdir / "eval")
     m, p = results["model"], results["persistence"]
     print(f"[eval:{split}] {results['n_trajectories']} trajectories, {results['protocol']['steps']}-step rollout: "
-          f"nRMSE model {m['nrmse']:.4f} vs persistence {p['nrmse']:.4f} "
+          f"nRMSE (per-trajectory mean) model {m['nrmse']:.4f} vs persistence {p['nrmse']:.4f} "
           f"({results['improvement_over_persistence']:.1f}x better); rel-L2 {m['rel_l2']:.4f}; "
           f"report in {workdir / 'eval'}")
     if logger is not None:
         logger.log("eval", split=split, **{"model/nrmse": m["nrmse"], "persistence/nrmse": p["nrmse"],
-                                           "model/rel_l2": m["rel_l2"]}, file=f"eval/{split}.json")
+                                           "model/rel_l2": m["rel_l2"]}, file=f"eval/{split}.json",
+                   conventions_version=results["conventions"]["version"])
     return results
