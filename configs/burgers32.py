@@ -67,7 +67,7 @@ def get_config(arg=None):
     cfg.model.latent_dim = 32            # D
     cfg.model.latent_tokens = 32         # T
     cfg.model.encoder = mlc.ConfigDict(dict(width=64, kernel_size=5, num_conv=2, fourier_freqs=(1, 2, 4, 8),
-                                            final_norm=True))
+                                            final_norm=True, raw_skip=False))
     cfg.model.operator = mlc.ConfigDict(dict(
         hidden_dim=96, group_size=12, num_heads=6, depths=(1, 1, 1), mlp_ratio=2.0,
         cond_dim=64,                     # width of the (dt, nu) conditioning embedding (AdaLN)
