@@ -29,7 +29,9 @@ def _stage(**kw) -> mlc.ConfigDict:
     s.patience = 0                 # early stop after N evals without improvement (0 = never)
     s.log_every = 50
     s.trainable = ("encoder", "decoder", "operator")
-    s.rollout_steps = 1            # K: window = K + 1 frames; K > 1 adds the unrolled loss (lax.scan)
+    s.rollout_steps = 1            # K: window = h + P + K frames; K > 1 adds the unrolled loss (lax.scan)
+    s.pushforward_steps = 0        # P: roll P steps without gradient first, train the K after (training/losses.py)
+    s.input_noise = 0.0            # σ of Gaussian noise on the (normalised) context frames in training
     s.query_points = 0             # decoder queries per frame in training (0 = every grid point); UPT-style sampling
     s.losses = mlc.ConfigDict(dict(recon=1.0, one_step=1.0, latent=0.1, rollout=1.0))
     s.update(kw)
@@ -60,9 +62,12 @@ def get_config(arg=None):
 
     # ---- model ----
     cfg.model = mlc.ConfigDict()
+    cfg.model.kind = "ups"               # 'ups' (this file) or 'fno' (configs/fno_burgers.py, the baseline)
+    cfg.model.context_frames = 1         # h: the encoder reads the last h given frames (as channels)
     cfg.model.latent_dim = 32            # D
     cfg.model.latent_tokens = 32         # T
-    cfg.model.encoder = mlc.ConfigDict(dict(width=64, kernel_size=5, num_conv=2, fourier_freqs=(1, 2, 4, 8)))
+    cfg.model.encoder = mlc.ConfigDict(dict(width=64, kernel_size=5, num_conv=2, fourier_freqs=(1, 2, 4, 8),
+                                            final_norm=True, raw_skip=False))
     cfg.model.operator = mlc.ConfigDict(dict(
         hidden_dim=96, group_size=12, num_heads=6, depths=(1, 1, 1), mlp_ratio=2.0,
         cond_dim=64,                     # width of the (dt, nu) conditioning embedding (AdaLN)
@@ -71,6 +76,7 @@ def get_config(arg=None):
     cfg.model.decoder = mlc.ConfigDict(dict(
         hidden_dim=96, num_heads=4, num_layers=2, mlp_hidden=128, fourier_freqs=(1, 2, 4, 8, 16, 32),
         local_freqs=(),                  # optional sub-patch readout basis (models/decoder.py); off by default
+        local_mlp=0, local_neighbors=1,
     ))
 
     # ---- training stages ----

@@ -44,6 +44,7 @@ from pathlib import Path
 from ups_jax.errors import ConfigError, DataError, UserError
 
 SUBMODULES = ("encoder", "operator", "decoder")
+FNO_SUBMODULES = ("fc0", "spectral", "pointwise", "fc1", "fc2")
 LOSS_TERMS = ("recon", "one_step", "latent", "rollout")
 CATEGORIES = ("architecture", "data", "stages", "hyper-parameters", "logging", "checkpoints", "hardware")
 SEVERITIES = ("error", "warning", "info")
@@ -107,9 +108,56 @@ def grid(cfg, *, use_files: bool = True):
     return -(-g.nx // rr), -(-201 // rt), [g.samples]
 
 
-def check_architecture(cfg, c: Checks, nx: int | None):
-    m, op, dec = cfg.model, cfg.model.operator, cfg.model.decoder
+def _submodules(cfg) -> tuple[str, ...]:
+    from ups_jax.models import model_kind
+
+    return FNO_SUBMODULES if model_kind(cfg) == "fno" else SUBMODULES
+
+
+def _build_check(cfg, c: Checks, nx: int | None, fallback_nx: int):
+    """Whatever the explicit rules missed, building the abstract model (no allocation) will catch."""
     A = "architecture"
+    if any(not x.ok and x.severity == "error" and x.category == A for x in c.items):
+        return   # building would only repeat the first error
+    try:
+        from flax import nnx
+
+        from ups_jax.models import build_model
+
+        nnx.eval_shape(lambda: build_model(cfg, num_points=nx or fallback_nx, rngs=nnx.Rngs(0)))
+        c.add(A, "model builds", True, "abstract model builds from cfg.model")
+    except (ValueError, TypeError, UserError) as e:
+        c.add(A, "model builds", False, f"model does not build: {e}", "fix the model section")
+
+
+def check_fno(cfg, c: Checks, nx: int | None):
+    f, A = cfg.model.fno, "architecture"
+    c.add(A, "fno widths", f.width >= 1 and f.num_layers >= 1 and f.head_width >= 1 and f.padding >= 0,
+          f"model.fno width={f.width}, num_layers={f.num_layers}, head_width={f.head_width}, padding={f.padding}",
+          "width, num_layers, head_width ≥ 1 and padding ≥ 0")
+    if c.add(A, "fno modes", f.modes >= 1, f"model.fno.modes={f.modes}", "use ≥ 1") and nx is not None:
+        c.add(A, "fno modes vs grid", f.modes <= (nx + f.padding) // 2 + 1,
+              f"model.fno.modes={f.modes} exceeds the {(nx + f.padding) // 2 + 1} Fourier modes of the padded grid",
+              "use fewer modes", severity="warning", passed=f"model.fno.modes={f.modes} of {(nx + f.padding) // 2 + 1}")
+    _build_check(cfg, c, nx, 64)
+
+
+def check_architecture(cfg, c: Checks, nx: int | None):
+    from ups_jax.models import context_frames, model_kind
+
+    A = "architecture"
+    try:
+        kind, h = model_kind(cfg), context_frames(cfg)
+    except UserError as e:
+        c.add(A, "model kind", False, str(e), "fix model.kind / model.context_frames")
+        return
+    c.add(A, "context frames", h <= cfg.eval.initial_step,
+          f"model.context_frames={h} but the evaluation gives only eval.initial_step={cfg.eval.initial_step} frames",
+          f"use model.context_frames ≤ {cfg.eval.initial_step} or raise eval.initial_step",
+          passed=f"the model reads the last {h} of the {cfg.eval.initial_step} given frames")
+    if kind == "fno":
+        return check_fno(cfg, c, nx)
+    m, op, dec = cfg.model, cfg.model.operator, cfg.model.decoder
     c.add(A, "latent_dim", m.latent_dim >= 1, f"model.latent_dim={m.latent_dim}", "set model.latent_dim ≥ 1")
     c.add(A, "latent_tokens", m.latent_tokens >= 1, f"model.latent_tokens={m.latent_tokens}",
           "set model.latent_tokens ≥ 1")
@@ -161,17 +209,7 @@ def check_architecture(cfg, c: Checks, nx: int | None):
                       f"{key} max={max(freqs)} is at or above the grid's Nyquist frequency {nx / 2:g}",
                       "drop frequencies at or above half the grid size", severity="warning",
                       passed=f"{key} max={max(freqs)} < Nyquist {nx / 2:g}")
-    if any(not x.ok and x.severity == "error" and x.category == A for x in c.items):
-        return   # building would only repeat the first error
-    try:  # whatever the explicit rules missed, building the abstract model (no allocation) will catch
-        from flax import nnx
-
-        from ups_jax.models import build_model
-
-        nnx.eval_shape(lambda: build_model(cfg, num_points=nx or m.latent_tokens * 8, rngs=nnx.Rngs(0)))
-        c.add(A, "model builds", True, "abstract model builds from cfg.model")
-    except (ValueError, TypeError, UserError) as e:
-        c.add(A, "model builds", False, f"model does not build: {e}", "fix the model section")
+    _build_check(cfg, c, nx, m.latent_tokens * 8)
 
 
 def check_data(cfg, c: Checks, *, skip_data: bool = False):
@@ -277,6 +315,11 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
                  "list each stage once, at least one", passed=f"stage_order={order}"):
         return
     trained: dict[str, str] = {}     # module -> first stage that trains it
+    submodules = _submodules(cfg)
+    is_ups = submodules == SUBMODULES
+    from ups_jax.models import context_frames
+
+    h = context_frames(cfg)
     for name in order:
         if not c.add(S, f"{name} defined", name in cfg.stages,
                      f"stage_order names '{name}' but stages has no such section (known: "
@@ -286,17 +329,17 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
             continue
         s = cfg.stages[name]
         k = f"stages.{name}"
-        bad = [t for t in s.trainable if t not in SUBMODULES]
+        bad = [t for t in s.trainable if t not in submodules]
         c.add(S, f"{name} trainable", len(s.trainable) > 0 and not bad,
               f"{k}.trainable={tuple(s.trainable)}" + (f": unknown {bad}" if bad else ": selects nothing"),
-              f"choose from {SUBMODULES}", passed=f"{k}.trainable={tuple(s.trainable)}")
+              f"choose from {submodules}", passed=f"{k}.trainable={tuple(s.trainable)}")
         w = {t: s.losses[t] for t in LOSS_TERMS}
         c.add(S, f"{name} losses", all(v >= 0 for v in w.values()) and any(v > 0 for v in w.values()),
               f"{k}.losses={w}", "weights ≥ 0 with at least one > 0")
         uses = {"encoder": any(v > 0 for v in w.values()),
                 "decoder": w["recon"] > 0 or w["one_step"] > 0 or w["rollout"] > 0,
                 "operator": w["one_step"] > 0 or w["rollout"] > 0 or w["latent"] > 0}
-        for module in SUBMODULES:   # a module used but not trained must be a trained teacher, never random
+        for module in SUBMODULES if is_ups else ():  # a module used frozen must be a trained teacher, never random
             if uses[module] and module not in s.trainable:
                 c.add(S, f"{name} frozen {module}", module in trained,
                       f"{name} uses the {module} frozen but no earlier stage trains it (a random teacher)",
@@ -338,14 +381,18 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
                   passed=f"{k}.eval_every={s.eval_every}: {-(-s.steps // s.eval_every)} validation(s) + "
                          f"checkpoint(s)")
         c.add(P, f"{name} patience", s.patience >= 0, f"{k}.patience={s.patience}", "use ≥ 0 (0 = never stop)")
-        c.add(P, f"{name} rollout", s.rollout_steps >= 1, f"{k}.rollout_steps={s.rollout_steps}", "use ≥ 1")
+        c.add(P, f"{name} rollout", s.rollout_steps >= 1 and s.pushforward_steps >= 0 and s.input_noise >= 0,
+              f"{k}.rollout_steps={s.rollout_steps}, pushforward_steps={s.pushforward_steps}, input_noise="
+              f"{s.input_noise}", "use rollout_steps ≥ 1, pushforward_steps ≥ 0, input_noise ≥ 0")
         if nt is not None and s.rollout_steps >= 1:
-            if c.add(P, f"{name} window", s.rollout_steps + 1 <= nt,
-                     f"window of {s.rollout_steps + 1} frames ({k}.rollout_steps={s.rollout_steps}) does not fit in "
-                     f"{nt} frames per trajectory", f"use {k}.rollout_steps ≤ {nt - 1}",
-                     passed=f"window of {s.rollout_steps + 1} frames in {nt} frames per trajectory") \
+            win = h + s.pushforward_steps + s.rollout_steps
+            if c.add(P, f"{name} window", win <= nt,
+                     f"window of {win} frames (model.context_frames={h} + {k}.pushforward_steps="
+                     f"{s.pushforward_steps} + {k}.rollout_steps={s.rollout_steps}) does not fit in {nt} frames per "
+                     f"trajectory", f"use context + pushforward + rollout ≤ {nt}",
+                     passed=f"window of {win} frames in {nt} frames per trajectory") \
                     and n_train and s.batch_size >= 1:
-                windows = n_train * (nt - s.rollout_steps)
+                windows = n_train * (nt - win + 1)
                 c.add(P, f"{name} batch vs windows", s.batch_size <= windows,
                       f"{k}.batch_size={s.batch_size} exceeds the {windows} training windows",
                       "lower the batch size or use more data",
@@ -355,7 +402,7 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
                   f"{k}.query_points={s.query_points} of {nx} grid points", f"use 0 (all) .. {nx}",
                   passed=f"{k}.query_points={s.query_points}" + (f" (all {nx})" if s.query_points == 0 else
                                                                  f" of {nx} grid points"))
-    missing = [m for m in ("encoder", "decoder") if m not in trained]
+    missing = [m for m in ("encoder", "decoder") if m not in trained] if is_ups else []
     c.add(S, "codec trained", not missing, f"no stage trains the {' and '.join(missing)}",
           "train the encoder and decoder (codec stage)", passed=f"trained modules: {sorted(trained)}")
 

@@ -44,8 +44,9 @@ def predict(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start
     """The model's prediction of frames ``start+1 .. start+steps`` given frames ``0 .. start``: (B, steps, X).
 
     The one place evaluation, validation and the benchmarks call the model's rollout (physical units in and out).
+    The rollout reads the last ``context_frames`` of the given frames.
     """
-    return rollout(traj[:, start], nu, dt, steps)
+    return rollout(traj[:, :start + 1], nu, dt, steps)
 
 
 def score(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: int, *, batch_size: int,
@@ -76,18 +77,24 @@ def evaluate(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, *, dt: float, d
     if not 0 < initial_step < T:
         raise ValueError(f"eval.initial_step={initial_step} must be in 1..{T - 1} for {T} frames")
     start = initial_step - 1
+    context_frames = int(getattr(rollout, "context_frames", 1))
+    if context_frames > initial_step:
+        raise ValueError(f"the model reads {context_frames} context frames but eval.initial_step={initial_step} "
+                         f"gives fewer")
     model, persistence, preds = score(rollout, traj, nu, dt, start, batch_size=batch_size,
                                       corr_threshold=corr_threshold, keep=keep_samples)
     results = {
         "split": split, "n_trajectories": int(N),
-        "protocol": {"initial_step": int(initial_step), "dt": float(dt), "nx": int(X), "steps": int(T - initial_step)},
+        "protocol": {"initial_step": int(initial_step), "dt": float(dt), "nx": int(X), "steps": int(T - initial_step),
+                     "context_frames_read": context_frames},
         "conventions": conventions(domain_length=domain_length, batch_size=batch_size),
         "model": model, "persistence": persistence,
         "improvement_over_persistence": _ratio(persistence["nrmse"], model["nrmse"]),
     }
-    if full_horizon:
-        fm, fp, _ = score(rollout, traj, nu, dt, 0, batch_size=batch_size, corr_threshold=corr_threshold)
-        results["full_horizon"] = {"steps": int(T - 1), "model": fm, "persistence": fp,
+    if full_horizon:   # from the first frame at which the model has all its context frames (t = 0 when h = 1)
+        h0 = context_frames - 1
+        fm, fp, _ = score(rollout, traj, nu, dt, h0, batch_size=batch_size, corr_threshold=corr_threshold)
+        results["full_horizon"] = {"start_frame": h0, "steps": int(T - 1 - h0), "model": fm, "persistence": fp,
                                    "improvement_over_persistence": _ratio(fp["nrmse"], fm["nrmse"])}
     samples = None
     if keep_samples and preds is not None:

@@ -7,13 +7,16 @@ from ups_jax.models.layers import (AdaLN, MLP, RMSNorm, downsample_tokens, fouri
 from ups_jax.models.operator import ConditionEmbedding, LatentOperator
 from ups_jax.models.pdet import (ChannelSeparatedSelfAttention, FeedForward, PDETransformer, TransformerLayer,
                                  check_attention_dims)
+from ups_jax.models.fno import FNO1d, SpectralConv1d
 from ups_jax.models.ups import (CONFIG_KEY_FOR_PARAM, UPS, ModelConfigError, abstract_model, build_model,
-                                config_key_for, count_params, param_arrays, param_shapes, shape_mismatches)
+                                config_key_for, context_frames, count_params, model_kind, param_arrays,
+                                param_shapes, shape_mismatches)
 
 __all__ = [
-    "AdaLN", "AnyPointDecoder", "CONFIG_KEY_FOR_PARAM", "ChannelSeparatedSelfAttention", "ConditionEmbedding",
-    "CrossAttention", "DecoderBlock", "FeedForward", "GridEncoder", "LatentOperator", "MLP", "ModelConfigError",
-    "PDETransformer", "RMSNorm", "TransformerLayer", "UPS", "abstract_model", "build_model", "check_attention_dims",
-    "config_key_for", "count_params", "downsample_tokens", "fourier_features", "gelu", "param_arrays",
-    "param_shapes", "patchify", "shape_mismatches", "token_centres01", "upsample_tokens_linear",
+    "abstract_model", "AdaLN", "AnyPointDecoder", "build_model", "ChannelSeparatedSelfAttention",
+    "check_attention_dims", "ConditionEmbedding", "config_key_for", "CONFIG_KEY_FOR_PARAM", "context_frames",
+    "count_params", "CrossAttention", "DecoderBlock", "downsample_tokens", "FeedForward", "FNO1d",
+    "fourier_features", "gelu", "GridEncoder", "LatentOperator", "MLP", "model_kind", "ModelConfigError",
+    "param_arrays", "param_shapes", "patchify", "PDETransformer", "RMSNorm", "shape_mismatches", "SpectralConv1d",
+    "token_centres01", "TransformerLayer", "UPS", "upsample_tokens_linear",
 ]

@@ -30,6 +30,9 @@ from flax import nnx
 from ups_jax.models.layers import MLP, fourier_features, gelu, layer_norm, token_centres01
 
 
+LOCAL_OFFSET_FREQS = (1.0, 2.0)   # offset features of the local readout (periodic in the patch offset ℓ ∈ [0, 1))
+
+
 class CrossAttention(nnx.Module):
     """Multi-head attention q: (B, Q, E), kv: (B, T, E) → (B, Q, E); separate q/k/v/out Linear(E, E) with bias."""
 
@@ -80,7 +83,8 @@ class DecoderBlock(nnx.Module):
 class AnyPointDecoder(nnx.Module):
     def __init__(self, *, latent_dim: int, latent_tokens: int, out_channels: int = 1, hidden_dim: int,
                  num_heads: int, num_layers: int, mlp_hidden: int, fourier_freqs: Sequence[float],
-                 local_freqs: Sequence[float] = (), rngs: nnx.Rngs):
+                 local_freqs: Sequence[float] = (), local_mlp: int = 0, local_neighbors: int = 1,
+                 raw_patch: int = 0, rngs: nnx.Rngs):
         if hidden_dim <= 0 or num_heads <= 0 or hidden_dim % num_heads:
             raise ValueError(f"model.decoder.hidden_dim={hidden_dim} is not divisible by "
                              f"model.decoder.num_heads={num_heads}")
@@ -103,6 +107,18 @@ class AnyPointDecoder(nnx.Module):
         self.local_freqs = tuple(float(f) for f in local_freqs)
         if self.local_freqs:
             self.local_readout = nnx.Linear(latent_dim, out_channels * (1 + 2 * len(self.local_freqs)), rngs=rngs)
+        self.local_mlp_width, self.local_neighbors = int(local_mlp), int(local_neighbors)
+        if self.local_mlp_width:
+            n_tok = 2 * self.local_neighbors + 1
+            self.local_mlp = MLP(n_tok * latent_dim + 2 * len(LOCAL_OFFSET_FREQS) + 1, self.local_mlp_width,
+                                 out_channels, rngs=rngs)
+        self.raw_patch = int(raw_patch)
+        if self.raw_patch:   # the encoder's identity path: start as exact interpolation, learn corrections
+            if out_channels != 1 or latent_dim <= self.raw_patch:
+                raise ValueError("the raw skip path needs one output channel and latent_dim > the patch size")
+            self.head.fc2.kernel[...] = jnp.zeros_like(self.head.fc2.kernel[...])
+            if self.local_mlp_width:
+                self.local_mlp.fc2.kernel[...] = jnp.zeros_like(self.local_mlp.fc2.kernel[...])
 
     def local_patch_readout(self, z: jax.Array, xq01: jax.Array) -> jax.Array:
         """(B, T, D), (B, Q) → (B, Q, C): the query's own token, read out on a Fourier basis of its patch offset."""
@@ -114,6 +130,33 @@ class AnyPointDecoder(nnx.Module):
                                  fourier_features(pos - t, self.local_freqs)], axis=-1)  # (B, Q, J)
         coef = self.local_readout(zq).reshape(b, nq, self.out_channels, basis.shape[-1])
         return jnp.einsum("bqcj,bqj->bqc", coef, basis)
+
+    def local_mlp_readout(self, z: jax.Array, xq01: jax.Array) -> jax.Array:
+        """(B, T, D), (B, Q) → (B, Q, C): an MLP of the query's token and its ``local_neighbors`` neighbours on each
+        side (periodic) and of the query's offset inside its patch — a local implicit representation."""
+        b, nq = xq01.shape
+        pos = xq01 * self.latent_tokens
+        t = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, self.latent_tokens - 1)
+        off = pos - t                                                                  # (B, Q) in [0, 1)
+        n = self.local_neighbors
+        idx = (t[..., None] + jnp.arange(-n, n + 1)) % self.latent_tokens              # (B, Q, 2n+1)
+        zq = z[jnp.arange(b)[:, None, None], idx].reshape(b, nq, -1)                  # (B, Q, (2n+1)·D)
+        feats = jnp.concatenate([zq, fourier_features(off, LOCAL_OFFSET_FREQS), (off - 0.5)[..., None]], -1)
+        return self.local_mlp(feats)
+
+    def raw_interpolation(self, z: jax.Array, xq01: jax.Array) -> jax.Array:
+        """(B, T, D), (B, Q) → (B, Q, 1): linear interpolation of the grid values carried in the first ``raw_patch``
+        latent dims (the query's patch and its neighbours, periodic); exact at the grid points."""
+        b, nq = xq01.shape
+        p, t_count = self.raw_patch, self.latent_tokens
+        pos = xq01 * t_count
+        t = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, t_count - 1)
+        off = pos - t                                                                  # (B, Q) in [0, 1)
+        idx = (t[..., None] + jnp.arange(-1, 2)) % t_count                             # (B, Q, 3)
+        vals = z[jnp.arange(b)[:, None, None], idx, :p].reshape(b, nq, 3 * p)         # 3P consecutive grid values
+        centres = (jnp.arange(3 * p) + 0.5) / p - 1.0                                  # relative to the patch start
+        w = jax.nn.relu(1.0 - jnp.abs(off[..., None] - centres) * p)                   # hat functions
+        return jnp.sum(w * vals, axis=-1, keepdims=True)
 
     def latent_keys(self, z: jax.Array) -> jax.Array:
         """(B, T, D) → key/value tokens (B, T, hidden) with token-centre positional embedding."""
@@ -140,5 +183,9 @@ class AnyPointDecoder(nnx.Module):
         out = self.head(self.head_norm(q))
         if self.local_freqs:
             out = out + self.local_patch_readout(z, xq01)
+        if self.local_mlp_width:
+            out = out + self.local_mlp_readout(z, xq01)
+        if self.raw_patch:
+            out = out + self.raw_interpolation(z, xq01)
         chex.assert_shape(out, (b, nq, self.out_channels))
         return out

@@ -36,14 +36,25 @@ class ModelConfigError(ConfigError, ValueError):
 
 
 class UPS(nnx.Module):
-    def __init__(self, *, encoder: GridEncoder, operator: LatentOperator, decoder: AnyPointDecoder):
+    """``context_frames`` (h): the encoder reads the last h frames as channels (oldest first); the latent state
+    z_t = E(u_{t-h+1..t}) is stepped by the operator to z_{t+1} ≈ E(u_{t-h+2..t+1}); the decoder reads out the
+    newest frame u_{t+1} at any point."""
+
+    def __init__(self, *, encoder: GridEncoder, operator: LatentOperator, decoder: AnyPointDecoder,
+                 context_frames: int = 1):
         self.encoder = encoder
         self.operator = operator
         self.decoder = decoder
+        self.context_frames = int(context_frames)
 
     def encode(self, u: jax.Array, x01: jax.Array) -> jax.Array:
-        """u: (B, X, C), x01: (X,) or (B, X) in [0, 1) → z: (B, T, D)."""
+        """u: (B, X, h·C) — the h context frames as channels, oldest first —, x01: (X,) or (B, X) in [0, 1)
+        → z: (B, T, D)."""
         return self.encoder(u, x01)
+
+    def encode_frames(self, u_ctx: jax.Array, x01: jax.Array) -> jax.Array:
+        """u_ctx: (B, h, X) context frames (oldest first, one channel) → z: (B, T, D)."""
+        return self.encode(jnp.swapaxes(u_ctx, 1, 2), x01)
 
     def step(self, z: jax.Array, dt: jax.Array, nu: jax.Array) -> jax.Array:
         """z: (B, T, D), dt, ν: (B,) or scalars (> 0) → z': (B, T, D)."""
@@ -60,6 +71,29 @@ class UPS(nnx.Module):
             return zn, zn
         _, zs = jax.lax.scan(body, z, None, length=int(num_steps))
         return jnp.swapaxes(zs, 0, 1)
+
+    def rollout_fields(self, u_ctx: jax.Array, dt: jax.Array, nu: jax.Array, x01: jax.Array, steps: int,
+                       mode: str = "latent") -> jax.Array:
+        """The surrogate interface every model implements (``FNO1d`` too): context frames (B, h, X) → the next
+        ``steps`` frames (B, steps, X) on the grid ``x01``, autoregressively.
+
+        mode='latent': encode once, step in latent space, decode every step in one batched call (UPT's latent
+        rollout). mode='reencode': decode → slide the context window → re-encode after every step."""
+        b, _, n = u_ctx.shape
+        steps = int(steps)
+        if mode == "latent":
+            zs = self.rollout(self.encode_frames(u_ctx, x01), dt, nu, steps)      # (B, S, T, D)
+            t, d = zs.shape[-2:]
+            return self.decode(zs.reshape(b * steps, t, d), x01)[..., 0].reshape(b, steps, n)
+        if mode != "reencode":
+            raise ValueError(f"eval.rollout_mode={mode!r}: choose 'latent' or 'reencode'")
+
+        def body(ctx, _):
+            nxt = self.decode(self.step(self.encode_frames(ctx, x01), dt, nu), x01)[..., 0]
+            return jnp.concatenate([ctx[:, 1:], nxt[:, None]], axis=1), nxt
+
+        _, us = jax.lax.scan(body, u_ctx, None, length=steps)
+        return jnp.swapaxes(us, 0, 1)
 
     def __call__(self, u: jax.Array, x01: jax.Array, dt: jax.Array, nu: jax.Array,
                  xq01: jax.Array | None = None) -> jax.Array:
@@ -86,9 +120,26 @@ def _get(section, key: str, prefix: str):
     return section[key]
 
 
+def model_kind(cfg) -> str:
+    """'ups' (default) or 'fno' (``cfg.model.kind``)."""
+    kind = str(_model_section(cfg).get("kind", "ups"))
+    if kind not in ("ups", "fno"):
+        raise ConfigError(f"model.kind={kind!r}: choose 'ups' or 'fno'")
+    return kind
+
+
+def context_frames(cfg) -> int:
+    """How many past frames the model reads (``cfg.model.context_frames``, default 1)."""
+    h = int(_model_section(cfg).get("context_frames", 1))
+    if h < 1:
+        raise ConfigError(f"model.context_frames={h} must be >= 1")
+    return h
+
+
 def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | None = None,
-                seed: int | None = None) -> UPS:
-    """Builds the UPS model from ``cfg.model`` only; ``num_points`` (X) and ``channels`` (C) come from the data grid.
+                seed: int | None = None):
+    """Builds the model of ``cfg.model`` (UPS, or the FNO baseline when ``model.kind='fno'``) from the config only;
+    ``num_points`` (X) and ``channels`` (C) come from the data grid.
 
     Randomness: ``rngs`` if given, else ``nnx.Rngs(seed)`` with ``seed`` defaulting to ``cfg.seed`` (or 0).
     Inconsistent dimensions raise :class:`ModelConfigError` naming the config keys.
@@ -98,15 +149,28 @@ def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | Non
         if seed is None:
             seed = int(cfg.get("seed", 0)) if "model" in cfg else 0
         rngs = nnx.Rngs(seed)
+    h = context_frames(cfg)
+    if model_kind(cfg) == "fno":
+        from ups_jax.models.fno import FNO1d
+
+        f = _get(m, "fno", "model")
+        try:
+            return FNO1d(context_frames=h, channels=int(channels), modes=int(_get(f, "modes", "model.fno")),
+                         width=int(_get(f, "width", "model.fno")), num_layers=int(_get(f, "num_layers", "model.fno")),
+                         padding=int(_get(f, "padding", "model.fno")),
+                         head_width=int(_get(f, "head_width", "model.fno")), rngs=rngs)
+        except ValueError as e:
+            raise ModelConfigError(str(e)) from e
     d = int(_get(m, "latent_dim", "model"))
     t = int(_get(m, "latent_tokens", "model"))
     enc, op, dec = (_get(m, k, "model") for k in ("encoder", "operator", "decoder"))
     try:
         encoder = GridEncoder(
-            num_points=int(num_points), latent_tokens=t, latent_dim=d, in_channels=int(channels),
+            num_points=int(num_points), latent_tokens=t, latent_dim=d, in_channels=int(channels) * h,
             width=int(_get(enc, "width", "model.encoder")), kernel_size=int(_get(enc, "kernel_size", "model.encoder")),
             num_conv=int(_get(enc, "num_conv", "model.encoder")),
-            fourier_freqs=tuple(_get(enc, "fourier_freqs", "model.encoder")), rngs=rngs)
+            fourier_freqs=tuple(_get(enc, "fourier_freqs", "model.encoder")),
+            final_norm=bool(enc.get("final_norm", True)), raw_skip=bool(enc.get("raw_skip", False)), rngs=rngs)
         operator = LatentOperator(
             latent_dim=d, hidden_dim=int(_get(op, "hidden_dim", "model.operator")),
             group_size=int(_get(op, "group_size", "model.operator")),
@@ -122,15 +186,17 @@ def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | Non
             num_layers=int(_get(dec, "num_layers", "model.decoder")),
             mlp_hidden=int(_get(dec, "mlp_hidden", "model.decoder")),
             fourier_freqs=tuple(_get(dec, "fourier_freqs", "model.decoder")),
-            local_freqs=tuple(_get(dec, "local_freqs", "model.decoder")), rngs=rngs)
+            local_freqs=tuple(_get(dec, "local_freqs", "model.decoder")),
+            local_mlp=int(dec.get("local_mlp", 0)), local_neighbors=int(dec.get("local_neighbors", 1)),
+            raw_patch=encoder.raw_dims, rngs=rngs)
     except ModelConfigError:
         raise
     except ValueError as e:
         raise ModelConfigError(str(e)) from e
-    return UPS(encoder=encoder, operator=operator, decoder=decoder)
+    return UPS(encoder=encoder, operator=operator, decoder=decoder, context_frames=h)
 
 
-def abstract_model(cfg, num_points: int, *, channels: int = 1) -> UPS:
+def abstract_model(cfg, num_points: int, *, channels: int = 1):
     """The model with ``jax.ShapeDtypeStruct`` leaves (``nnx.eval_shape``): no parameter is allocated."""
     return nnx.eval_shape(lambda: build_model(cfg, num_points, channels=channels, seed=0))
 

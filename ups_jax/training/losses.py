@@ -1,10 +1,22 @@
 """Stage losses. Every stage runs through the same loop (``loop.run_stage``); stages differ only here.
 
-All losses work on *normalised* fields (train-split z-score) and are averaged MSEs:
-- recon:    ‖D(E(u_k)) − u_k‖²                       (codec: the encoder/decoder are trained, not random)
-- one_step: ‖D(F(E(u_0))) − u_1‖²                    (decoded one-step prediction, physical space)
-- latent:   ‖F(E(u_0)) − sg(E(u_1))‖²                (latent consistency with the encoder's next state)
-- rollout:  mean_k ‖D(F^k(E(u_0))) − u_k‖², k=1..K   (unrolled with lax.scan, gradients through the chain)
+A batch is ``{'u': (B, h+K, X), 'dt': (B,), 'nu': (B,)}``: ``h`` context frames (``model.context_frames``) then
+``K`` target frames (``stages.<name>.rollout_steps``). All losses work on *normalised* fields (train-split
+z-score) and are averaged MSEs. For UPS, with W_k = frames k..k+h-1 (the window ending at frame k+h-1):
+
+- recon:    ‖D(E(W_k)) − u_{k+h-1}‖², k = 0..K       (codec: the encoder/decoder are trained, not random)
+- one_step: ‖D(F(E(W_0))) − u_h‖²                    (decoded one-step prediction, physical space)
+- latent:   ‖F(E(W_0)) − sg(E(W_1))‖²                (latent consistency with the encoder's next state)
+- rollout:  mean_k ‖D(F^k(E(W_0))) − u_{h+k-1}‖², k=1..K (unrolled with lax.scan, gradients through the chain)
+
+For the FNO baseline (PDEBench ``fno/train.py``, autoregressive training): the sum over the K rolled-out
+steps of the per-step MSE, gradients through the whole rollout.
+
+Two stabilisers for long rollouts (Brandstetter, Worrall & Welling 2022), per stage, off by default:
+``input_noise`` σ adds N(0, σ²) (normalised units) to the context frames, so that the model learns to correct
+perturbed inputs as it meets them at test time; ``pushforward_steps`` P first rolls the model P steps forward
+*without* gradient and trains the K steps after that, so that it learns from its own outputs' distribution
+(the window is then h + P + K frames and every target shifts by P).
 """
 
 from __future__ import annotations
@@ -17,48 +29,90 @@ def _mse(a, b):
     return jnp.mean(jnp.square(a - b))
 
 
-def make_ups_loss(weights, *, x01: jax.Array, rollout_steps: int, query_points: int = 0):
-    """Returns ``loss_fn(model, batch, rng) -> (loss, terms)`` for batch {'u': (B,K+1,X), 'dt': (B,), 'nu': (B,)}."""
+def _noisy(u_ctx, sigma: float, rng):
+    return u_ctx + sigma * jax.random.normal(rng, u_ctx.shape, u_ctx.dtype) if sigma > 0 else u_ctx
+
+
+def make_ups_loss(weights, *, x01: jax.Array, rollout_steps: int, query_points: int = 0, context_frames: int = 1,
+                  pushforward_steps: int = 0, input_noise: float = 0.0):
+    """Returns ``loss_fn(model, batch, rng) -> (loss, terms)`` for batch {'u': (B,h+P+K,X), 'dt': (B,), 'nu': (B,)}."""
     w = {k: float(weights[k]) for k in ("recon", "one_step", "latent", "rollout")}
     need_dynamics = w["one_step"] > 0 or w["latent"] > 0 or w["rollout"] > 0
-    K = int(rollout_steps)
+    K, h, P = int(rollout_steps), int(context_frames), int(pushforward_steps)
     X = int(x01.shape[0])
     Q = int(query_points) if 0 < int(query_points) < X else X
+    sigma = float(input_noise)
 
     def loss_fn(model, batch, rng):
         u = batch["u"]
         B = u.shape[0]
+        q_rng, n_rng = jax.random.split(rng)
         if Q < X:  # random query subset shared by the batch: any-point decoder, cheaper training
-            idx = jnp.sort(jax.random.choice(rng, X, (Q,), replace=False))
+            idx = jnp.sort(jax.random.choice(q_rng, X, (Q,), replace=False))
         else:
             idx = jnp.arange(X)
         xq = x01[idx]
-        n_enc = K + 1 if (w["recon"] > 0 or w["latent"] > 0) else 1
-        frames = u[:, :n_enc].reshape(B * n_enc, X, 1)
-        z_all = model.encode(frames, x01)
-        T, D = z_all.shape[-2:]
-        z_all = z_all.reshape(B, n_enc, T, D)
         terms = {}
-        if w["recon"] > 0:
-            rec = model.decode(z_all.reshape(B * n_enc, T, D), xq)[..., 0]
-            terms["recon"] = _mse(rec, frames[:, idx, 0])
+        if w["recon"] > 0 or w["latent"] > 0:   # the encoder's view of the windows W_0 .. W_{P+K}
+            n_enc = P + K + 1
+            windows = jnp.stack([u[:, k:k + h] for k in range(n_enc)], axis=1)  # (B, n_enc, h, X)
+            z_all = model.encode_frames(windows.reshape(B * n_enc, h, X), x01)
+            T, D = z_all.shape[-2:]
+            z_all = z_all.reshape(B, n_enc, T, D)
+            if w["recon"] > 0:
+                rec = model.decode(z_all.reshape(B * n_enc, T, D), xq)[..., 0]
+                terms["recon"] = _mse(rec, u[:, h - 1:h - 1 + n_enc][:, :, idx].reshape(B * n_enc, -1))
         if need_dynamics:
-            dt, nu = batch["dt"], batch["nu"]
-
-            def body(z, _):
-                z = model.step(z, dt, nu)
-                return z, z
-
-            _, zs = jax.lax.scan(body, z_all[:, 0], None, length=K)       # (K,B,T,D)
-            zs = jnp.swapaxes(zs, 0, 1)                                   # (B,K,T,D)
+            z0 = model.encode_frames(_noisy(u[:, :h], sigma, n_rng), x01)
+            T, D = z0.shape[-2:]
+            if P:   # pushforward: start from the model's own P-step prediction, no gradient through it
+                z0 = jax.lax.stop_gradient(model.rollout(z0, batch["dt"], batch["nu"], P)[:, -1])
+            zs = model.rollout(z0, batch["dt"], batch["nu"], K)                 # (B,K,T,D)
             if w["one_step"] > 0 or w["rollout"] > 0:
                 dec = model.decode(zs.reshape(B * K, T, D), xq)[..., 0].reshape(B, K, -1)
-                per_step = jnp.mean(jnp.square(dec - u[:, 1:, idx]), axis=(0, 2))  # (K,)
+                per_step = jnp.mean(jnp.square(dec - u[:, h + P:h + P + K][:, :, idx]), axis=(0, 2))  # (K,)
                 terms["one_step"] = per_step[0]
                 terms["rollout"] = jnp.mean(per_step)
             if w["latent"] > 0:
-                terms["latent"] = _mse(zs[:, 0], jax.lax.stop_gradient(z_all[:, 1]))
+                terms["latent"] = _mse(zs[:, 0], jax.lax.stop_gradient(z_all[:, P + 1]))
         loss = sum(w[k] * v for k, v in terms.items() if w[k] > 0)
         return loss, {f"loss/{k}": v for k, v in terms.items() if w[k] > 0}
 
     return loss_fn
+
+
+def make_fno_loss(*, x01: jax.Array, rollout_steps: int, context_frames: int, pushforward_steps: int = 0,
+                  input_noise: float = 0.0):
+    """PDEBench's autoregressive FNO loss: Σ_k MSE(pred_k, u_{h+P+k-1}) over the K rolled-out steps."""
+    K, h, P, sigma = int(rollout_steps), int(context_frames), int(pushforward_steps), float(input_noise)
+
+    def loss_fn(model, batch, rng):
+        u = batch["u"]
+        dt, nu = batch["dt"], batch["nu"]
+        ctx = _noisy(u[:, :h], sigma, rng)
+        if P:
+            ctx = jax.lax.stop_gradient(
+                jnp.concatenate([ctx, model.rollout_fields(ctx, dt, nu, x01, P)], axis=1)[:, -h:])
+        pred = model.rollout_fields(ctx, dt, nu, x01, K)                          # (B, K, X)
+        per_step = jnp.mean(jnp.square(pred - u[:, h + P:h + P + K]), axis=(0, 2))
+        return jnp.sum(per_step), {"loss/one_step": per_step[0], "loss/rollout": jnp.mean(per_step)}
+
+    return loss_fn
+
+
+def make_stage_loss(cfg, stage_cfg, *, x01: jax.Array):
+    """The loss of one stage of ``cfg`` (dispatch on ``model.kind``)."""
+    from ups_jax.models import context_frames, model_kind
+
+    common = dict(x01=x01, rollout_steps=stage_cfg.rollout_steps, context_frames=context_frames(cfg),
+                  pushforward_steps=stage_cfg.pushforward_steps, input_noise=stage_cfg.input_noise)
+    if model_kind(cfg) == "fno":
+        return make_fno_loss(**common)
+    return make_ups_loss(stage_cfg.losses, query_points=stage_cfg.query_points, **common)
+
+
+def window_frames(cfg, stage_cfg) -> int:
+    """Frames per training window of a stage: context h + pushforward P + rollout K."""
+    from ups_jax.models import context_frames
+
+    return context_frames(cfg) + int(stage_cfg.pushforward_steps) + int(stage_cfg.rollout_steps)

@@ -30,7 +30,7 @@ from ups_jax.training import checkpoints as ckpt
 from ups_jax.training import preemption
 from ups_jax.training.logging import RunLogger
 from ups_jax.training.loop import LoopOptions, StageSpec, run_stage
-from ups_jax.training.losses import make_ups_loss
+from ups_jax.training.losses import make_stage_loss, window_frames
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,19 @@ def make_validator(stage_name: str, cfg, data: RunData, model):
     if stage_name == "codec":
         graphdef, _ = nnx.split(model)
         x01 = jnp.asarray(data.x01)
+        h = int(model.context_frames)
 
         @jax.jit
-        def recon(state, u):
+        def recon(state, u_ctx):
             m = nnx.merge(graphdef, state)
-            return m.decode(m.encode(u[..., None], x01), x01)[..., 0]
+            return m.decode(m.encode_frames(u_ctx, x01), x01)[..., 0]
 
-        frames = traj[:, :: max(1, traj.shape[1] // 8)].reshape(-1, traj.shape[-1])   # physical
+        # windows of h frames ending at 8 evenly spaced frames of every val trajectory; the target is the newest
+        ends = np.arange(h - 1, traj.shape[1], max(1, traj.shape[1] // 8))
+        windows = np.stack([traj[:, e - h + 1:e + 1] for e in ends], 1).reshape(-1, h, traj.shape[-1])
+        frames = windows[:, -1]                                                          # physical
         mean, std = data.norm["mean"], data.norm["std"]
-        normed = jnp.asarray((frames - mean) / std, jnp.float32)
+        normed = jnp.asarray((windows - mean) / std, jnp.float32)
 
         def validate(m):
             pred = np.asarray(recon(nnx.state(m), normed)) * std + mean
@@ -219,9 +223,8 @@ def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkp
             validate, val_metric = make_validator(name, cfg, data, model)
             spec = StageSpec(name=name, cfg=sc, val_metric=val_metric, validate=validate,
                              trainable=tuple(sc.trainable),
-                             loss_fn=make_ups_loss(sc.losses, x01=x01, rollout_steps=sc.rollout_steps,
-                                                   query_points=sc.query_points))
-            loader = WindowLoader(data.dataset, data.splits["train"], window=sc.rollout_steps + 1,
+                             loss_fn=make_stage_loss(cfg, sc, x01=x01))
+            loader = WindowLoader(data.dataset, data.splits["train"], window=window_frames(cfg, sc),
                                   batch_size=sc.batch_size, seed=cfg.seed + 1000 * i, prefetch=cfg.data.prefetch)
             try:
                 res = run_stage(model, spec, loader, prepare_batch=data.prepare_batch, workdir=workdir,

@@ -1,0 +1,56 @@
+"""PDEBench's FNO1d baseline on 1D Burgers, trained by the same stage loop and evaluated by the same evaluation as UPS.
+
+Variants: ``--config configs/fno_burgers.py`` (PDEBench's 500 epochs), ``:cpu`` (the same wall-time budget as
+``configs/burgers32.py:cpu`` on the 2-core reference machine, see docs/benchmarks.md), ``:test`` (seconds).
+Data, splits, evaluation protocol, checkpoints and cost tables are those of ``configs/burgers32.py``.
+
+As PDEBench (``config/args/config_Bgs.yaml``, ``fno/train.py``): modes 12, width 20, 4 Fourier layers, 10 input
+frames + the grid, batch 50, lr 1e-3, weight decay 1e-4, autoregressive training over the whole trajectory (the 31
+frames after the 10 given ones) with the per-step MSE summed over the rollout, no gradient clipping. Deviations:
+AdamW + warmup/cosine instead of Adam + StepLR (the loop's one optimiser), an EMA of the weights for validation and
+evaluation as for UPS, model selection on the val split (PDEBench selects on its test split), z-score normalised
+fields (PDEBench trains on raw values; an affine change the network absorbs).
+"""
+
+import importlib.util
+from pathlib import Path
+
+import ml_collections as mlc
+
+
+def _burgers32(arg):
+    spec = importlib.util.spec_from_file_location("_ups_config_burgers32", Path(__file__).with_name("burgers32.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, module.get_config(arg)
+
+
+def get_config(arg=None):
+    if arg not in (None, "", "cpu", "test"):
+        raise ValueError(f"unknown variant {arg!r}; choose one of: (none), cpu, test")
+    base, cfg = _burgers32(arg)
+    del cfg.model
+    cfg.model = mlc.ConfigDict()
+    cfg.model.kind = "fno"
+    cfg.model.context_frames = 10          # PDEBench initial_step: the model reads the 10 given frames
+    cfg.model.fno = mlc.ConfigDict(dict(modes=12, width=20, num_layers=4, padding=2, head_width=128))
+
+    frames = 41                             # 201 frames reduced by reduced_resolution_t=5
+    epoch = 8                               # 410 training trajectories / batch 50 (one window per trajectory)
+    cfg.stage_order = ("fno",)
+    del cfg.stages
+    cfg.stages = mlc.ConfigDict()
+    cfg.stages.fno = base._stage(
+        steps=500 * epoch, batch_size=50, lr=1e-3, warmup_steps=epoch, weight_decay=1e-4, grad_clip=0.0,
+        eval_every=25 * epoch, log_every=epoch, trainable=("spectral", "pointwise", "fc0", "fc1", "fc2"),
+        rollout_steps=frames - 10, query_points=0,
+        losses=mlc.ConfigDict(dict(recon=0.0, one_step=0.0, latent=0.0, rollout=1.0)))
+    if arg == "cpu":
+        cfg.stages.fno.update(dict(steps=1600, eval_every=200, log_every=50))
+    elif arg == "test":
+        cfg.model.context_frames = 3
+        cfg.model.fno.update(dict(modes=6, width=8, head_width=16))
+        cfg.stages.fno.update(dict(steps=6, batch_size=4, warmup_steps=1, eval_every=3, log_every=2,
+                                   rollout_steps=4))
+        cfg.eval.initial_step = 3
+    return cfg

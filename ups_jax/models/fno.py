@@ -1,0 +1,94 @@
+"""FNO1d: PDEBench's Fourier Neural Operator baseline (``pdebench/models/fno/fno.py``), in flax.nnx.
+
+The in-project baseline every accuracy report sits beside (issue: "beat PDEBench's FNO at the same budget").
+Architecture as PDEBench's ``FNO1d(num_channels, modes, width, initial_step)``:
+
+* input per grid point: the ``context_frames`` (PDEBench ``initial_step``) last frames ⊕ the grid coordinate
+  → ``fc0 = Linear(context·C + 1 → width)``;
+* right-pad the domain by ``padding`` (2) points with zeros (PDEBench does it "if input is non-periodic");
+* 4 Fourier layers: ``SpectralConv1d(width, width, modes)(h) + Conv1d(width, width, 1)(h)`` → GELU (none after
+  the last); the spectral conv keeps the lowest ``modes`` rFFT modes and multiplies them by a learned complex
+  ``(in, out, modes)`` tensor (initialised ``scale · U[0, 1)`` for real and imaginary parts, ``scale = 1/(in·out)``,
+  as ``torch.rand(..., dtype=cfloat)``);
+* crop the padding → ``fc1 = Linear(width → 128)`` → GELU → ``fc2 = Linear(128 → C)``: the next frame.
+
+The complex weights are stored as real ``(..., 2)`` arrays so that optax/orbax see plain float32 parameters.
+Rollout: slide the context window by one predicted frame per step (PDEBench's autoregressive training and test).
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ups_jax.models.layers import gelu
+
+
+class SpectralConv1d(nnx.Module):
+    def __init__(self, in_channels: int, out_channels: int, modes: int, *, rngs: nnx.Rngs):
+        if modes < 1:
+            raise ValueError(f"model.fno.modes={modes} must be >= 1")
+        self.in_channels, self.out_channels, self.modes = in_channels, out_channels, modes
+        scale = 1.0 / (in_channels * out_channels)
+        self.weight = nnx.Param(scale * jax.random.uniform(rngs.params(), (in_channels, out_channels, modes, 2)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """(B, X, in) → (B, X, out); modes above ``X//2 + 1`` do not exist and are skipped."""
+        n = x.shape[1]
+        m = min(self.modes, n // 2 + 1)
+        x_ft = jnp.fft.rfft(x, axis=1)[:, :m]                                      # (B, m, in) complex
+        w = self.weight[...]
+        w = jax.lax.complex(w[..., 0], w[..., 1])[:, :, :m]                       # (in, out, m)
+        out_ft = jnp.einsum("bmi,iom->bmo", x_ft, w)
+        return jnp.fft.irfft(out_ft, n=n, axis=1).astype(x.dtype)
+
+
+class FNO1d(nnx.Module):
+    def __init__(self, *, context_frames: int, channels: int = 1, modes: int = 12, width: int = 20,
+                 num_layers: int = 4, padding: int = 2, head_width: int = 128, rngs: nnx.Rngs):
+        if context_frames < 1 or width < 1 or num_layers < 1 or padding < 0:
+            raise ValueError(f"model.fno needs context_frames, width, num_layers >= 1 and padding >= 0 (got "
+                             f"{context_frames}, {width}, {num_layers}, {padding})")
+        self.context_frames, self.channels, self.padding = context_frames, channels, padding
+        self.fc0 = nnx.Linear(context_frames * channels + 1, width, rngs=rngs)
+        self.spectral = nnx.List([SpectralConv1d(width, width, modes, rngs=rngs) for _ in range(num_layers)])
+        self.pointwise = nnx.List([nnx.Conv(width, width, kernel_size=(1,), rngs=rngs) for _ in range(num_layers)])
+        self.fc1 = nnx.Linear(width, head_width, rngs=rngs)
+        self.fc2 = nnx.Linear(head_width, channels, rngs=rngs)
+
+    def __call__(self, u_ctx: jax.Array, grid: jax.Array) -> jax.Array:
+        """u_ctx: (B, h, X) context frames (oldest first), grid: (X,) coordinates → next frame (B, X)."""
+        chex.assert_rank(u_ctx, 3)
+        b, h, n = u_ctx.shape
+        if h != self.context_frames:
+            raise ValueError(f"FNO1d was built for {self.context_frames} context frames, got {h}")
+        feats = jnp.concatenate([jnp.swapaxes(u_ctx, 1, 2),
+                                 jnp.broadcast_to(grid[None, :, None], (b, n, 1)).astype(u_ctx.dtype)], -1)
+        x = self.fc0(feats)
+        x = jnp.pad(x, ((0, 0), (0, self.padding), (0, 0)))
+        last = len(self.spectral) - 1
+        for i, (spec, point) in enumerate(zip(self.spectral, self.pointwise)):
+            x = spec(x) + point(x)
+            if i < last:
+                x = gelu(x)
+        x = x[:, :n]
+        out = self.fc2(gelu(self.fc1(x)))[..., 0]
+        chex.assert_shape(out, (b, n))
+        return out
+
+    def rollout_fields(self, u_ctx: jax.Array, dt: jax.Array, nu: jax.Array, x01: jax.Array, steps: int,
+                       mode: str = "latent") -> jax.Array:
+        """The surrogate interface (see ``UPS.rollout_fields``): (B, h, X) → (B, steps, X) with ``lax.scan``,
+        sliding the context window. PDEBench's FNO is not conditioned on dt or ν (one model per dataset); the
+        grid input is ``x01``, the coordinate in [0, 1) (an affine map of PDEBench's x, absorbed by ``fc0``).
+        ``mode`` is accepted for interface compatibility; the FNO has no latent space."""
+        del dt, nu, mode
+
+        def body(ctx, _):
+            nxt = self(ctx, x01)
+            return jnp.concatenate([ctx[:, 1:], nxt[:, None]], axis=1), nxt
+
+        _, us = jax.lax.scan(body, u_ctx, None, length=int(steps))
+        return jnp.swapaxes(us, 0, 1)
