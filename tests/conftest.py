@@ -14,7 +14,12 @@ changing anything in it (tests/test_training.py's evaluation tests rewrite its e
 
 from __future__ import annotations
 
+import os
 import shutil
+
+# Every Ray process the tests start binds to 127.0.0.1: Ray resolves "127.0.0.1" to the machine's routable address
+# (services.resolve_ip_for_localhost) unless its single-machine mode is on, which must be set before ray is imported.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 import pytest
 

@@ -18,6 +18,8 @@ import pytest
 
 from fleet_helpers import trial_rows
 
+LOOPBACK = "127.0.0.1"   # never a non-loopback address in tests
+
 NODE_LOSS: dict = {}                     # shared with the experiment file's callback (same process)
 
 EXPERIMENT = '''
@@ -78,15 +80,15 @@ def test_node_loss_resumes_on_a_new_node_with_s3_storage(s3, ray_env, tmp_path, 
     from conftest import _free_port
 
     cluster = Cluster(initialize_head=True, head_node_args={        # fixed default ports replaced by free ones
-        "num_cpus": 0, "include_dashboard": False, "object_store_memory": 100 * 2**20,
+        "num_cpus": 0, "include_dashboard": False, "object_store_memory": 100 * 2**20, "node_ip_address": LOOPBACK,
         "dashboard_agent_listen_port": _free_port()})
     try:
-        workers = [cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20) for _ in range(2)]
+        workers = [cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20, node_ip_address=LOOPBACK) for _ in range(2)]
 
         def remove(node_id):
             [victim] = [n for n in workers if n.node_id == node_id]
             cluster.remove_node(victim, allow_graceful=False)
-            workers.append(cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20))
+            workers.append(cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20, node_ip_address=LOOPBACK))
             return node_id
 
         NODE_LOSS.clear()
