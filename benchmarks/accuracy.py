@@ -181,16 +181,23 @@ def markdown(report: dict) -> str:
         wall = _pm(s["train_wall_s"], 4) + ("" if c["train_wall_exact"] else " *")
         lines.append("| " + " | ".join([f"`{c['config']}`", str(len(c["seeds"]))]
                                        + [_pm(s["model"][f"{w}/{k}"]) for _, k, w in METRICS] + [wall]) + " |")
-        key = json.dumps([c["data"], c["protocol"], c["split"]], sort_keys=True)
+        # which of the given frames a model reads does not change what is scored: the same 31 predicted frames
+        scored = {k: v for k, v in c["protocol"].items() if k != "context_frames_read"}
+        key = json.dumps([c["data"], scored, c["split"]], sort_keys=True)
         if key not in test_sets:
             test_sets[key] = c["config"]
             lines.append("| " + " | ".join([f"persistence (test set of `{c['config']}`)", "—"]
                                            + [_pm(s["persistence"][f"{w}/{k}"]) for _, k, w in METRICS] + ["—"])
                          + " |")
     c0 = report["configs"][0]
+    reads = {c["config"]: c["protocol"].get("context_frames_read") for c in report["configs"]}
     notes = [f"Split `{c0['split']}`: {c0['n_trajectories']} trajectories; protocol {c0['protocol']}. Mean ± sample "
              f"std over seeds; nRMSE = per-trajectory mean (PDEBench per-step nRMSE); fRMSE with PDEBench's Lx = 1.",
              f"Machine: {report['machine']}; {report['date']}; load average at the end {report['loadavg']}."]
+    if len(set(reads.values())) > 1:
+        notes.append("Given frames read (the last h of the protocol's initial_step): " + ", ".join(
+            f"`{k}` {v}" for k, v in reads.items()) + ". The full horizon starts at frame h − 1, so its length "
+            "differs between such configs; the 31-step protocol scores the same frames for all.")
     if len(test_sets) > 1:
         notes.append("The configs were evaluated on different test sets (data or protocol differ): compare each with "
                      "its own persistence row.")

@@ -136,7 +136,7 @@ CASES = [
     Case("driver/compare-one-run", "driver", ["compare", "{logrun}"], 2, ("at least two run directories",)),
     # ---- data.generate
     Case("generate/missing-nu", "generate", ["burgers1d", "--samples", "2", "--out", "{new}"], 2,
-         ("the following arguments are required: --nu",)),
+         ("--nu is required (or re-solve a file with --initial-from FILE)",)),
     Case("generate/negative-nu", "generate", ["burgers1d", "--nu", "-1", "--samples", "2", "--out", "{new}"], 2,
          ("--nu must be > 0",)),
     Case("generate/wrong-type", "generate", ["burgers1d", "--nu", "0.01", "--samples", "two", "--out", "{new}"], 2,
