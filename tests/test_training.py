@@ -28,9 +28,11 @@ CONFIG = str(ROOT / "configs" / "burgers32.py")
 
 # ----------------------------------------------------------------------------------------------- helpers
 def _cfg(*overrides):
+    """:test with the core stages only (the loop mechanics; tests/test_stages.py runs every stage)."""
     from ups_jax.config import load_config
 
-    return load_config(f"{CONFIG}:test", list(overrides))
+    core = ["stage_order=('codec', 'operator')", "baseline.config=", "eval.ttc_preset="]
+    return load_config(f"{CONFIG}:test", core + list(overrides))
 
 
 def _records(workdir) -> list[dict]:

@@ -177,13 +177,12 @@ def _stage_parts(cfg, data, model, i: int, name: str):
 
     from ups_jax.data.loader import WindowLoader
     from ups_jax.training.loop import make_train_step, place_on_device, trainable_filter
-    from ups_jax.training.losses import make_ups_loss
     from ups_jax.training.optim import make_optimizer
+    from ups_jax.training.stages import stage_kind
 
-    sc = cfg.stages[name]
-    loss_fn = make_ups_loss(sc.losses, x01=jnp.asarray(data.x01), rollout_steps=sc.rollout_steps,
-                            query_points=sc.query_points)
-    loader = WindowLoader(data.dataset, data.splits["train"], window=sc.rollout_steps + 1,
+    sc, kind = cfg.stages[name], stage_kind(name)
+    loss_fn = kind.loss(cfg, sc, jnp.asarray(data.x01))
+    loader = WindowLoader(data.dataset, data.splits["train"], window=kind.window(cfg, sc, data.dataset.nt),
                           batch_size=sc.batch_size, seed=cfg.seed + 1000 * i, prefetch=cfg.data.prefetch)
     graphdef, params, rest = nnx.split(model, trainable_filter(tuple(sc.trainable)), ...)
     tx = make_optimizer(sc)

@@ -1,7 +1,10 @@
-"""``train_and_evaluate(cfg, workdir)``: data → model → every configured stage → test evaluation → report.
+"""``train_and_evaluate(cfg, workdir)``: data → model → every configured stage → the FNO baseline (if configured)
+→ test evaluation → the comparison table (eval/comparison.py).
 
 Re-running the same command resumes: finished stages are skipped (their best EMA weights reloaded), an
-interrupted stage continues from its latest checkpoint with the same step sequence.
+interrupted stage continues from its latest checkpoint with the same step sequence. ``stages=('corrector',)``
+runs a subset (the others are loaded when finished; a frozen teacher that no finished stage trained is an error
+before anything is written). Stage names → loss, window, teachers, validator: training/stages.py.
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ from ups_jax.data.loader import WindowLoader
 from ups_jax.data.pdebench import PDEBenchDataset, compute_normalization, make_splits
 from ups_jax.errors import CheckpointError, ConfigError
 from ups_jax.eval.evaluate import evaluate, write_report
-from ups_jax.eval.metrics import MetricAccumulator
 from ups_jax.eval.rollout import Rollout
 from ups_jax.models import build_model, count_params, param_shapes
 from ups_jax.training import checkpoints as ckpt
 from ups_jax.training.logging import RunLogger
 from ups_jax.training.loop import StageSpec, run_stage
-from ups_jax.training.losses import make_stage_loss, window_frames
+from ups_jax.training.stages import BASELINE, plan_stages, restore_finished, selected_stages, stage_kind
 
 
 class RunData:
@@ -62,46 +64,10 @@ class RunData:
 
 
 def make_validator(stage_name: str, cfg, data: RunData, model):
-    """Validation on the *val* split (never test): rollout nRMSE, or reconstruction nRMSE for the codec."""
-    traj, nu = data.trajectories("val", cfg.eval.val_max_trajectories)
-    dt = float(data.dataset.dt)
-    rollout = Rollout(model, norm=data.norm, x01=data.x01, batch_size=min(cfg.eval.batch_size, len(traj)),
-                      mode=cfg.eval.rollout_mode)
-    if stage_name == "codec":
-        graphdef, _ = nnx.split(model)
-        x01 = jnp.asarray(data.x01)
-        h = int(model.context_frames)
+    """Validation on the *val* split (never test); see training/stages.py."""
+    from ups_jax.training.stages import make_validator as _make
 
-        @jax.jit
-        def recon(state, u_ctx):
-            m = nnx.merge(graphdef, state)
-            return m.decode(m.encode_frames(u_ctx, x01), x01)[..., 0]
-
-        # windows of h frames ending at 8 evenly spaced frames of every val trajectory; the target is the newest
-        ends = np.arange(h - 1, traj.shape[1], max(1, traj.shape[1] // 8))
-        windows = np.stack([traj[:, e - h + 1:e + 1] for e in ends], 1).reshape(-1, h, traj.shape[-1])
-        frames = windows[:, -1]                                                          # physical
-        mean, std = data.norm["mean"], data.norm["std"]
-        normed = jnp.asarray((windows - mean) / std, jnp.float32)
-
-        def validate(m):
-            pred = np.asarray(recon(nnx.state(m), normed)) * std + mean
-            err = np.sqrt(np.mean((pred - frames) ** 2, -1)) / np.sqrt(np.mean(frames ** 2, -1))
-            return {"val/recon_nrmse": float(np.mean(err))}
-
-        return validate, "val/recon_nrmse"
-
-    start = cfg.eval.initial_step - 1
-
-    def validate(m):
-        pred = rollout.set_model(m)(traj[:, :start + 1], nu, dt, traj.shape[1] - start - 1)
-        acc = MetricAccumulator(data.Lx)
-        acc.update(pred, traj[:, start + 1:])
-        pers = MetricAccumulator(data.Lx)
-        pers.update(np.repeat(traj[:, start:start + 1], pred.shape[1], axis=1), traj[:, start + 1:])
-        return {"val/nrmse": acc.result()["nrmse"], "val/persistence_nrmse": pers.result()["nrmse"]}
-
-    return validate, "val/nrmse"
+    return _make(stage_name, cfg, data, model)
 
 
 def _check_workdir(workdir: Path, cfg, data: RunData, model, fresh: bool) -> None:
@@ -148,17 +114,21 @@ def preflight(cfg, data_paths=None) -> None:
 
 
 def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | None = None,
-                       data_paths=None, on_checkpoint=None) -> dict:
-    """Trains every stage of ``cfg.stage_order`` into ``workdir`` (resuming), then evaluates on the test split.
+                       data_paths=None, on_checkpoint=None, stages=()) -> dict:
+    """Trains every stage of ``cfg.stage_order`` into ``workdir`` (resuming), the FNO baseline of
+    ``cfg.baseline`` into its own workdir, then evaluates on the test split and writes the comparison table.
 
+    ``stages``: a subset of ``stage_order`` (+ 'baseline') to run now; () = everything.
     ``on_checkpoint``: optional hook passed to every stage's loop (see ``loop.run_stage``), e.g. Ray Tune reporting.
     """
     t0 = time.time()
     workdir = Path(workdir).absolute()
     preflight(cfg, data_paths)
+    selection = selected_stages(cfg, stages)
     data = RunData(cfg, data_paths)
     model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
     _check_workdir(workdir, cfg, data, model, fresh)
+    plan = plan_stages(cfg, workdir, selection)          # refuses a missing teacher before anything is written
     workdir.mkdir(parents=True, exist_ok=True)
     meta = {"version": ups_jax.__version__, "norm": data.norm, "fingerprint": data.fingerprint(),
             "splits": {k: len(v) for k, v in data.splits.items()}, "x_min": float(data.dataset.x_min),
@@ -172,10 +142,10 @@ def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | No
           + ", ".join(f"{k}={v:,}" for k, v in counts.items()))
     logger = RunLogger(workdir, config=cfg.to_dict(), wandb_mode=cfg.logging.wandb_mode,
                        wandb_project=cfg.logging.wandb_project)
-    results = {"stages": {}}
+    results = {"stages": {}, "plan": plan}
     with logger:
         logger.log("run_start", version=ups_jax.__version__, stages=list(cfg.stage_order), params=counts,
-                   device=jax.devices()[0].platform, data=data.fingerprint())
+                   device=jax.devices()[0].platform, data=data.fingerprint(), plan=plan)
         x01 = jnp.asarray(data.x01)
         shapes = param_shapes(model)
 
@@ -183,14 +153,25 @@ def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | No
             ckpt.check_param_shapes(ckpt.checkpoint_param_shapes(workdir, stage, step), shapes,
                                     where=f"{workdir}/checkpoints/{stage}/{step}")
 
+        done = set()
         for i, name in enumerate(cfg.stage_order):
-            sc = cfg.stages[name]
+            if plan[name] == "not selected":
+                print(f"[{name}] not selected (--stages) and not finished: skipped")
+                continue
+            sc, kind = cfg.stages[name], stage_kind(name)
+            if plan[name] == "finished":   # reload the modules it trained from its best EMA checkpoint
+                res = restore_finished(model, workdir, name, tuple(sc.trainable), logger)
+                results["stages"][name] = res.__dict__
+                print(f"[{name}] skipped (done); best val={res.best_val:.4g} at step {res.best_step}")
+                done.add(name)
+                continue
+            if kind.prepare is not None:
+                kind.prepare(model)       # e.g. the student starts as its teacher (a checkpoint overrides it)
             validate, val_metric = make_validator(name, cfg, data, model)
-            spec = StageSpec(name=name, cfg=sc, val_metric=val_metric, validate=validate,
-                             trainable=tuple(sc.trainable),
-                             loss_fn=make_stage_loss(cfg, sc, x01=x01))
-            loader = WindowLoader(data.dataset, data.splits["train"], window=window_frames(cfg, sc),
+            loader = WindowLoader(data.dataset, data.splits["train"], window=kind.window(cfg, sc, data.dataset.nt),
                                   batch_size=sc.batch_size, seed=cfg.seed + 1000 * i, prefetch=cfg.data.prefetch)
+            spec = StageSpec(name=name, cfg=sc, val_metric=val_metric, validate=validate,
+                             trainable=tuple(sc.trainable), loss_fn=kind.loss(cfg, sc, x01))
             try:
                 res = run_stage(model, spec, loader, prepare_batch=data.prepare_batch, workdir=workdir,
                                 logger=logger, seed=cfg.seed + i, ckpt_metadata={"config": cfg.to_dict(), **meta},
@@ -206,9 +187,59 @@ def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | No
             if max_steps is not None and not res.skipped and res.steps_done < sc.steps * sc.accum_steps \
                     and not res.stopped_early:
                 return results  # interrupted on purpose (tests); re-running resumes
-        results["eval"] = run_evaluation(model, cfg, data, workdir, logger)
+            done.add(name)
+        baseline = run_baseline(cfg, workdir, data, selection)
+        core = [n for n in cfg.stage_order if stage_kind(n).refine == "none" and stage_kind(n).validator != "steady"]
+        if not all(n in done for n in core):
+            print(f"evaluation skipped: the core stages {core} are not all finished in {workdir}")
+        else:
+            results["eval"] = run_evaluation(model, cfg, data, workdir, logger)
+            from ups_jax.eval.comparison import run_comparison
+
+            results["table"] = run_comparison(model, cfg, data, workdir, done, baseline)
+            from ups_jax.eval.table import markdown
+
+            print(markdown(results["table"]))
+            logger.log("table", file="eval/table.json",
+                       **{f"{r['row']}/nrmse": r["protocol"]["nrmse"] for r in results["table"]["rows"]})
         logger.log("run_end", wall_s=time.time() - t0)
     return results
+
+
+def resolve_config_spec(spec: str) -> str:
+    """'configs/x.py[:arg]' relative to the working directory, else to the repository root."""
+    path, colon, arg = spec.partition(":")
+    if not Path(path).is_file():
+        alt = Path(ups_jax.__file__).resolve().parents[1] / path
+        if alt.is_file():
+            path = str(alt)
+    return path + colon + arg
+
+
+def run_baseline(cfg, workdir: Path, data: RunData, selection=()):
+    """Trains (or resumes, or just loads) the baseline of ``cfg.baseline`` (``config``: a config spec such as
+    'configs/fno_burgers.py:cpu'; ``workdir``: default WORKDIR/baselines/fno) on this run's data and evaluation
+    protocol. Returns (model, norm) for the comparison table, or None when not configured / not available."""
+    spec = str(cfg.baseline.config)
+    if not spec:
+        return None
+    from ups_jax.config import load_config
+    from ups_jax.training.restore import load_run
+
+    bwd = Path(cfg.baseline.workdir) if str(cfg.baseline.workdir) else workdir / "baselines" / "fno"
+    if not selection or BASELINE in selection:
+        bcfg = load_config(resolve_config_spec(spec))
+        with bcfg.unlocked():            # same data and evaluation protocol as this run; never a nested baseline
+            bcfg.data = type(cfg.data)(cfg.data.to_dict())
+            bcfg.eval = type(cfg.eval)(cfg.eval.to_dict())
+            bcfg.eval.ttc_preset = ""    # no refiner in the baseline
+            bcfg.baseline.config = ""
+        print(f"[baseline] {spec} → {bwd}")
+        train_and_evaluate(bcfg, bwd, data_paths=data.paths)
+    elif not (bwd / "run_meta.json").is_file():
+        return None
+    _, bdata, bmodel, _, _ = load_run(bwd, data.paths)
+    return bmodel, bdata.norm
 
 
 def run_evaluation(model, cfg, data: RunData, workdir: Path, logger=None, split: str | None = None) -> dict:

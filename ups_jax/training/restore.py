@@ -11,11 +11,12 @@ from ups_jax.config import config_from_dict
 from ups_jax.errors import CheckpointError, DataError
 from ups_jax.models import build_model, param_shapes
 from ups_jax.training import checkpoints as ckpt
-from ups_jax.training.loop import load_param_dict, param_dict
+from ups_jax.training.stages import restore_modules
 
 
 def load_run(workdir, data_paths=None):
-    """Returns (cfg, RunData, model with the final stage's best EMA weights, stage name, step)."""
+    """Returns (cfg, RunData, model, last stage loaded, its step): every submodule from the best EMA checkpoint of
+    the last stage (in stage_order) that trains it."""
     from ups_jax.training.pipeline import RunData
 
     workdir = Path(workdir)
@@ -34,19 +35,21 @@ def load_run(workdir, data_paths=None):
                         f"{workdir} was trained on {meta['nx']} (data.reduced_resolution="
                         f"{cfg.data.reduced_resolution}); use data with the training grid")
     model = build_model(cfg, num_points=meta["nx"], rngs=nnx.Rngs(cfg.seed))
-    for stage in reversed(list(cfg.stage_order)):
+    loaded = None
+    for stage in cfg.stage_order:   # every module from the best EMA of the (last) stage that trains it
         if (ckpt.stage_dir(workdir, stage)).is_dir():
             mngr = ckpt.open_manager(workdir, stage, read_only=True)
             step = mngr.best_step()
+            mngr.close()
             if step is None:
-                mngr.close()
                 continue
             ckpt.check_param_shapes(ckpt.checkpoint_param_shapes(workdir, stage, step, "ema"), param_shapes(model),
                                     where=f"{workdir}/checkpoints/{stage}/{step}")
-            load_param_dict(model, ckpt.restore(mngr, step, params_like=param_dict(model), items=("ema",))["ema"])
-            mngr.close()
-            return cfg, data, model, stage, step
-    raise CheckpointError(f"{workdir}: no checkpoints found under checkpoints/; train first")
+            restore_modules(model, workdir, stage, tuple(cfg.stages[stage].trainable), step=step)
+            loaded = (stage, step)
+    if loaded is None:
+        raise CheckpointError(f"{workdir}: no checkpoints found under checkpoints/; train first")
+    return (cfg, data, model) + loaded
 
 
 def evaluate_workdir(workdir, data_paths=None, split=None) -> dict:
