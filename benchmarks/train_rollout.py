@@ -42,9 +42,9 @@ def train_throughput(spec: str, steps: int) -> list[str]:
     model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(0))
     rows = []
     for i, name in enumerate(cfg.stage_order):
-        sc, step, (params, opt, ema, rest), loader = _stage_parts(cfg, data, model, i, name)
+        sc, step, (params, opt, ema, rest), loader, update_batch = _stage_parts(cfg, data, model, i, name)
         it = iter(loader)
-        batch = data.prepare_batch(next(it))
+        batch = update_batch(it)
         args = (params, opt, ema, rest, batch, jax.random.key(0), jnp.float32(0))
         t0 = time.perf_counter()
         compiled = step.lower(*args).compile()
@@ -53,7 +53,7 @@ def train_throughput(spec: str, steps: int) -> list[str]:
         jax.block_until_ready(params)
         t0 = time.perf_counter()
         for k in range(steps):   # a fresh batch each step, as in training (loader + prefetch thread)
-            batch = data.prepare_batch(next(it))
+            batch = update_batch(it)
             params, opt, ema, out = compiled(params, opt, ema, rest, batch, jax.random.key(k), jnp.float32(k))
         jax.block_until_ready((params, out))
         sps = steps / (time.perf_counter() - t0)

@@ -24,7 +24,7 @@ def _stage(**kw) -> mlc.ConfigDict:
     s.b1 = 0.9
     s.b2 = 0.999
     s.grad_clip = 1.0              # global-norm clipping
-    s.accum_steps = 1              # optax.MultiSteps when > 1
+    s.accum_steps = 1              # micro-batches averaged per optimizer update (cadences count updates)
     s.ema_decay = 0.999            # EMA of params (optax.ema); evaluation uses EMA params
     s.eval_every = 250             # validation + checkpoint every N steps (on the val split, never test)
     s.patience = 0                 # early stop after N evals without improvement (0 = never)
@@ -51,7 +51,10 @@ def get_config(arg=None):
     # HDF5 files or directories; empty = the built-in default dataset (generated on first use into default_dir).
     cfg.data.paths = ()
     cfg.data.default_dir = "data/burgers_nu0.01"
-    cfg.data.generate = mlc.ConfigDict(dict(nu=0.01, samples=512, nx=1024, seed=2022, x_min=-1.0, x_max=1.0))
+    # u_t + a (u^2/2)_x = (nu/pi) u_xx on (x_min, x_max): a = 2 on (-1, 1) is PDEBench's released files (their
+    # generator before commit fd12554); a = 1 on (0, 1) is PDEBench's current code (ups_jax.data.generate)
+    cfg.data.generate = mlc.ConfigDict(dict(nu=0.01, samples=512, nx=1024, seed=2022, x_min=-1.0, x_max=1.0,
+                                            advective_scale=2.0))
     cfg.data.reduced_resolution = 4      # 1024 -> 256 cells (PDEBench Burgers protocol)
     cfg.data.reduced_resolution_t = 5    # 201 -> 41 frames, dt = 0.05
     cfg.data.test_fraction = 0.1         # first 10 % of each file = test (as PDEBench)
@@ -64,7 +67,8 @@ def get_config(arg=None):
     cfg.model.context_frames = 1         # h: the encoder reads the last h given frames (as channels)
     cfg.model.latent_dim = 32            # D
     cfg.model.latent_tokens = 32         # T
-    cfg.model.encoder = mlc.ConfigDict(dict(width=64, kernel_size=5, num_conv=2, fourier_freqs=(1, 2, 4, 8)))
+    cfg.model.encoder = mlc.ConfigDict(dict(width=64, kernel_size=5, num_conv=2, fourier_freqs=(1, 2, 4, 8),
+                                            final_norm=True, raw_skip=False))
     cfg.model.operator = mlc.ConfigDict(dict(
         hidden_dim=96, group_size=12, num_heads=6, depths=(1, 1, 1), mlp_ratio=2.0,
         cond_dim=64,                     # width of the (dt, nu) conditioning embedding (AdaLN)
@@ -100,7 +104,12 @@ def get_config(arg=None):
     cfg.eval.val_max_trajectories = 64   # validation during training: this many val trajectories
 
     # ---- checkpoints / logging ----
-    cfg.checkpoint = mlc.ConfigDict(dict(keep_latest=2, keep_best=2))
+    # resume points: at every validation, plus every_steps optimizer updates / every_minutes of wall clock (0 = off)
+    cfg.checkpoint = mlc.ConfigDict(dict(keep_latest=2, keep_best=2, every_steps=0, every_minutes=10.0))
+    # runtime (ups_jax/training/loop.py): data_parallel = 'auto' (the most local devices dividing every batch
+    # size), 'off' or a device count; compute_dtype = 'float32' or 'bfloat16' (forward/backward in bf16 with
+    # float32 params and optimizer state; for GPUs); a non-finite step is skipped, max_nonfinite_steps in a row stop
+    cfg.runtime = mlc.ConfigDict(dict(data_parallel="auto", compute_dtype="float32", max_nonfinite_steps=20))
     cfg.logging = mlc.ConfigDict(dict(wandb_project="ups_jax", wandb_mode="auto", progress=True))
 
     # ---- cost estimation (driver dry-run) ----
@@ -121,7 +130,8 @@ def get_config(arg=None):
         cfg.stages.operator.update(dict(steps=2200, batch_size=16, eval_every=275, lr=1e-3))
     elif arg == "test":
         cfg.data.default_dir = "data/burgers_test"
-        cfg.data.generate = mlc.ConfigDict(dict(nu=0.01, samples=20, nx=256, seed=7, x_min=-1.0, x_max=1.0))
+        cfg.data.generate = mlc.ConfigDict(dict(nu=0.01, samples=20, nx=256, seed=7, x_min=-1.0, x_max=1.0,
+                                                advective_scale=2.0))
         cfg.data.reduced_resolution = 4   # 256 -> 64 cells
         cfg.data.test_fraction = 0.2
         cfg.data.val_fraction = 0.2

@@ -6,6 +6,10 @@ Data fixtures (generated once per session by the real JAX solver, PDEBench layou
   with PDEBench's 202-value ``t-coordinate``. Treat as read-only.
 * ``burgers_dir``: a directory with that file and ``1D_Burgers_Sols_Nu0.1.hdf5`` (the same 12 ICs: PDEBench
   uses one seed for every Nu): two viscosities for multi-file / nu-conditioning tests. Treat as read-only.
+
+Run fixture: ``trained_run`` = (workdir, cfg, results) of one finished ``configs/burgers32.py:test`` run on
+``burgers_file`` (codec + operator + test evaluation), trained once per session in-process. Copy it before
+changing anything in it (tests/test_training.py's evaluation tests rewrite its eval/ files, nothing else).
 """
 
 from __future__ import annotations
@@ -33,6 +37,21 @@ def burgers_file(burgers_dir, tmp_path_factory):
     single = tmp_path_factory.mktemp("burgers_single") / "1D_Burgers_Sols_Nu0.01.hdf5"
     shutil.copyfile(burgers_dir / "1D_Burgers_Sols_Nu0.01.hdf5", single)
     return single
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, burgers_file, jax_compilation_cache):
+    """One finished ``configs/burgers32.py:test`` run on ``burgers_file`` (codec + operator + test evaluation),
+    trained in-process once per session: ``(workdir, cfg, results)``. Treat as read-only (copy it to modify)."""
+    from pathlib import Path
+
+    from ups_jax.config import load_config
+    from ups_jax.training.pipeline import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("run") / "w"
+    cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "burgers32.py") + ":test")
+    results = train_and_evaluate(cfg, workdir, data_paths=[burgers_file])
+    return workdir, cfg, results
 
 
 # ---- JAX persistent compilation cache for the whole test session (added for tests/test_training.py) ----
@@ -64,3 +83,89 @@ def jax_compilation_cache(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+# ---- Ray head for the fleet tests (tests/test_fleet_ray.py) ----------------------------------------------------
+# One local head for the session: 127.0.0.1 only, 2 CPUs, 1 fake GPU (Ray advertises it; trials still run JAX on
+# CPU), dashboard on 127.0.0.1 for `ray job submit`, every port chosen free (other Ray instances on the machine
+# keep theirs), token auth off (nothing written to ~/.ray). `ray start --block` keeps the head's processes under
+# one parent; teardown terminates it and then kills, by pid, any of its descendants still alive.
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_env(jax_compilation_cache):
+    """Environment for Ray CLIs and drivers started by the tests (the head's workers inherit it)."""
+    import os
+    import sys
+    from pathlib import Path
+
+    venv_bin = str(Path(sys.executable).parent)
+    return dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", JAX_PLATFORMS="cpu",
+                WANDB_MODE="disabled", PATH=venv_bin + os.pathsep + os.environ.get("PATH", ""))
+
+
+@pytest.fixture(scope="session")
+def ray_head(ray_env, tmp_path_factory):
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    import psutil
+
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    names = ["port", "dashboard-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+             "ray-client-server-port", "node-manager-port", "object-manager-port", "runtime-env-agent-port",
+             "metrics-export-port"]
+    ports = {n: _free_port() for n in names}
+    cwd = tmp_path_factory.mktemp("ray_head")          # jobs without --working-dir run here
+    cmd = [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=1",
+           "--include-dashboard=true", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
+           f"--object-store-memory={100 * 2**20}", *[f"--{n}={p}" for n, p in ports.items()]]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=ray_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    log = []
+    for line in proc.stdout:                          # blocks until the head reports it is up (or exits)
+        log.append(line)
+        if "Ray runtime started" in line:
+            break
+    else:
+        raise RuntimeError("ray start --head failed:\n" + "".join(log[-30:]))
+    dashboard = f"http://127.0.0.1:{ports['dashboard-port']}"
+    deadline = time.monotonic() + 120
+    while True:                                       # the dashboard comes up after the GCS: wait until it answers
+        try:
+            urllib.request.urlopen(dashboard + "/api/version", timeout=5).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("Ray dashboard did not come up:\n" + "".join(log[-30:])) from None
+            time.sleep(0.5)
+    yield {"address": f"127.0.0.1:{ports['port']}", "dashboard": dashboard, "env": ray_env, "cwd": cwd}
+    descendants = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    for p in descendants:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(descendants, timeout=30)
+    # `ray start` wrote its address to /tmp/ray/ray_current_cluster; a later plain ray.init() on this machine would
+    # try to join the dead head. Remove it if it still names ours (as `ray stop` would).
+    from ray._private.utils import get_ray_address_file
+
+    address_file = Path(get_ray_address_file(None))
+    if address_file.is_file() and address_file.read_text().strip().endswith(f":{ports['port']}"):
+        address_file.unlink()

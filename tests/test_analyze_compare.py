@@ -374,3 +374,22 @@ def test_compare_same_basename_and_identical_configs(tmp_path, capsys):
     assert "The configs are identical." in md
     assert f"| {a} |" in md and f"| {b} |" in md
     assert "the configs do not differ" in md
+
+
+def test_old_eval_json_is_read_with_a_note_and_compare_flags_mixed_definitions(tmp_path, capsys):
+    """Eval JSONs without a ``conventions`` block (equal-weight batch means) are still read, with a note."""
+    new_eval = eval_json(0.05, 0.2)
+    new_eval["conventions"] = {"version": 2, "frmse_Lx": 1.0}
+    old = write_run(tmp_path / "old", {"operator": stage()}, eval_=eval_json(0.05, 0.2))
+    new = write_run(tmp_path / "new", {"operator": stage()}, eval_=new_eval)
+    s_old = cli_json(capsys, "analyze", "--workdir", old, "--no-plots")
+    s_new = cli_json(capsys, "analyze", "--workdir", new, "--no-plots")
+    assert s_old["evaluation"]["test"]["metric_definition"] == "batch_mean"
+    assert s_old["evaluation"]["test"]["metrics"]["nrmse"]["model"] == 0.05
+    assert s_new["evaluation"]["test"]["metric_definition"] == "per_trajectory"
+    assert cli("analyze", "--workdir", old, "--no-plots", "--out", tmp_path / "old.md") == 0
+    assert "predates per-trajectory headline metrics" in (tmp_path / "old.md").read_text()
+    assert f"python -m ups_jax.evaluate --workdir {old}" in (tmp_path / "old.md").read_text()
+    capsys.readouterr()
+    res = cli_json(capsys, "compare", old, new)
+    assert any(i.startswith("The evaluation of old predates per-trajectory") for i in res["insights"])

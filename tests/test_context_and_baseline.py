@@ -128,3 +128,48 @@ def test_fno_baseline_trains_with_the_stage_loop_and_beats_persistence(tmp_path,
     records = [json.loads(line) for line in (tmp_path / "fno" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("n,modes", [(258, 12), (16, 9), (15, 8), (32, 4)])
+def test_spectral_conv_equals_the_fft_formula(n, modes):
+    from ups_jax.models import SpectralConv1d
+
+    conv = SpectralConv1d(3, 2, modes, rngs=nnx.Rngs(1))
+    x = jax.random.normal(jax.random.key(2), (4, n, 3))
+    w = np.asarray(conv.weight[...])
+    m = min(modes, n // 2 + 1)
+    wc = (w[..., 0] + 1j * w[..., 1])[:, :, :m]
+    spec = np.einsum("bmi,iom->bmo", np.fft.rfft(np.asarray(x, np.float64), axis=1)[:, :m], wc)
+    full = np.zeros((4, n // 2 + 1, 2), complex)
+    full[:, :m] = spec
+    np.testing.assert_allclose(np.asarray(conv(x)), np.fft.irfft(full, n=n, axis=1), atol=2e-5)
+
+
+# ------------------------------------------------------------------------------------- raw skip path
+@pytest.mark.parametrize("dec_overrides", [(), ("--config.model.decoder.num_layers=0",
+                                                "--config.model.decoder.local_mlp=16")])
+def test_raw_skip_reconstructs_grid_values_exactly_at_init_and_interpolates_linearly(dec_overrides):
+    """With model.encoder.raw_skip the first `patch` latent dims are the newest frame's grid values and the decoder
+    starts as their periodic linear interpolation: exact at the grid points, the mean of neighbours half-way."""
+    from ups_jax.models import build_model
+
+    cfg = _cfg("burgers32.py:test", "--config.model.encoder.raw_skip=True",
+               "--config.model.encoder.final_norm=False", "--config.model.latent_dim=12", *dec_overrides)
+    n = 64
+    model = build_model(cfg, n, seed=0)
+    rng = np.random.default_rng(1)
+    u = rng.normal(size=(2, model.context_frames, n)).astype(np.float32)
+    x01 = (np.arange(n) + 0.5) / n
+    z = model.encode_frames(jnp.asarray(u), jnp.asarray(x01))
+    np.testing.assert_allclose(np.asarray(model.decode(z, jnp.asarray(x01)))[..., 0], u[:, -1], atol=1e-5)
+    mid = np.arange(n) / n                                          # half-way between grid points i-1 and i
+    want = 0.5 * (u[:, -1] + np.roll(u[:, -1], 1, axis=-1))
+    np.testing.assert_allclose(np.asarray(model.decode(z, jnp.asarray(mid)))[..., 0], want, atol=1e-5)
+
+
+def test_raw_skip_needs_latent_dim_above_the_patch():
+    from ups_jax.models import ModelConfigError, build_model
+
+    cfg = _cfg("burgers32.py:test", "--config.model.encoder.raw_skip=True", "--config.model.latent_dim=2")
+    with pytest.raises(ModelConfigError, match="raw_skip needs model.latent_dim=2 > the patch"):
+        build_model(cfg, 64, seed=0)

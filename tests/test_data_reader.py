@@ -374,3 +374,33 @@ def test_ensure_default_data(tmp_path, burgers_file, capsys):
     missing = load_config("configs/burgers32.py:test", [f"data.paths=('{tmp_path / 'nope.hdf5'}',)"])
     with pytest.raises(DataError, match=r"nope\.hdf5: data path not found; fix --config\.data\.paths"):
         ensure_default_data(missing)
+
+
+def test_ensure_default_data_refuses_a_file_made_with_other_parameters(tmp_path):
+    """An existing default file is checked against data.generate (HDF5 attributes), never silently reused, never
+    overwritten: a file from before the attributes (no 'advective_scale': flux u^2/2) is refused with the fix."""
+    from ups_jax.config import load_config
+
+    over = [f"data.default_dir={tmp_path}", "data.generate.samples=2", "data.generate.nx=32"]
+    cfg = load_config("configs/burgers32.py:test", over)
+    assert cfg.data.generate.advective_scale == 2.0                           # PDEBench's released files
+    path = generate.generate_burgers_file(tmp_path, nu=0.01, samples=2, nx=32, seed=cfg.data.generate.seed,
+                                          progress=False)
+    with h5py.File(path, "a") as f:                                           # as written before this change
+        assert f.attrs["advective_scale"] == 2.0 and f.attrs["pde"] == "u_t + (u^2)_x = (Nu/pi) u_xx"
+        del f.attrs["advective_scale"]
+    before = path.read_bytes()
+    with pytest.raises(DataError) as e:
+        ensure_default_data(cfg)
+    msg = str(e.value)
+    assert "advective_scale=1 (config 2)" in msg and f"mv {path} {path}.old" in msg
+    assert "--config.data.generate.advective_scale=1" in msg and "\n" not in msg
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
+    # the config that matches the file uses it as it is
+    legacy = load_config("configs/burgers32.py:test", over + ["data.generate.advective_scale=1.0"])
+    assert ensure_default_data(legacy) == [str(path)]
+    # another seed is another dataset
+    other = load_config("configs/burgers32.py:test", over + ["data.generate.advective_scale=1.0",
+                                                            "data.generate.seed=8"])
+    with pytest.raises(DataError, match=r"seed=7 \(config 8\)"):
+        ensure_default_data(other)

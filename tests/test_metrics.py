@@ -134,7 +134,7 @@ def test_perfect_prediction_is_zero_and_persistence_on_drift_matches_hand_value(
     np.testing.assert_allclose(m["nrmse_t"], hand, rtol=1e-10)
 
 
-def test_accumulator_divides_by_number_of_batches_and_rel_l2_is_per_sample():
+def test_accumulator_weighs_every_trajectory_the_same_and_labels_the_batched_values():
     acc = MetricAccumulator(Lx=1.0)
     ones = np.ones((2, 2, 8))  # 16 values per sample
     scale = np.array([1.5, 1.25])[:, None, None]
@@ -142,17 +142,40 @@ def test_accumulator_divides_by_number_of_batches_and_rel_l2_is_per_sample():
     acc.update(2.0 * ones[:1], ones[:1])  # batch 2: 1 sample, nRMSE = 1.0
     r = acc.result()
     assert r["n_batches"] == 2 and r["n_trajectories"] == 3
-    assert r["nrmse"] == pytest.approx((0.375 + 1.0) / 2)  # not (0.375 + 1.0) / (2 - 1)
-    assert r["rmse"] == pytest.approx((0.375 + 1.0) / 2)
-    assert r["max_error"] == pytest.approx((0.5 + 1.0) / 2)
-    assert r["nrmse_per_step"] == pytest.approx([0.6875, 0.6875])
-    # rel_l2 is a mean over samples, not batches: (0.5 + 0.25 + 1.0) / 3
+    # per trajectory: (0.5 + 0.25 + 1.0) / 3, not the mean of the two batch means (0.375 + 1.0) / 2
+    assert r["nrmse"] == pytest.approx(1.75 / 3)
+    assert r["rmse"] == pytest.approx(1.75 / 3)
+    assert r["nrmse_per_trajectory"] == pytest.approx([0.5, 0.25, 1.0])
+    assert r["nrmse_per_step"] == pytest.approx([1.75 / 3, 1.75 / 3])
+    # whole-set statistics: max over all trajectories; cRMSE = RMS over all of sum_x d (4, 2, 8) / nx
+    assert r["max_error"] == pytest.approx(1.0)
+    assert r["crmse"] == pytest.approx(math.sqrt((16 + 4 + 64) / 3) / 8)
+    # PDEBench's batched values, batches weighted by size: per-sample metrics agree, batch statistics do not
+    b = r["pdebench_batched"]
+    assert b["batch_sizes"] == [2, 1]
+    assert b["nrmse"] == pytest.approx(1.75 / 3)
+    assert b["max_error"] == pytest.approx((2 * 0.5 + 1 * 1.0) / 3)
+    assert b["crmse"] == pytest.approx((2 * math.sqrt((16 + 4) / 2) / 8 + 1 * math.sqrt(64) / 8) / 3)
+    # rel_l2 is a mean over samples: (0.5 + 0.25 + 1.0) / 3
     assert r["rel_l2"] == pytest.approx(1.75 / 3)
     # global: ||e||^2 = 16*0.25 + 16*0.0625 + 16*1 = 21, ||y||^2 = 3*16 = 48
     assert r["rel_l2_global"] == pytest.approx(math.sqrt(21 / 48))
     json.dumps(r)
-    for v in r.values():
-        assert isinstance(v, (float, int, list))
+    for k, v in r.items():
+        assert isinstance(v, (float, int, list, dict)), k
+
+
+def test_frmse_uses_pdebench_lx_of_one_by_default():
+    """PDEBench's training scripts pass Lx=1.0; a single spike d = [1, 0, 0, 0] has |D_k| = 1 for every mode."""
+    y = np.ones((1, 1, 4))
+    p = y + np.array([1.0, 0.0, 0.0, 0.0])
+    default = MetricAccumulator()
+    default.update(p, y)
+    assert default.Lx == 1.0
+    assert default.result()["frmse_low"] == pytest.approx(1.0 / 4)        # sqrt(1) / nx * 1.0
+    domain = MetricAccumulator(Lx=2.0)
+    domain.update(p, y)
+    assert domain.result()["frmse_low"] == pytest.approx(2.0 / 4)
 
 
 def test_frobenius_rel_l2_differs_from_per_step_nrmse():

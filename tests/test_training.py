@@ -102,13 +102,16 @@ def _cli(module: str, *args, timeout=300) -> subprocess.CompletedProcess:
 
 
 def _assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exactly one ``error:`` line, the last on stderr (status lines and ``warning:`` lines may precede it: the
+    loggers write to stderr), no traceback."""
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    errors = [line for line in lines if line.startswith("error")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and errors[0].startswith("error: "), proc.stderr
     for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
 
 
 def _raw_split(h5file, cfg, split: str) -> np.ndarray:
@@ -123,13 +126,10 @@ def _raw_split(h5file, cfg, split: str) -> np.ndarray:
     return {"test": u[:n_test], "val": u[n_test:n_test + n_val], "train": u[n_test + n_val:]}[split]
 
 
-def _numpy_nrmse(pred: np.ndarray, true: np.ndarray, batch_size: int) -> float:
-    """PDEBench nRMSE: per sample and step sqrt(mean_x err²)/sqrt(mean_x true²), mean per batch, mean of batches."""
-    per_batch = []
-    for s in range(0, true.shape[0], batch_size):
-        p, y = pred[s:s + batch_size], true[s:s + batch_size]
-        per_batch.append(np.mean(np.sqrt(np.mean((p - y) ** 2, -1)) / np.sqrt(np.mean(y ** 2, -1))))
-    return float(np.mean(per_batch))
+def _numpy_nrmse(pred: np.ndarray, true: np.ndarray) -> float:
+    """PDEBench nRMSE per sample and step, sqrt(mean_x err²)/sqrt(mean_x true²), averaged over all trajectories
+    and steps (the headline definition: every trajectory weighs the same)."""
+    return float(np.mean(np.sqrt(np.mean((pred - true) ** 2, -1)) / np.sqrt(np.mean(true ** 2, -1))))
 
 
 # Every loop-level test trains the codec stage with these settings, so they share one compiled train step.
@@ -184,14 +184,9 @@ class _StageHarness:
 
 # ----------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, burgers_file):
-    """One finished :test run (codec + operator + test evaluation), trained in-process and shared."""
-    from ups_jax.training.pipeline import train_and_evaluate
-
-    workdir = tmp_path_factory.mktemp("run") / "w"
-    cfg = _cfg()
-    results = train_and_evaluate(cfg, workdir, data_paths=[burgers_file])
-    return workdir, cfg, results
+def run_dir(trained_run):
+    """One finished :test run (codec + operator + test evaluation), trained in-process once per session."""
+    return trained_run
 
 
 # ----------------------------------------------------------------------------------------------- 1. the loop learns
@@ -435,9 +430,9 @@ def test_evaluate_cli_writes_physical_space_report_for_test_and_val(run_dir, bur
             assert len(res[section]["nrmse_per_step"]) == res["protocol"]["steps"]
         # persistence metrics in physical units, recomputed with numpy from the raw HDF5 data
         s = cfg.eval.initial_step - 1
-        want = _numpy_nrmse(np.repeat(raw[:, s:s + 1], raw.shape[1] - s - 1, 1), raw[:, s + 1:], cfg.eval.batch_size)
+        want = _numpy_nrmse(np.repeat(raw[:, s:s + 1], raw.shape[1] - s - 1, 1), raw[:, s + 1:])
         np.testing.assert_allclose(res["persistence"]["nrmse"], want, rtol=1e-5)
-        want_full = _numpy_nrmse(np.repeat(raw[:, :1], raw.shape[1] - 1, 1), raw[:, 1:], cfg.eval.batch_size)
+        want_full = _numpy_nrmse(np.repeat(raw[:, :1], raw.shape[1] - 1, 1), raw[:, 1:])
         np.testing.assert_allclose(res["full_horizon"]["persistence"]["nrmse"], want_full, rtol=1e-5)
         assert res["improvement_over_persistence"] == pytest.approx(res["persistence"]["nrmse"]
                                                                     / res["model"]["nrmse"])
@@ -462,7 +457,7 @@ def test_evaluation_model_metrics_are_in_physical_space(run_dir, burgers_file):
     rollout = Rollout(model, norm=data.norm, x01=data.x01, batch_size=min(cfg.eval.batch_size, len(raw)),
                       mode=cfg.eval.rollout_mode)
     pred = rollout(raw[:, s].astype(np.float32), np.full(len(raw), 0.01, np.float32), 0.05, raw.shape[1] - s - 1)
-    want = _numpy_nrmse(pred.astype(np.float64), raw[:, s + 1:], cfg.eval.batch_size)
+    want = _numpy_nrmse(pred.astype(np.float64), raw[:, s + 1:])
     np.testing.assert_allclose(ref_results["eval"]["model"]["nrmse"], want, rtol=1e-4)
     # the stored normalisation is not the identity, so a normalised-space metric would differ
     assert abs(data.norm["std"] - 1.0) > 1e-3 or abs(data.norm["mean"]) > 1e-3
@@ -485,6 +480,51 @@ def test_evaluate_on_another_grid_is_refused_without_writing(run_dir, tmp_path):
     msg = _assert_one_line_error(_cli("ups_jax.evaluate", "--workdir", wd, "--data", other), "grid")
     assert "8" in msg and "16" in msg                     # 32 // 4 cells vs the 64 // 4 the model was trained on
     assert _snapshot(wd) == before
+
+
+def _variant(src, dst, *, scale=1.0, x_shift=0.0):
+    """A copy of ``src`` with its values times ``scale`` and its x-coordinate shifted by ``x_shift``."""
+    shutil.copyfile(src, dst)
+    with h5py.File(dst, "a") as f:
+        f["tensor"][...] = f["tensor"][...] * scale
+        f["x-coordinate"][...] = f["x-coordinate"][...] + x_shift
+    return dst
+
+
+@pytest.mark.parametrize("kind, needles", [
+    ("domain", ("grid covers x in [0, 2)", "[-1, 1)")),
+    ("units", ("values have mean", "training stds", "units and scale")),
+])
+def test_evaluate_refuses_data_that_does_not_fit_the_run(run_dir, burgers_file, tmp_path, capsys, kind, needles):
+    from ups_jax import evaluate as evaluate_cli
+    from ups_jax.errors import run_cli
+
+    wd, _, _ = run_dir
+    other = _variant(burgers_file, tmp_path / "1D_Burgers_Sols_Nu0.01.hdf5",
+                     **({"x_shift": 1.0} if kind == "domain" else {"scale": 10.0}))
+    before = _snapshot(wd)
+    assert run_cli(evaluate_cli.main, ["--workdir", str(wd), "--data", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and str(other) in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert _snapshot(wd) == before
+
+
+def test_evaluate_warns_when_the_data_differ_from_training(run_dir, tmp_path, capsys):
+    from ups_jax import evaluate as evaluate_cli
+    from ups_jax.data.generate import generate_burgers_file
+    from ups_jax.errors import run_cli
+
+    wd = tmp_path / "w"
+    shutil.copytree(run_dir[0], wd)
+    other = generate_burgers_file(tmp_path / "data", nu=0.01, seed=11, samples=10, nx=64, chunk=10, progress=False)
+    assert run_cli(evaluate_cli.main, ["--workdir", str(wd), "--data", str(other)]) == 0
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "differ from the training data" in warnings[0], out
+    assert "num_trajectories" in warnings[0] and "files" in warnings[0]
+    assert json.loads((wd / "eval" / "test.json").read_text())["n_trajectories"] == 2
 
 
 def test_train_into_a_workdir_of_another_architecture_names_the_parameter(run_dir, burgers_file):

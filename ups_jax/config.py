@@ -12,18 +12,21 @@ import ast
 import difflib
 import importlib.util
 import json
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
 
 from ups_jax.errors import ConfigError
+from ups_jax.paths import find_file
+
+# Keys a config file sets from its variant: an override would change the label, not the config.
+DERIVED_KEYS = {"variant": "choose the variant with --config FILE:VARIANT (e.g. --config configs/burgers32.py:cpu)"}
 
 
 def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
     """Loads ``path.py`` or ``path.py:arg`` and applies ``key.path=value`` overrides; returns a locked config."""
     path, _, arg = spec.partition(":")
-    file = Path(path)
+    file = find_file(path)   # relative to the current directory, else to the project root (Ray jobs, trials)
     if not file.is_file():
         raise ConfigError(f"{path}: config file not found (pass --config configs/burgers32.py[:cpu|:test])")
     module_spec = importlib.util.spec_from_file_location(f"_ups_config_{file.stem}", file)
@@ -52,14 +55,37 @@ def apply_override(cfg: ml_collections.ConfigDict, item: str, source: str = "con
     key = key.strip().removeprefix("--config.").removeprefix("config.")
     if not eq or not key:
         raise ConfigError(f"override {item!r}: expected --config.key.path=value")
+    if key in DERIVED_KEYS:
+        raise ConfigError(f"--config.{key}={raw.strip()}: '{key}' cannot be overridden; {DERIVED_KEYS[key]}")
     parent, leaf = _resolve_parent(cfg, key, source)
     current = parent[leaf]
-    value = parse_value(raw, current, key)
+    _assign(parent, leaf, parse_value(raw, current, key), f"--config.{key}={raw}")
+
+
+def set_value(cfg: ml_collections.ConfigDict, key: str, value: Any, source: str = "config") -> None:
+    """Sets the existing field ``a.b.c`` to a Python value (e.g. one sampled by Ray Tune), type-checked like an
+    override: an unknown key or a value of the wrong type is a one-line :class:`ConfigError` naming ``source``."""
+    parent, leaf = _resolve_parent(cfg, key, source)
+    current = parent[leaf]
+    if isinstance(current, ml_collections.ConfigDict):
+        raise ConfigError(f"{source}: '{key}' is a config section, not a value; name one of its keys "
+                          f"({', '.join(list(current.keys())[:4])}, ...)")
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    _assign(parent, leaf, value, f"{source}: {key}={value!r}")
+
+
+def check_key(cfg: ml_collections.ConfigDict, key: str, source: str = "config") -> None:
+    """Raises the same one-line error as an override when ``key`` is not a field of ``cfg``."""
+    _resolve_parent(cfg, key, source)
+
+
+def _assign(parent, leaf: str, value: Any, where: str) -> None:
     try:
-        with parent.ignore_type() if current is None else _nullcontext():
+        with parent.ignore_type() if parent[leaf] is None else _nullcontext():
             parent[leaf] = value
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"--config.{key}={raw}: {e}") from e
+        raise ConfigError(f"{where}: {e}") from e
 
 
 def _resolve_parent(cfg, key: str, source: str):

@@ -1,24 +1,31 @@
 """Viscous Burgers on a periodic domain: PDEBench's finite-volume scheme in pure JAX, plus a Cole–Hopf reference.
 
-The PDE, as PDEBench codes it (``data_gen_NLE/BurgersEq/burgers_multi_solution_Hydra.py``), where ``nu`` is the
-"Nu" of the file names and the diffusion coefficient is ``nu / pi``::
+The PDE, with ``nu`` the "Nu" of PDEBench's file names (diffusion coefficient ``nu / pi``) and ``a`` the
+``advective_scale`` argument::
 
-    u_t + (u^2 / 2)_x = (nu / pi) u_xx,        x in [x_min, x_max), periodic.
+    u_t + a (u^2 / 2)_x = (nu / pi) u_xx,        x in [x_min, x_max), periodic.
 
-Scheme (identical to PDEBench at HEAD, commit 9754b4c):
+``a = 1`` is PDEBench's code at HEAD (commit 9754b4c, ``data_gen_NLE/BurgersEq/burgers_multi_solution_Hydra.py``);
+``a = 2`` is its code before commit fd12554 (the outer 1/2 of the upwind flux missing: ``u_t + (u^2)_x``), which
+made PDEBench's released files and is what the ``pdebench`` 0.1.0 wheel still contains. The functions here default
+to ``a = 1``; the data generator (``ups_jax.data.generate``) defaults to ``a = 2``, PDEBench's released files.
+
+Scheme (PDEBench's):
 
 * cell-centred finite volumes, ``x_i = x_min + (i + 1/2) dx``;
 * MUSCL reconstruction, slopes from the monotonised-central limiter
   ``VL(a, b, c) = sign(c) * (1 + sign(a b)) / 2 * min(2 min(|a|, |b|), |c|)`` applied to the left, right and
   central differences; ``uL_i = u_i - slope_i / 2``, ``uR_i = u_i + slope_i / 2``;
-* interface flux at ``i + 1/2`` (Roe/upwind with speed ``|uL_{i+1} + uR_i| / 2``, with the outer 1/2 that
-  PDEBench commit fd12554 added) plus a central diffusive flux::
+* interface flux at ``i + 1/2`` (Roe/upwind with speed ``|uL_{i+1} + uR_i| / 2``) times ``a``, plus a central
+  diffusive flux::
 
-      F = 1/2 [f(uR_i) + f(uL_{i+1}) - 1/2 |uL_{i+1} + uR_i| (uL_{i+1} - uR_i)] - (nu/pi) (u_{i+1} - u_i) / dx;
+      F = a/2 [f(uR_i) + f(uL_{i+1}) - 1/2 |uL_{i+1} + uR_i| (uL_{i+1} - uR_i)] - (nu/pi) (u_{i+1} - u_i) / dx,
+      f(u) = u^2 / 2;
 
 * two-stage predictor–corrector: ``u_half = u - dt/2 dF(u)/dx``, ``u_new = u - dt dF(u_half)/dx``;
 * adaptive step ``dt = min(CFL dx / (max|u| + 1e-8), CFL dx^2 / (2 nu/pi), t_save - t)`` with CFL = 0.25,
-  chosen per sample (the solver is ``vmap``-ed over samples, as in PDEBench).
+  chosen per sample (the solver is ``vmap``-ed over samples, as in PDEBench; PDEBench's pre-fd12554 code used the
+  same bound with ``a = 2``, so ``a`` does not change the step).
 
 Shapes follow the Exponax convention in docstrings: ``(X,)`` one state, ``(B, X)`` a batch, ``(B, T, X)`` a batch
 of trajectories. Everything runs in the dtype of the initial condition (float32 unless x64 is enabled).
@@ -57,6 +64,29 @@ def save_times(t_final: float = T_FINAL, dt_save: float = DT_SAVE, dtype=np.floa
     return (np.arange(n, dtype=np.float64) * dt_save).astype(dtype)
 
 
+def restrict(u: np.ndarray, nx: int) -> np.ndarray:
+    """Cell averages ``(..., nx)`` of ``u: (..., X)`` on a grid of ``nx`` cells (``X % nx == 0``): the finite-volume
+    restriction (each coarse cell is the mean of the fine cells it covers)."""
+    u = np.asarray(u)
+    if nx < 1 or u.shape[-1] % nx:
+        raise ValueError(f"cannot restrict {u.shape[-1]} cells to {nx}: {nx} must divide {u.shape[-1]}")
+    return u.reshape(*u.shape[:-1], nx, u.shape[-1] // nx).mean(axis=-1)
+
+
+def interpolate_periodic(u: np.ndarray, x_min: float, x_max: float, x: np.ndarray) -> np.ndarray:
+    """Piecewise-linear periodic interpolation of cell values ``u: (..., n)`` (at the cell centres of ``n`` equal
+    cells on ``[x_min, x_max)``) to the points ``x: (P,)``; returns ``(..., P)``. Exact for cell centres that
+    coincide with ``x``; second-order accurate for smooth fields."""
+    u = np.asarray(u)
+    n = u.shape[-1]
+    s = (np.asarray(x, np.float64) - x_min) / ((x_max - x_min) / n) - 0.5   # continuous cell index
+    lo = np.floor(s)
+    w = s - lo
+    i0 = lo.astype(np.int64) % n
+    i1 = (i0 + 1) % n
+    return (1.0 - w) * u[..., i0] + w * u[..., i1]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # spatial operator
 # --------------------------------------------------------------------------------------------------------------
@@ -69,8 +99,8 @@ def mc_limiter(a, b, c, alpha: float = 2.0):
 def interface_flux(u: jax.Array, dx, nu, advective_scale: float = 1.0) -> jax.Array:
     """Numerical flux ``(X,)`` at the right face ``i + 1/2`` of every cell of a periodic state ``u: (X,)``.
 
-    ``advective_scale=2`` reproduces PDEBench before commit fd12554 (outer 1/2 missing, i.e. ``u_t + (u^2)_x``);
-    keep the default 1 for the equation documented above.
+    ``advective_scale`` is ``a`` of the module docstring: 1 = ``u_t + (u^2/2)_x`` (PDEBench HEAD), 2 =
+    ``u_t + (u^2)_x`` (PDEBench before commit fd12554: its released files).
     """
     u_m = jnp.roll(u, 1)    # u_{i-1}
     u_p = jnp.roll(u, -1)   # u_{i+1}
@@ -158,7 +188,8 @@ def solve(u0, *, dx: float, nu, t_save, cfl: float = CFL, max_steps_per_save: in
       t_save: ``(T,)`` increasing save times; ``t_save[0]`` is the time of ``u0`` (frame 0 is ``u0`` itself).
       cfl: Courant number (PDEBench: 0.25).
       max_steps_per_save: safety cap on solver steps between two frames (guards against blow-ups).
-      advective_scale: 1 = PDEBench HEAD; 2 = the pre-fd12554 flux (see ``interface_flux``).
+      advective_scale: 1 = PDEBench HEAD; 2 = the pre-fd12554 flux of PDEBench's released files (see
+        ``interface_flux``).
       return_steps: also return the number of solver steps per sample.
 
     Returns:

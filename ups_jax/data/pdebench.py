@@ -109,7 +109,10 @@ def _file_meta_unchecked(path: Path) -> dict:
                     raise DataError(f"{path}: '{T_KEY}' is not increasing ({t[0]}, {t[1]})")
         nu = _nu_of(f, path)
         chunked = d.chunks is not None
-    return dict(path=path, n=n, nt=nt, nx=nx, x=x, dt=dt, nu=nu, chunked=chunked, size=path.stat().st_size)
+        # recorded by ups_jax.data.generate (absent in PDEBench's own files and in files made before it was)
+        scale = float(f.attrs["advective_scale"]) if "advective_scale" in f.attrs else None
+    return dict(path=path, n=n, nt=nt, nx=nx, x=x, dt=dt, nu=nu, chunked=chunked, size=path.stat().st_size,
+                advective_scale=scale)
 
 
 def _nu_of(f, path: Path) -> float:
@@ -273,12 +276,19 @@ class PDEBenchDataset:
     def fingerprint(self) -> dict:
         """JSON-serialisable identity of the data (for checkpoint metadata and mismatch checks).
 
-        Files are identified by name, size, trajectory count and Nu, not by their absolute path, so that a run
-        resumes after the data (or the whole checkout) moved.
+        Files are identified by name, size, trajectory count and Nu (and the ``advective_scale`` attribute when the
+        file records one), not by their absolute path, so that a run resumes after the data (or the whole
+        checkout) moved.
         """
+        def file_entry(m):
+            entry = {"name": m["path"].name, "size_bytes": int(m["size"]), "num_trajectories": int(m["n"]),
+                     "nu": float(m["nu"])}
+            if m["advective_scale"] is not None:
+                entry["advective_scale"] = m["advective_scale"]
+            return entry
+
         return {
-            "files": [{"name": m["path"].name, "size_bytes": int(m["size"]),
-                       "num_trajectories": int(m["n"]), "nu": float(m["nu"])} for m in self._metas],
+            "files": [file_entry(m) for m in self._metas],
             "nu": sorted({float(m["nu"]) for m in self._metas}),
             "num_trajectories": self.num_trajectories,
             "shape_full": [self._nt_full, self._nx_full],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from ups_jax.cli import CONFIG_HELP, DEBUG_HELP, OVERRIDE_HELP
 from ups_jax.errors import UserError, run_cli
 
 SUBCOMMANDS = {
@@ -17,13 +18,17 @@ SUBCOMMANDS = {
 
 USAGE = "usage: python -m ups_jax.driver {" + ",".join(SUBCOMMANDS) + "} [options] [--debug]\n" + "\n".join(
     f"  {name:14s} {help_}" for name, (_, help_) in SUBCOMMANDS.items()
-)
+) + ("\n\noptions of every subcommand: --help; --debug (" + DEBUG_HELP + ")"
+     "\nvalidate, dry-run: --config FILE[:VARIANT] (" + CONFIG_HELP + "); --config.KEY=VALUE (" + OVERRIDE_HELP + ")")
 
 
 def main(argv) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        raise UserError(f"missing subcommand: python -m ups_jax.driver {{{','.join(SUBCOMMANDS)}}} ... "
+                        f"(--help lists them)")
+    if argv[0] in ("-h", "--help"):
         print(USAGE)
-        return 0 if argv else 2
+        return 0
     name, rest = argv[0], list(argv[1:])
     if name not in SUBCOMMANDS:
         raise UserError(f"unknown subcommand {name!r}; choose one of: {', '.join(SUBCOMMANDS)}")

@@ -31,6 +31,8 @@ from typing import Any, Sequence
 
 from ups_jax.driver import runlog
 from ups_jax.driver.runlog import Run, best_val, finite, mean, percentile
+from ups_jax.cli import ArgumentParser
+from ups_jax.files import write_text_atomic
 from ups_jax.errors import UserError
 
 DEFAULT_THRESHOLDS: dict[str, float] = {
@@ -63,15 +65,8 @@ EVAL_KEYS = ("nrmse", "rmse", "crmse", "brmse", "max_error", "frmse_low", "frmse
 HIGHER_IS_BETTER = {"corr_time"}
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage mistakes as one-line UserErrors (exit 2) instead of printing usage."""
-
-    def error(self, message):  # noqa: D401
-        raise UserError(f"{self.prog}: {message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m ups_jax.driver analyze",
+    p = ArgumentParser(prog="python -m ups_jax.driver analyze",
                 description="Report on a finished or partial run directory (Markdown + PNG plots).")
     p.add_argument("--workdir", required=True, help="run directory (config.json, metrics.jsonl, eval/)")
     p.add_argument("--out", help="Markdown report path (default WORKDIR/analysis/report.md; '-' = stdout)")
@@ -229,6 +224,23 @@ def analyze_stage(run: Run, stage: str, th: dict[str, float]) -> dict[str, Any]:
     return out
 
 
+OLD_EVAL_NOTE = ("predates per-trajectory headline metrics: its numbers are equal-weight batch means (fRMSE scaled "
+                 "by the domain length), not comparable with newer evaluations; re-run python -m ups_jax.evaluate "
+                 "--workdir {workdir}")
+
+
+def metric_definition(data: dict[str, Any]) -> str | None:
+    """'per_trajectory' (eval JSON with a ``conventions`` block, version >= 2, or an eval record that says so),
+    'batch_mean' (older eval JSONs), None when unknown (only an older eval record's headline numbers)."""
+    conv = data.get("conventions")
+    if isinstance(conv, dict) and runlog._num(conv.get("version")) and conv["version"] >= 2:
+        return "per_trajectory"
+    if data.get("_from_record"):
+        return "per_trajectory" if runlog._num(data.get("conventions_version")) and \
+            data["conventions_version"] >= 2 else None
+    return "batch_mean"
+
+
 def analyze_eval(data: dict[str, Any], th: dict[str, float]) -> dict[str, Any]:
     model = data.get("model") or {}
     pers = data.get("persistence") or {}
@@ -248,6 +260,7 @@ def analyze_eval(data: dict[str, Any], th: dict[str, float]) -> dict[str, Any]:
         "protocol": data.get("protocol") if isinstance(data.get("protocol"), dict) else {},
         "metrics": metrics, "improvement_over_persistence": data.get("improvement_over_persistence"),
         "headline_only": bool(data.get("_from_record")),
+        "metric_definition": metric_definition(data),
     }
     mn, pn = model.get("nrmse"), pers.get("nrmse")
     out["model_beats_persistence"] = (mn < pn) if runlog._num(mn) and runlog._num(pn) else None
@@ -675,6 +688,11 @@ def render_markdown(run: Run, summary: dict[str, Any], plots: dict[str, str], re
             L += [f"{n}{'; ' if n and desc else ''}{desc}", ""]
         if ev["headline_only"]:
             L += [f"Only the eval record's headline numbers (eval/{split}.json missing).", ""]
+        if ev.get("metric_definition") == "batch_mean":
+            L += [f"**Note:** eval/{split}.json " + OLD_EVAL_NOTE.format(workdir=run.workdir), ""]
+        elif ev.get("metric_definition") == "per_trajectory":
+            L += ["Headline metrics: per-trajectory means over the whole split (independent of the batch size); "
+                  "fRMSE with PDEBench's Lx = 1.", ""]
         has_ttc = any("ttc" in r for r in ev["metrics"].values())
         header = ["metric", "model", "persistence", "model / persistence"] + (["ttc"] if has_ttc else [])
         rows = []
@@ -747,8 +765,7 @@ def main(argv: Sequence[str]) -> int:
     text = render_markdown(run, summary, plots, report_dir, changed)
     if report is not None:
         try:
-            report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text(text, encoding="utf-8")
+            write_text_atomic(report, text)
         except OSError as e:
             raise UserError(f"{report}: cannot write the report: {e.strerror or e}") from e
     summary["report"] = str(report) if report is not None else None

@@ -29,7 +29,9 @@ from typing import Any, Sequence
 
 from ups_jax.config import flatten
 from ups_jax.driver import runlog
-from ups_jax.driver.analyze import DEFAULT_THRESHOLDS, _dur, _fmt, _jsonable, _Parser, analyze_eval, analyze_stage
+from ups_jax.cli import ArgumentParser
+from ups_jax.files import write_text_atomic
+from ups_jax.driver.analyze import DEFAULT_THRESHOLDS, _dur, _fmt, _jsonable, analyze_eval, analyze_stage
 from ups_jax.driver.runlog import Run
 from ups_jax.errors import UserError
 
@@ -38,7 +40,7 @@ MAX_KEYS_IN_INSIGHT = 8
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m ups_jax.driver compare", description="Compare two or more run directories.")
+    p = ArgumentParser(prog="python -m ups_jax.driver compare", description="Compare two or more run directories.")
     p.add_argument("workdirs", nargs="*", metavar="RUN_DIR", help="run directories (at least two)")
     p.add_argument("--out", help="also write the Markdown report here")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary instead of Markdown")
@@ -184,6 +186,11 @@ def insights(runs: list[Run], labels: list[str], result: dict[str, Any], evals: 
         others = "; ".join(f"stage '{s}' only in {', '.join(lbs)}" for s, lbs in result["only_in"].items())
         out.append(f"The runs have different stage sets: compared the common stages "
                    f"({', '.join(result['common_stages']) or 'none'}); {others}.")
+    old_evals = [labels[i] for i, e in enumerate(evals) if e is not None and e.get("metric_definition") == "batch_mean"]
+    if old_evals and len(old_evals) < sum(e is not None for e in evals):
+        out.append(f"The evaluation of {', '.join(old_evals)} predates per-trajectory headline metrics (equal-weight "
+                   f"batch means, fRMSE scaled by the domain length): not comparable with the others; re-run "
+                   f"python -m ups_jax.evaluate --workdir <run> for each.")
     nrmse_row = next(r for r in result["metrics"] if r["name"] == f"{split}: model nRMSE")
     present = [(v, i) for i, v in enumerate(nrmse_row["values"]) if v is not None]
     if present:
@@ -290,8 +297,7 @@ def main(argv: Sequence[str]) -> int:
 
         out = Path(args.out)
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
+            write_text_atomic(out, text)
         except OSError as e:
             raise UserError(f"{out}: cannot write the report: {e.strerror or e}") from e
     if args.json:

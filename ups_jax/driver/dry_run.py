@@ -18,8 +18,8 @@ Predicted wall time on this machine::
     total   = startup_s + Σ stage total_s + final_eval_s
     total_s = setup_s + compile_s + steps·step_s + val_compile_s + evals·(val_s + checkpoint_s) + end_s
 
-with ``steps`` = micro-steps (steps × accum_steps) and ``evals`` = ⌈steps / eval_every⌉ (a validation and a
-checkpoint every ``eval_every`` steps and at the end, as the loop does). Early stopping (``patience``) can only
+with ``steps`` = optimizer updates (each one scans accum_steps micro-batches) and ``evals`` = ⌈steps / eval_every⌉
+(a validation and a checkpoint every ``eval_every`` steps and at the end, as the loop does). Early stopping (``patience``) can only
 make the real run shorter. Predicted peak memory on this machine = the dry run's own peak resident memory: it
 loads the same data and compiles and runs the same programs. Device memory for a GPU = XLA's
 argument + output + temp − alias bytes of the largest compiled step.
@@ -49,8 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ups_jax.config import load_config, split_config_args
-from ups_jax.errors import ConfigError, UserError
+from ups_jax.cli import ArgumentParser
+from ups_jax.config import load_config
+from ups_jax.errors import UserError
 
 # Dense peak FLOP/s for float32 matmuls (TF32 tensor cores, which XLA uses for f32 on these GPUs) and memory.
 GPU_TABLE = {
@@ -118,10 +119,10 @@ class _SyntheticData:
     synthetic = True
 
     def __init__(self, cfg, *, use_files: bool = False, max_per_file: int = 0):
+        from ups_jax.checks import grid
         from ups_jax.data.pdebench import make_splits
-        from ups_jax.driver.validate import _grid
 
-        nx, nt, counts = _grid(cfg, use_files=use_files)
+        nx, nt, counts = grid(cfg, use_files=use_files)
         if max_per_file:          # shapes only (validate --compile): a few trajectories per file suffice
             counts = [min(int(c), max_per_file) for c in counts]
         n = int(sum(counts))
@@ -170,13 +171,16 @@ def _load_data(cfg, skip_data: bool, notes: list):
 
 
 def _stage_parts(cfg, data, model, i: int, name: str):
-    """What ``train_and_evaluate`` builds for stage ``i``: (stage cfg, train step, initial args, loader)."""
+    """What ``train_and_evaluate`` builds for stage ``i``: (stage cfg, train step, initial args, loader, batch
+    function). The batch function turns loader batches into one update's batch as ``run_stage`` does
+    (``accum_steps`` micro-batches stacked, split over the data-parallel devices)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
+    from ups_jax.checks import data_parallel_size
     from ups_jax.data.loader import WindowLoader
-    from ups_jax.training.loop import make_train_step, place_on_device, trainable_filter
+    from ups_jax.training.loop import make_mesh, make_train_step, next_update_batch, place_on_device, trainable_filter
     from ups_jax.training.optim import make_optimizer
     from ups_jax.training.stages import stage_kind
 
@@ -186,8 +190,17 @@ def _stage_parts(cfg, data, model, i: int, name: str):
                           batch_size=sc.batch_size, seed=cfg.seed + 1000 * i, prefetch=cfg.data.prefetch)
     graphdef, params, rest = nnx.split(model, trainable_filter(tuple(sc.trainable)), ...)
     tx = make_optimizer(sc)
-    step = make_train_step(graphdef, loss_fn, tx, float(sc.ema_decay))
-    return sc, step, place_on_device((params, tx.init(params), params, rest)), loader
+    n, _ = data_parallel_size(cfg.runtime.data_parallel, [cfg.stages[s].batch_size for s in cfg.stage_order],
+                              jax.local_device_count())
+    mesh = make_mesh(n)
+    A = int(sc.accum_steps)
+    step = make_train_step(graphdef, loss_fn, tx, float(sc.ema_decay), accum_steps=A,
+                           compute_dtype=str(cfg.runtime.compute_dtype), mesh=mesh)
+
+    def update_batch(it):
+        return next_update_batch(it, data.prepare_batch, A, mesh)
+
+    return sc, step, place_on_device((params, tx.init(params), params, rest), mesh), loader, update_batch
 
 
 def _step_arg_names(step) -> list[str]:
@@ -222,9 +235,9 @@ def compiled_stage_memory(cfg) -> dict:
     model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
     out = {}
     for i, name in enumerate(cfg.stage_order):
-        sc, step, state, loader = _stage_parts(cfg, data, model, i, name)
+        sc, step, state, loader, update_batch = _stage_parts(cfg, data, model, i, name)
         try:
-            batch = data.prepare_batch(next(iter(loader)))
+            batch = update_batch(iter(loader))
         finally:
             loader.close()
         compiled = step.lower(*_step_args(_step_arg_names(step), *state, batch, jax.random.key(0), 0)).compile()
@@ -240,11 +253,11 @@ def dry_run(cfg, *, skip_data: bool = False, estimate_only: bool = False, timing
     from flax import nnx
 
     import ups_jax.training.pipeline  # noqa: F401 — train imports it before its clock starts too
-    from ups_jax.driver.validate import errors, run_checks
+    from ups_jax.checks import errors, run_checks
     from ups_jax.models import build_model, count_params
 
     t_process_start = t_process_start or time.time()
-    checks = run_checks(cfg, skip_data=skip_data)
+    checks, _ = run_checks(cfg, skip_data=skip_data)
     errs = errors(checks)
     if errs:
         more = f" (+{len(errs) - 3} more)" if len(errs) > 3 else ""
@@ -297,18 +310,18 @@ def _stage_estimate(cfg, data, model, i, name, *, estimate_only, timing_steps, m
 
     t0 = time.perf_counter()
     validate, _ = make_validator(name, cfg, data, model)
-    sc, step, state, loader = _stage_parts(cfg, data, model, i, name)
-    micro_steps = int(sc.steps) * int(sc.accum_steps)
-    n_evals = -(-micro_steps // int(sc.eval_every))
+    sc, step, state, loader, update_batch = _stage_parts(cfg, data, model, i, name)
+    updates = int(sc.steps)    # optimizer updates (each scans accum_steps micro-batches)
+    n_evals = -(-updates // int(sc.eval_every))
     try:
         it = iter(loader)
-        batch = data.prepare_batch(next(it))
+        batch = update_batch(it)
         setup_s = time.perf_counter() - t0
         names = _step_arg_names(step)
         params, opt_state, ema, rest = state
         rng, sub = jax.random.split(jax.random.key(cfg.seed + i))
         args0 = _step_args(names, params, opt_state, ema, rest, batch, sub, 0)
-        st = {"steps": micro_steps, "evals": n_evals, "setup_s": setup_s}
+        st = {"steps": updates, "evals": n_evals, "setup_s": setup_s}
         if estimate_only:
             t0 = time.perf_counter()
             compiled = step.lower(*args0).compile()
@@ -318,7 +331,7 @@ def _stage_estimate(cfg, data, model, i, name, *, estimate_only, timing_steps, m
         first_calls = []
         for k in range(WARMUP_STEPS):   # the loop's first steps: compile (+ any recompile) + run
             if k:
-                batch = data.prepare_batch(next(it))
+                batch = update_batch(it)
                 rng, sub = jax.random.split(rng)
             t0 = time.perf_counter()
             params, opt_state, ema, out = step(*(args0 if k == 0 else _step_args(
@@ -331,7 +344,7 @@ def _stage_estimate(cfg, data, model, i, name, *, estimate_only, timing_steps, m
         t0, k = time.perf_counter(), 0
         chunk = max(int(timing_steps), 1)
         while True:   # the body of run_stage's loop
-            batch = data.prepare_batch(next(it))
+            batch = update_batch(it)
             rng, sub = jax.random.split(rng)
             params, opt_state, ema, out = step(*_step_args(names, params, opt_state, ema, rest, batch, sub,
                                                            WARMUP_STEPS + k))
@@ -349,7 +362,7 @@ def _stage_estimate(cfg, data, model, i, name, *, estimate_only, timing_steps, m
     finally:
         loader.close()
     st.update(_time_validation_and_checkpoint(cfg, name, validate, model, opt_state, n_evals))
-    st["train_s"] = micro_steps * st["step_s"]
+    st["train_s"] = updates * st["step_s"]
     st["total_s"] = (st["setup_s"] + st["compile_s"] + st["train_s"] + st["val_compile_s"]
                      + n_evals * (st["val_s"] + st["checkpoint_s"]) + st["end_s"])
     return st
@@ -467,15 +480,9 @@ def _process_start() -> float:
         return time.time()
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):     # one line, exit 2 (run_cli), instead of argparse's usage block
-        raise UserError(f"{self.prog}: {message}")
-
-
 def main(argv) -> int:
     t_start = _process_start()
-    spec, overrides, rest = split_config_args(argv)
-    parser = _Parser(prog="python -m ups_jax.driver dry-run")
+    parser = ArgumentParser(prog="python -m ups_jax.driver dry-run", description=__doc__, config=True)
     parser.add_argument("--estimate-only", action="store_true", help="compile and analyse; do not execute steps")
     parser.add_argument("--skip-data", action="store_true",
                         help="read no data file: synthetic fields with the grid of data.generate")
@@ -483,9 +490,7 @@ def main(argv) -> int:
                         "more until --min-time seconds)")
     parser.add_argument("--min-time", type=float, default=1.0, help="time each stage's steps for ≥ this many s")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(rest)
-    if spec is None:
-        raise ConfigError("missing --config: e.g. --config configs/burgers32.py:cpu")
+    spec, overrides, args = parser.parse_with_config(argv)
     if args.steps < 1 or args.min_time < 0:
         raise UserError("dry-run: --steps must be ≥ 1 and --min-time ≥ 0")
     cfg = load_config(spec, overrides)

@@ -32,7 +32,8 @@ from ups_jax.errors import UserError
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 EVAL_DIR = "eval"
-KINDS = ("run_start", "train", "val", "stage_end", "eval", "run_end")
+KINDS = ("run_start", "train", "val", "stage_end", "eval", "run_end",
+         "resume", "stage_skip", "preempted", "checkpoint_unreadable")   # the last four: events, not series
 
 
 @dataclass
@@ -119,7 +120,8 @@ class Run:
         rec = self.eval_records.get(split)
         if rec is None:
             return None
-        out: dict[str, Any] = {"split": split, "model": {}, "persistence": {}, "_from_record": True}
+        out: dict[str, Any] = {"split": split, "model": {}, "persistence": {}, "_from_record": True,
+                               "conventions_version": rec.get("conventions_version")}
         for k, v in rec.items():
             head, _, metric = k.partition("/")
             if head in ("model", "persistence", "ttc") and metric:

@@ -1,487 +1,30 @@
 """``python -m ups_jax.driver validate --config FILE[:arg] [--config.x=y ...] [--workdir DIR] [--compile] [--json]``
 
-Checks a config before any compute is spent. Each check has a category, a severity (error / warning / info),
-a one-line message (the value it checked, whether it passed or not) and the fix. Exit 0 when no check fails
-with severity error, 1 when one does, 2 for a usage error (bad flag, unknown config key: one line on stderr).
-``train`` runs the same checks first (``pipeline.preflight``) and refuses to start on an error.
-
-Coverage of the original's 29 checks (ups-original.md §8.1) — kept, corrected, dropped:
-  A1 latent dim set ............ kept (model.latent_dim ≥ 1)
-  A2 pdet.input_dim == latent .. dropped: the operator's input width *is* model.latent_dim (no second key)
-  A3 pdet.hidden_dim defined ... kept, plus hidden % group and group % heads (what the model really needs)
-  A4/A5 diffusion dims ......... added with the diffusion stages (not in this config); A5's coupling
-                                 diffusion.hidden == operator.hidden was arbitrary and is not reintroduced
-  A6/A7 TTC decoder dims ....... dropped: TTC uses the model's own trained decoder (shared by construction)
-  D1 task / D2 split / D3 root . kept as: files exist and pass validate-data, eval.split valid, splits non-empty
-                                 (computed exactly as the trainer splits, per file)
-  D4 parallel encoding ......... dropped: no worker processes (one prefetch thread)
-  H1 batch-size heuristic ...... replaced by XLA's measured memory of the compiled step (--compile / dry-run)
-  H2 compile+rollout ........... dropped: always passed; no such hazard under jax.jit
-  P1-P5 lr/wd/epochs/clip ...... kept per stage with corrected ranges; out of range is a warning, impossible
-                                 values (lr ≤ 0, negative clip) are errors; grad_clip=0 means off (no crash)
-  P6 time stride 1-4 ........... kept as data.reduced_resolution_t and the window fitting in the trajectory
-  C1 checkpoint dir exists ..... dropped: failed on every fresh machine; replaced by --workdir shape checks
-  C2/C3 checkpoints found ...... kept (info), plus every parameter shape vs this config and data fingerprint
-  W1 W&B enabled ............... kept as info/warning (never fails: W&B is optional)
-  W2 project / W3 entity ....... W2 kept (warning); W3 dropped (entity is optional in W&B)
-  S1 operator epochs > 0 ....... kept as: stage_order non-empty, known stages, steps ≥ 1
-  S2/S3 ........................ kept as: loss weights, trainable modules exist, a module a stage uses but does
-                                 not train was trained by an earlier stage (no random frozen teacher)
-  E1 evaluation enabled ........ dropped: evaluation always runs
-Added: token/grid divisibility, Nyquist of Fourier features, window vs frames, batch vs available windows,
-split fractions, EMA decay, warm-up vs steps, accumulation, query sampling, logging cadence, retention
-settings, eval protocol vs frames, rollout mode, an existing default dataset that differs from data.generate.
+Checks a config before any compute is spent: the checks ``train`` runs first (``ups_jax.checks``: architecture,
+data, stages, hyper-parameters, logging, checkpoint cadence, runtime), plus, with ``--workdir``, whether the run
+in DIR can be resumed by this config (grid, dataset, parameter shapes, optimizer state) and, with
+``--compile``, XLA's memory for each stage's compiled step. Each check has a category, a severity (error /
+warning / info), a one-line message (the value it checked, whether it passed or not) and the fix. Exit 0 when
+no check fails with severity error, 1 when one does, 2 for a usage error (bad flag, unknown config key: one
+line on stderr).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import re
 import sys
 from pathlib import Path
 
-from ups_jax.config import load_config, split_config_args
-from ups_jax.errors import ConfigError, DataError, UserError
+from ups_jax.checks import CATEGORIES, Check, Checks, errors, format_table, run_checks as config_checks, sort_checks
+from ups_jax.cli import ArgumentParser
+from ups_jax.config import load_config
+from ups_jax.errors import UserError
 
-SUBMODULES = ("encoder", "operator", "decoder")
-FNO_SUBMODULES = ("fc0", "spectral", "pointwise", "fc1", "fc2")
-LOSS_TERMS = ("recon", "one_step", "latent", "rollout")
-CATEGORIES = ("architecture", "data", "stages", "hyper-parameters", "logging", "checkpoints", "hardware")
-SEVERITIES = ("error", "warning", "info")
+__all__ = ["CATEGORIES", "Check", "errors", "format_table", "run_checks", "main"]
 
 
-@dataclasses.dataclass
-class Check:
-    category: str
-    name: str
-    ok: bool
-    severity: str          # severity if it fails: error | warning | info
-    message: str
-    fix: str = ""
-
-    @property
-    def status(self) -> str:
-        return "PASS" if self.ok else self.severity.upper()
-
-
-def _one_line(text: str) -> str:
-    return re.sub(r"\s*\n\s*", "; ", str(text)).strip()
-
-
-class _Checks:
-    def __init__(self):
-        self.items: list[Check] = []
-
-    def add(self, category, name, ok, message, fix="", severity="error", passed: str | None = None):
-        """``message`` describes a failure; ``passed`` (default: ``message``) is shown when the check passes,
-        so that a PASS row states the value instead of the problem."""
-        assert category in CATEGORIES and severity in SEVERITIES, (category, severity)
-        ok = bool(ok)
-        text = passed if ok and passed is not None else message
-        self.items.append(Check(category, name, ok, severity, _one_line(text), _one_line(fix)))
-        return ok
-
-
-def _default_file(cfg) -> Path:
-    from ups_jax.data.default import default_data_path
-
-    return default_data_path(cfg)
-
-
-def _grid(cfg, *, use_files: bool = True):
-    """(nx, nt, trajectories per file) after the reader's reductions: from the data files (``data.paths``, else
-    the default dataset if it was generated already), else from the generator config."""
-    paths = list(cfg.data.paths)
-    if use_files and not paths and _default_file(cfg).exists():
-        paths = [str(_default_file(cfg))]
-    if use_files and paths:
-        from ups_jax.data.pdebench import PDEBenchDataset
-
-        d = PDEBenchDataset(paths, reduced_resolution=cfg.data.reduced_resolution,
-                            reduced_resolution_t=cfg.data.reduced_resolution_t)
-        try:
-            return d.nx, d.nt, list(d.trajectories_per_file)
-        finally:
-            d.close()
-    g = cfg.data.generate
-    rr, rt = cfg.data.reduced_resolution, cfg.data.reduced_resolution_t
-    return -(-g.nx // rr), -(-201 // rt), [g.samples]
-
-
-OPTIONAL_SUBMODULES = ("corrector", "student", "steady")   # built when cfg.model has the section
-
-
-def _submodules(cfg) -> tuple[str, ...]:
-    from ups_jax.models import model_kind
-
-    if model_kind(cfg) == "fno":
-        return FNO_SUBMODULES
-    optional = tuple(m for m in OPTIONAL_SUBMODULES if cfg.model.get(m) is not None
-                     and (m != "student" or cfg.model.get("corrector") is not None))
-    return SUBMODULES + optional
-
-
-def _build_check(cfg, c: _Checks, nx: int | None, fallback_nx: int):
-    """Whatever the explicit rules missed, building the abstract model (no allocation) will catch."""
-    A = "architecture"
-    if any(not x.ok and x.severity == "error" and x.category == A for x in c.items):
-        return   # building would only repeat the first error
-    try:
-        from flax import nnx
-
-        from ups_jax.models import build_model
-
-        nnx.eval_shape(lambda: build_model(cfg, num_points=nx or fallback_nx, rngs=nnx.Rngs(0)))
-        c.add(A, "model builds", True, "abstract model builds from cfg.model")
-    except (ValueError, TypeError, UserError) as e:
-        c.add(A, "model builds", False, f"model does not build: {e}", "fix the model section")
-
-
-def check_fno(cfg, c: _Checks, nx: int | None):
-    f, A = cfg.model.fno, "architecture"
-    c.add(A, "fno widths", f.width >= 1 and f.num_layers >= 1 and f.head_width >= 1 and f.padding >= 0,
-          f"model.fno width={f.width}, num_layers={f.num_layers}, head_width={f.head_width}, padding={f.padding}",
-          "width, num_layers, head_width ≥ 1 and padding ≥ 0")
-    if c.add(A, "fno modes", f.modes >= 1, f"model.fno.modes={f.modes}", "use ≥ 1") and nx is not None:
-        c.add(A, "fno modes vs grid", f.modes <= (nx + f.padding) // 2 + 1,
-              f"model.fno.modes={f.modes} exceeds the {(nx + f.padding) // 2 + 1} Fourier modes of the padded grid",
-              "use fewer modes", severity="warning", passed=f"model.fno.modes={f.modes} of {(nx + f.padding) // 2 + 1}")
-    _build_check(cfg, c, nx, 64)
-
-
-def check_architecture(cfg, c: _Checks, nx: int | None):
-    from ups_jax.models import context_frames, model_kind
-
-    A = "architecture"
-    try:
-        kind, h = model_kind(cfg), context_frames(cfg)
-    except UserError as e:
-        c.add(A, "model kind", False, str(e), "fix model.kind / model.context_frames")
-        return
-    c.add(A, "context frames", h <= cfg.eval.initial_step,
-          f"model.context_frames={h} but the evaluation gives only eval.initial_step={cfg.eval.initial_step} frames",
-          f"use model.context_frames ≤ {cfg.eval.initial_step} or raise eval.initial_step",
-          passed=f"the model reads the last {h} of the {cfg.eval.initial_step} given frames")
-    if kind == "fno":
-        return check_fno(cfg, c, nx)
-    m, op, dec = cfg.model, cfg.model.operator, cfg.model.decoder
-    c.add(A, "latent_dim", m.latent_dim >= 1, f"model.latent_dim={m.latent_dim}", "set model.latent_dim ≥ 1")
-    c.add(A, "latent_tokens", m.latent_tokens >= 1, f"model.latent_tokens={m.latent_tokens}",
-          "set model.latent_tokens ≥ 1")
-    if c.add(A, "operator widths", op.hidden_dim >= 1 and op.group_size >= 1 and op.num_heads >= 1,
-             f"model.operator hidden_dim={op.hidden_dim}, group_size={op.group_size}, num_heads={op.num_heads}",
-             "all must be ≥ 1"):
-        c.add(A, "hidden % group", op.hidden_dim % op.group_size == 0,
-              f"model.operator.hidden_dim={op.hidden_dim} is not a multiple of group_size={op.group_size} "
-              f"(remainder {op.hidden_dim % op.group_size})", "make hidden_dim a multiple of group_size",
-              passed=f"model.operator.hidden_dim={op.hidden_dim} = {op.hidden_dim // op.group_size} groups of "
-                     f"{op.group_size}")
-        c.add(A, "group % heads", op.group_size % op.num_heads == 0,
-              f"model.operator.group_size={op.group_size} is not a multiple of num_heads={op.num_heads} "
-              f"(remainder {op.group_size % op.num_heads})", "make group_size a multiple of num_heads",
-              passed=f"model.operator.group_size={op.group_size} = {op.num_heads} heads of "
-                     f"{op.group_size // op.num_heads}")
-    depths = tuple(op.depths)
-    c.add(A, "depths", len(depths) >= 1 and all(d >= 0 for d in depths) and sum(depths) >= 1,
-          f"model.operator.depths={depths}", "give ≥ 1 level and ≥ 1 layer, e.g. (1, 1, 1)")
-    levels = max(len(depths) - 1, 0)
-    if m.latent_tokens >= 1:
-        c.add(A, "token downsampling", m.latent_tokens >= 2 ** levels,
-              f"{m.latent_tokens} tokens halved {levels}× in the U-shape → {m.latent_tokens / 2 ** levels:g} at the "
-              f"bottleneck", "use fewer depths levels or more model.latent_tokens", severity="warning")
-    if dec.num_heads >= 1:
-        c.add(A, "decoder heads", dec.hidden_dim % dec.num_heads == 0,
-              f"model.decoder.hidden_dim={dec.hidden_dim} is not a multiple of num_heads={dec.num_heads} "
-              f"(remainder {dec.hidden_dim % dec.num_heads})", "make model.decoder.hidden_dim a multiple of num_heads",
-              passed=f"model.decoder.hidden_dim={dec.hidden_dim} = {dec.num_heads} heads of "
-                     f"{dec.hidden_dim // dec.num_heads}")
-    else:
-        c.add(A, "decoder heads", False, f"model.decoder.num_heads={dec.num_heads}", "use ≥ 1")
-    if nx is not None and m.latent_tokens >= 1:
-        c.add(A, "tokens divide grid", nx % m.latent_tokens == 0,
-              f"grid of {nx} cells (after data.reduced_resolution) is not divisible by model.latent_tokens="
-              f"{m.latent_tokens}", "choose model.latent_tokens dividing the grid size (patches of equal width)",
-              passed=f"grid of {nx} cells = {m.latent_tokens} tokens × {nx // m.latent_tokens} cells")
-        lf = tuple(dec.local_freqs)
-        if lf and nx % m.latent_tokens == 0:
-            patch = nx // m.latent_tokens
-            c.add(A, "local readout aliasing", 1 + 2 * len(lf) <= patch // 2 and max(lf) < patch / 4,
-                  f"model.decoder.local_freqs={lf}: {1 + 2 * len(lf)} basis functions per patch of {patch} cells",
-                  "use fewer/lower local_freqs (≤ patch/4) or () — otherwise values between grid points are "
-                  "unconstrained")
-        for key, freqs in (("model.encoder.fourier_freqs", m.encoder.fourier_freqs),
-                           ("model.decoder.fourier_freqs", dec.fourier_freqs)):
-            if len(freqs):
-                c.add(A, f"{key.split('.')[1]} Nyquist", max(freqs) < nx / 2,
-                      f"{key} max={max(freqs)} is at or above the grid's Nyquist frequency {nx / 2:g}",
-                      "drop frequencies at or above half the grid size", severity="warning",
-                      passed=f"{key} max={max(freqs)} < Nyquist {nx / 2:g}")
-    _build_check(cfg, c, nx, m.latent_tokens * 8)
-
-
-def check_data(cfg, c: _Checks, *, skip_data: bool = False):
-    """Returns (nx, nt, trajectories per file) or (None, None, None) when the data cannot be used."""
-    D = "data"
-    paths = list(cfg.data.paths)
-    default = _default_file(cfg)
-    g = cfg.data.generate
-    c.add(D, "reduction", cfg.data.reduced_resolution >= 1 and cfg.data.reduced_resolution_t >= 1,
-          f"data.reduced_resolution={cfg.data.reduced_resolution}, reduced_resolution_t="
-          f"{cfg.data.reduced_resolution_t}", "use ≥ 1")
-    c.add(D, "prefetch", cfg.data.prefetch >= 0, f"data.prefetch={cfg.data.prefetch}", "use ≥ 0 (0 = no thread)")
-    if not all(x.ok for x in c.items[-2:]):
-        return None, None, None
-    if skip_data:
-        c.add(D, "data files", True, "skipped (--skip-data): grid from data.generate", severity="info")
-    elif paths:
-        missing = [p for p in paths if not Path(p).exists()]
-        if not c.add(D, "files exist", not missing, f"data.paths not found: {', '.join(missing)}",
-                     "fix data.paths or generate data with python -m ups_jax.data.generate",
-                     passed=f"{len(paths)} path(s) exist"):
-            return None, None, None
-        from ups_jax.data.validation import validate_files
-
-        try:
-            rows = validate_files(paths)
-        except DataError as e:       # e.g. a directory without HDF5 files
-            c.add(D, "validate-data", False, str(e), "fix data.paths")
-            return None, None, None
-        fails = [r for r in rows if r.get("status") == "FAIL"]
-        warns = [r for r in rows if r.get("status") == "WARN"]
-        fmt = lambda rs: "; ".join(f"{Path(r['file']).name}: {r['check']}: {r['detail']}" for r in rs[:3]) + (
-            f" (+{len(rs) - 3} more)" if len(rs) > 3 else "")
-        c.add(D, "validate-data", not fails, fmt(fails),
-              "run python -m ups_jax.driver validate-data PATH for details",
-              passed=f"{len({r['file'] for r in rows})} file(s) pass validate-data (NaN/Inf scan of every sample)")
-        if warns:
-            c.add(D, "validate-data warnings", False, fmt(warns), "see python -m ups_jax.driver validate-data PATH",
-                  severity="warning")
-        if fails:
-            return None, None, None
-    else:
-        c.add(D, "default data", True, f"default dataset {'present' if default.exists() else 'will be generated'}"
-              f": {default} (ν={g.nu}, {g.samples} samples, nx={g.nx})", severity="info")
-        c.add(D, "generator grid", g.nx % cfg.data.reduced_resolution == 0 and g.samples >= 1 and g.nx >= 1,
-              f"data.generate.nx={g.nx} is not a multiple of data.reduced_resolution={cfg.data.reduced_resolution}"
-              if g.nx % cfg.data.reduced_resolution else f"data.generate.samples={g.samples}, nx={g.nx}",
-              "make nx ≥ 1 a multiple of reduced_resolution, samples ≥ 1",
-              passed=f"data.generate.nx={g.nx} / data.reduced_resolution={cfg.data.reduced_resolution} = "
-                     f"{g.nx // max(cfg.data.reduced_resolution, 1)} cells")
-    try:
-        nx, nt, counts = _grid(cfg, use_files=not skip_data)
-    except (UserError, OSError, ValueError) as e:
-        c.add(D, "grid", False, f"cannot read the grid: {e}", "run python -m ups_jax.driver validate-data on the files")
-        return None, None, None
-    if not skip_data and not paths and default.exists():
-        want_nx = -(-g.nx // cfg.data.reduced_resolution)
-        c.add(D, "default data matches", nx == want_nx and sum(counts) == g.samples,
-              f"existing {default} has {sum(counts)} samples / {nx} cells after reduction but data.generate asks "
-              f"for {g.samples} / {want_nx}; train uses the existing file", f"delete {default} to regenerate it, "
-              f"or change data.default_dir", severity="warning", passed=f"{default}: {sum(counts)} samples, "
-              f"{nx} cells × {nt} frames after reduction, as data.generate")
-    tf, vf = cfg.data.test_fraction, cfg.data.val_fraction
-    ok_fracs = 0 < tf < 1 and 0 < vf < 1 and tf + vf < 1
-    c.add(D, "split fractions", ok_fracs, f"data.test_fraction={tf}, val_fraction={vf}",
-          "use 0 < test_fraction, val_fraction and test + val < 1")
-    n_train = None
-    if ok_fracs:
-        from ups_jax.data.pdebench import make_splits
-
-        try:
-            s = make_splits(counts, test_fraction=tf, val_fraction=vf)
-            n_train = len(s["train"])
-            c.add(D, "splits non-empty", True, f"{sum(counts)} trajectories → train {n_train}, val {len(s['val'])}, "
-                  f"test {len(s['test'])}")
-        except UserError as e:
-            c.add(D, "splits non-empty", False, str(e), "use more trajectories or larger fractions")
-    e = cfg.eval
-    c.add(D, "eval.split", e.split in ("train", "val", "test"), f"eval.split={e.split!r}",
-          "choose train, val or test")
-    c.add(D, "eval.initial_step", 0 < e.initial_step < nt,
-          f"eval.initial_step={e.initial_step} with {nt} frames per trajectory (after reduced_resolution_t)",
-          f"use 1..{nt - 1}")
-    c.add(D, "eval sizes", e.batch_size >= 1 and e.max_trajectories >= 0 and e.val_max_trajectories >= 0
-          and e.plot_trajectories >= 0, f"eval.batch_size={e.batch_size}, max_trajectories={e.max_trajectories}, "
-          f"val_max_trajectories={e.val_max_trajectories}, plot_trajectories={e.plot_trajectories}",
-          "batch_size ≥ 1, the others ≥ 0 (0 = all / none)")
-    c.add(D, "eval.rollout_mode", e.rollout_mode in ("latent", "reencode"), f"eval.rollout_mode={e.rollout_mode!r}",
-          "choose latent or reencode")
-    c.add(D, "eval.corr_threshold", 0 < e.corr_threshold < 1, f"eval.corr_threshold={e.corr_threshold}",
-          "use a value in (0, 1), e.g. 0.8")
-    if e.split == "train":
-        c.add(D, "eval split held out", False, "eval.split='train' measures training data",
-              "evaluate on test (or val)", severity="warning")
-    return nx, nt, n_train
-
-
-def check_stages(cfg, c: _Checks, nx, nt, n_train=None):
-    S, P = "stages", "hyper-parameters"
-    order = list(cfg.stage_order)
-    if not c.add(S, "stage_order", len(order) >= 1 and len(set(order)) == len(order), f"stage_order={order}",
-                 "list each stage once, at least one", passed=f"stage_order={order}"):
-        return
-    trained: dict[str, str] = {}     # module -> first stage that trains it
-    submodules = _submodules(cfg)
-    from ups_jax.models import context_frames, model_kind
-    from ups_jax.training.stages import KINDS, stage_kind, teachers
-
-    is_ups = model_kind(cfg) == "ups"
-    h = context_frames(cfg)
-    for name in order:
-        if not c.add(S, f"{name} defined", name in cfg.stages,
-                     f"stage_order names '{name}' but stages has no such section (known: "
-                     f"{', '.join(cfg.stages.keys())})",
-                     f"add a stages.{name} section or remove it from stage_order",
-                     passed=f"stages.{name} present"):
-            continue
-        if not c.add(S, f"{name} kind", name in KINDS, f"'{name}' is not a known stage",
-                     f"name stages after what they train: {', '.join(KINDS)}", passed=f"{name}: known stage"):
-            continue
-        s = cfg.stages[name]
-        k = f"stages.{name}"
-        bad = [t for t in s.trainable if t not in submodules]
-        c.add(S, f"{name} trainable", len(s.trainable) > 0 and not bad,
-              f"{k}.trainable={tuple(s.trainable)}" + (f": unknown {bad}" if bad else ": selects nothing"),
-              f"choose from {submodules}" + ("; configure model.<name> for corrector/student/steady" if is_ups else ""),
-              passed=f"{k}.trainable={tuple(s.trainable)}")
-        if "losses" in s:
-            w = {t: s.losses[t] for t in LOSS_TERMS}
-            c.add(S, f"{name} losses", all(v >= 0 for v in w.values()) and any(v > 0 for v in w.values()),
-                  f"{k}.losses={w}", "weights ≥ 0 with at least one > 0")
-        for module in sorted(teachers(cfg, name)) if is_ups else ():  # used frozen: a trained teacher, never random
-            c.add(S, f"{name} frozen {module}", module in trained,
-                  f"{name} uses the {module} frozen but no earlier stage trains it (a random teacher)",
-                  f"train the {module} in an earlier stage (e.g. codec) or add it to {k}.trainable",
-                  passed=f"frozen {module} was trained by stage '{trained.get(module)}'")
-        for module in s.trainable:
-            trained.setdefault(module, name)
-        c.add(P, f"{name} steps", s.steps >= 1, f"{k}.steps={s.steps}", "use ≥ 1")
-        c.add(P, f"{name} batch", s.batch_size >= 1 and s.accum_steps >= 1,
-              f"{k}.batch_size={s.batch_size}, accum_steps={s.accum_steps}", "use ≥ 1")
-        if c.add(P, f"{name} lr > 0", s.lr > 0, f"{k}.lr={s.lr}", "use a positive learning rate"):
-            c.add(P, f"{name} lr range", 1e-5 <= s.lr <= 1e-2, f"{k}.lr={s.lr:g} outside [1e-5, 1e-2]",
-                  "typical adamw rates are 1e-4..3e-3", severity="warning",
-                  passed=f"{k}.lr={s.lr:g} in [1e-5, 1e-2]")
-        c.add(P, f"{name} lr decay", 0 <= s.end_lr_factor <= 1, f"{k}.end_lr_factor={s.end_lr_factor}",
-              "use 0..1 (the cosine ends at lr × end_lr_factor)")
-        c.add(P, f"{name} adam betas", 0 <= s.b1 < 1 and 0 <= s.b2 < 1, f"{k}.b1={s.b1}, b2={s.b2}",
-              "use 0 ≤ b < 1 (typical 0.9, 0.999)")
-        if c.add(P, f"{name} weight decay", s.weight_decay >= 0, f"{k}.weight_decay={s.weight_decay}", "use ≥ 0"):
-            c.add(P, f"{name} weight decay range", s.weight_decay <= 0.1, f"{k}.weight_decay={s.weight_decay:g} > 0.1",
-                  "use ≤ 0.1", severity="warning", passed=f"{k}.weight_decay={s.weight_decay:g} ≤ 0.1")
-        if c.add(P, f"{name} grad clip", s.grad_clip >= 0, f"{k}.grad_clip={s.grad_clip}",
-                 "use 0 (off) or a positive norm"):
-            c.add(P, f"{name} grad clip range", s.grad_clip == 0 or 0.1 <= s.grad_clip <= 10,
-                  f"{k}.grad_clip={s.grad_clip:g} outside [0.1, 10]", "typical: 1.0", severity="warning",
-                  passed=f"{k}.grad_clip={s.grad_clip:g}" + (" (off)" if s.grad_clip == 0 else " in [0.1, 10]"))
-        c.add(P, f"{name} ema", 0 <= s.ema_decay < 1, f"{k}.ema_decay={s.ema_decay}", "use 0 ≤ decay < 1")
-        if c.add(P, f"{name} warmup", s.warmup_steps >= 0, f"{k}.warmup_steps={s.warmup_steps}", "use ≥ 0"):
-            c.add(P, f"{name} warmup length", s.warmup_steps < max(s.steps, 2),
-                  f"{k}.warmup_steps={s.warmup_steps} ≥ steps={s.steps}: the learning rate never reaches its peak",
-                  "make warm-up shorter than the stage", severity="warning",
-                  passed=f"{k}.warmup_steps={s.warmup_steps} < steps={s.steps}")
-        c.add(P, f"{name} cadence", s.eval_every >= 1 and s.log_every >= 1,
-              f"{k}.eval_every={s.eval_every}, log_every={s.log_every}", "use ≥ 1")
-        micro = s.steps * s.accum_steps
-        if s.eval_every >= 1:
-            c.add(P, f"{name} evals", s.eval_every <= micro,
-                  f"{k}.eval_every={s.eval_every} > {micro} micro-steps: validated only at the end",
-                  "lower eval_every for best-checkpoint selection", severity="info",
-                  passed=f"{k}.eval_every={s.eval_every}: {-(-micro // s.eval_every)} validation(s) + checkpoint(s)")
-        c.add(P, f"{name} patience", s.patience >= 0, f"{k}.patience={s.patience}", "use ≥ 0 (0 = never stop)")
-        c.add(P, f"{name} rollout", s.rollout_steps >= 1 and s.pushforward_steps >= 0 and s.input_noise >= 0,
-              f"{k}.rollout_steps={s.rollout_steps}, pushforward_steps={s.pushforward_steps}, input_noise="
-              f"{s.input_noise}", "use rollout_steps ≥ 1, pushforward_steps ≥ 0, input_noise ≥ 0")
-        if nt is not None and s.rollout_steps >= 1:
-            win = stage_kind(name).window(cfg, s, nt)
-            if c.add(P, f"{name} window", win <= nt,
-                     f"window of {win} frames (model.context_frames={h} + {k}.pushforward_steps="
-                     f"{s.pushforward_steps} + {k}.rollout_steps={s.rollout_steps}) does not fit in {nt} frames per "
-                     f"trajectory", f"use context + pushforward + rollout ≤ {nt}",
-                     passed=f"window of {win} frames in {nt} frames per trajectory") \
-                    and n_train and s.batch_size >= 1:
-                windows = n_train * (nt - win + 1)
-                c.add(P, f"{name} batch vs windows", s.batch_size <= windows,
-                      f"{k}.batch_size={s.batch_size} exceeds the {windows} training windows",
-                      "lower the batch size or use more data",
-                      passed=f"{k}.batch_size={s.batch_size} of {windows} training windows per epoch")
-        if nx is not None:
-            c.add(P, f"{name} query points", 0 <= s.query_points <= nx,
-                  f"{k}.query_points={s.query_points} of {nx} grid points", f"use 0 (all) .. {nx}",
-                  passed=f"{k}.query_points={s.query_points}" + (f" (all {nx})" if s.query_points == 0 else
-                                                                 f" of {nx} grid points"))
-    missing = [m for m in ("encoder", "decoder") if m not in trained] if is_ups else []
-    c.add(S, "codec trained", not missing, f"no stage trains the {' and '.join(missing)}",
-          "train the encoder and decoder (codec stage)", passed=f"trained modules: {sorted(trained)}")
-
-
-def check_ttc_and_baseline(cfg, c: _Checks):
-    """The TTC row's preset and every preset's budget (inference/ttc.py), and the baseline config file."""
-    S = "stages"
-    refiners = [n for n in ("corrector", "student") if n in cfg.stage_order]
-    if refiners:
-        c.add(S, "refined rollout mode", cfg.eval.rollout_mode == "latent",
-              f"stages {refiners} refine latent rollouts but eval.rollout_mode={cfg.eval.rollout_mode!r}",
-              "use eval.rollout_mode='latent'", passed="refiners run in the latent rollout")
-    preset = str(cfg.eval.get("ttc_preset", "") or "")
-    if preset and "ttc" in cfg:
-        from ups_jax.inference.ttc import make_plan, preset_names
-
-        refine = str(cfg.ttc.refine)
-        c.add(S, "ttc.refine", refine in ("student", "corrector") and refine in cfg.stage_order,
-              f"ttc.refine={refine!r}: the TTC candidates need a trained 'student' or 'corrector' stage",
-              "use a refiner stage of stage_order, or eval.ttc_preset=''", passed=f"ttc.refine={refine!r}")
-        c.add(S, "eval.ttc_preset", preset in cfg.ttc.presets, f"eval.ttc_preset={preset!r} is not one of "
-              f"{preset_names(cfg.ttc)}", "name a preset of ttc.presets, or '' for no TTC row",
-              passed=f"eval.ttc_preset={preset!r}")
-        m = cfg.model.get("corrector")
-        calls = (int(m.refine_steps) + 1 if refine == "corrector" else int(cfg.model.student.steps)) if m else 1
-        for name in preset_names(cfg.ttc):
-            try:
-                plan = make_plan(cfg.ttc, name, calls, refine)
-                c.add(S, f"ttc.presets.{name}", True, plan.describe(), severity="info")
-            except UserError as e:
-                c.add(S, f"ttc.presets.{name}", False, str(e), "raise the budget or lower candidates")
-    spec = str(cfg.get("baseline", {}).get("config", "") or "")
-    if spec:
-        from ups_jax.training.pipeline import resolve_config_spec
-
-        path = resolve_config_spec(spec).partition(":")[0]
-        c.add(S, "baseline.config", Path(path).is_file(), f"baseline.config={spec!r}: no such config file",
-              "give a config path (e.g. configs/fno_burgers.py:cpu) or '' for no FNO row",
-              passed=f"baseline.config={spec!r} → WORKDIR/baselines/fno")
-
-
-def check_logging(cfg, c: _Checks):
-    import os
-
-    from ups_jax.training.logging import resolve_wandb_mode
-
-    L = "logging"
-    mode = cfg.logging.wandb_mode
-    if c.add(L, "wandb mode", mode in ("auto", "online", "offline", "disabled"), f"logging.wandb_mode={mode!r}",
-             "choose auto, online, offline or disabled"):
-        has_key = bool(os.environ.get("WANDB_API_KEY"))
-        effective = resolve_wandb_mode(mode)
-        if effective == "online" and not has_key:   # W&B is optional: never an error
-            c.add(L, "wandb key", False, f"W&B online (wandb_mode={mode}) but WANDB_API_KEY is not set",
-                  "export WANDB_API_KEY or use wandb_mode=offline/auto; metrics.jsonl is always written",
-                  severity="warning")
-        else:
-            c.add(L, "wandb", True, f"W&B {effective}" + (" (no WANDB_API_KEY)" if mode == "auto" and not has_key
-                                                          else "") + "; metrics.jsonl is always written",
-                  severity="info")
-        c.add(L, "wandb project", bool(cfg.logging.wandb_project) or effective == "disabled",
-              "logging.wandb_project is empty", "set a project name", severity="warning",
-              passed=f"logging.wandb_project={cfg.logging.wandb_project!r}")
-    c.add(L, "retention", cfg.checkpoint.keep_latest >= 1 and cfg.checkpoint.keep_best >= 1,
-          f"checkpoint.keep_latest={cfg.checkpoint.keep_latest}, keep_best={cfg.checkpoint.keep_best}",
-          "keep ≥ 1 latest (resume) and ≥ 1 best")
-
-
-def check_workdir(cfg, c: _Checks, workdir, nx):
+def check_workdir(cfg, c: Checks, workdir, nx):
     """A run already in ``workdir``: grid, dataset fingerprint and every checkpoint parameter shape vs this config
     (what ``train`` would refuse, without loading any array)."""
     C = "checkpoints"
@@ -494,8 +37,7 @@ def check_workdir(cfg, c: _Checks, workdir, nx):
     from flax import nnx
 
     from ups_jax.errors import CheckpointError
-    from ups_jax.models import build_model, param_shapes
-    from ups_jax.training import checkpoints as ckpt
+    from ups_jax.models import build_model
 
     try:
         meta = json.loads(meta_path.read_text())
@@ -528,28 +70,30 @@ def check_workdir(cfg, c: _Checks, workdir, nx):
             c.add(C, "dataset", False, str(e), "run validate-data on the files")
     if run_nx is None:
         return
+    from ups_jax.training import checkpoints as ckpt
+    from ups_jax.training.resume import check_stage_resumable
+
     try:
-        shapes = param_shapes(nnx.eval_shape(lambda: build_model(cfg, num_points=run_nx, rngs=nnx.Rngs(0))))
+        model = nnx.eval_shape(lambda: build_model(cfg, num_points=run_nx, rngs=nnx.Rngs(0)))
     except (ValueError, TypeError, UserError):
         return   # reported by the architecture checks
     for stage in ckpt.checkpointed_stages(wd):
-        mngr = ckpt.open_manager(wd, stage, read_only=True)
-        step = mngr.latest_step()
-        mngr.close()
-        if step is None:
-            continue
-        where = f"{wd}/checkpoints/{stage}/{step}"
         try:
-            ckpt.check_param_shapes(ckpt.checkpoint_param_shapes(wd, stage, step), shapes, where=where)
-            c.add(C, f"{stage} shapes", True, f"{where}: every parameter shape matches this config", severity="info")
+            found = check_stage_resumable(wd, cfg, model, stage)
         except CheckpointError as e:
             c.add(C, f"{stage} shapes", False, str(e), "use the matching config, another --workdir, or --fresh")
-        except Exception as e:  # noqa: BLE001 — an unreadable checkpoint is reported, not a crash
-            c.add(C, f"{stage} shapes", False, f"{where}: cannot read the checkpoint metadata "
-                  f"({type(e).__name__}: {e})", "use another --workdir or --fresh")
+            continue
+        if found is None:
+            c.add(C, f"{stage} shapes", False, f"{ckpt.stage_dir(wd, stage)}: no readable checkpoint",
+                  "train resumes from the newest readable one or starts the stage over", severity="warning")
+            continue
+        step, finished = found
+        c.add(C, f"{stage} shapes", True, f"{ckpt.stage_dir(wd, stage)}/{step}: every parameter shape matches this "
+              "config" + ("; finished (train skips it)" if finished else "; optimizer state matches (train resumes "
+                          "it)"), severity="info")
 
 
-def check_memory(cfg, c: _Checks):
+def check_memory(cfg, c: Checks):
     from ups_jax.driver.dry_run import compiled_stage_memory, device_memory_bytes
 
     H = "hardware"
@@ -563,12 +107,9 @@ def check_memory(cfg, c: _Checks):
 def run_checks(cfg, *, workdir=None, compile: bool = False, skip_data: bool = False) -> list[Check]:
     """Every check, grouped by category (architecture, data, stages, hyper-parameters, logging, checkpoints,
     hardware). ``skip_data``: do not open any data file (grid from ``data.generate``)."""
-    c = _Checks()
-    nx, nt, n_train = check_data(cfg, c, skip_data=skip_data)
-    check_architecture(cfg, c, nx)
-    check_stages(cfg, c, nx, nt, n_train)
-    check_ttc_and_baseline(cfg, c)
-    check_logging(cfg, c)
+    items, nx = config_checks(cfg, skip_data=skip_data)
+    c = Checks()
+    c.items = list(items)
     if workdir is not None:
         check_workdir(cfg, c, workdir, nx)
     if compile and not errors(c.items):
@@ -577,42 +118,15 @@ def run_checks(cfg, *, workdir=None, compile: bool = False, skip_data: bool = Fa
         c.add("hardware", "memory", True, "compiled-memory check " + (
             "skipped: fix the errors first" if compile else "skipped (use --compile, or driver dry-run)"),
             severity="info")
-    order = {k: i for i, k in enumerate(CATEGORIES)}
-    return sorted(c.items, key=lambda x: order[x.category])   # stable: keeps the order within a category
-
-
-def errors(checks) -> list[Check]:
-    return [x for x in checks if not x.ok and x.severity == "error"]
-
-
-def format_table(checks) -> str:
-    lines, cat = [], None
-    for x in checks:
-        if x.category != cat:
-            cat = x.category
-            lines.append(f"\n[{cat}]")
-        fix = f"  → {x.fix}" if not x.ok and x.fix else ""
-        lines.append(f"  {x.status:7s} {x.name:28s} {x.message}{fix}")
-    n_err = len(errors(checks))
-    n_warn = sum(not x.ok and x.severity == "warning" for x in checks)
-    lines.append(f"\n{len(checks)} checks: {n_err} error(s), {n_warn} warning(s)")
-    return "\n".join(lines).lstrip("\n")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):     # one line, exit 2 (run_cli), instead of argparse's usage block
-        raise UserError(f"{self.prog}: {message}")
+    return sort_checks(c.items)
 
 
 def main(argv) -> int:
-    spec, overrides, rest = split_config_args(argv)
-    parser = _Parser(prog="python -m ups_jax.driver validate")
+    parser = ArgumentParser(prog="python -m ups_jax.driver validate", description=__doc__, config=True)
     parser.add_argument("--workdir", help="also check the run in DIR (grid, dataset, checkpoint shapes)")
     parser.add_argument("--compile", action="store_true", help="also compile each stage's step (memory check)")
     parser.add_argument("--json", action="store_true", help="a JSON list of checks")
-    args = parser.parse_args(rest)
-    if spec is None:
-        raise ConfigError("missing --config: e.g. --config configs/burgers32.py:cpu")
+    spec, overrides, args = parser.parse_with_config(argv)
     cfg = load_config(spec, overrides)
     checks = run_checks(cfg, workdir=args.workdir, compile=args.compile)
     if args.json:

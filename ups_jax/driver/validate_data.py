@@ -12,18 +12,14 @@ import json
 import sys
 from typing import Sequence
 
-from ups_jax.errors import UserError, run_cli
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"validate-data: {message}")
+from ups_jax.cli import ArgumentParser
+from ups_jax.errors import run_cli
 
 
 def _parser() -> argparse.ArgumentParser:
     from ups_jax.data.validation import DEFAULT_MAX_ABS
 
-    p = _Parser(prog="python -m ups_jax.driver validate-data",
+    p = ArgumentParser(prog="python -m ups_jax.driver validate-data",
                 description="Check PDEBench-layout HDF5 files (keys, shapes, coordinates, NaN/Inf over all "
                             "samples, bounds).")
     p.add_argument("paths", nargs="+", metavar="PATH", help="HDF5 files or directories of shards")

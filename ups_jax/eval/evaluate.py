@@ -1,9 +1,14 @@
 """Physical-space evaluation on a held-out split, always next to the persistence baseline.
 
 Protocol (PDEBench Burgers): 256 cells, Δt = 0.05 (41 frames), ``initial_step`` = 10 given frames, the model
-rolls out from the last given frame over the remaining 31; metrics exactly as PDEBench's ``metric_func`` over
-the predicted frames only (divided by the number of batches). Plus the full horizon: roll out from t = 0 over
-every remaining frame at the data's Δt.
+rolls out from the given frames over the remaining 31; metrics as PDEBench's ``metric_func`` over the predicted
+frames only. Plus the full horizon: roll out from t = 0 over every remaining frame at the data's Δt.
+
+Headline numbers are whole-split statistics in which every trajectory weighs the same (per-trajectory means for
+nRMSE, RMSE, bRMSE, rel-L2, correlation; see ``ups_jax.eval.metrics``), so they do not depend on
+``eval.batch_size``; PDEBench's batched values sit beside them under ``pdebench_batched``. fRMSE uses PDEBench's
+``Lx = 1.0``. The JSON's ``conventions`` block says all of this; training validation (``make_validator``) calls the
+same :func:`score`, so val and test numbers are the same quantity.
 """
 
 from __future__ import annotations
@@ -16,18 +21,46 @@ import numpy as np
 from ups_jax.eval.metrics import MetricAccumulator, persistence_prediction
 from ups_jax.eval.rollout import Rollout
 
+FRMSE_LX = 1.0          # PDEBench's training scripts call metric_func(..., Lx=1.0) whatever the domain
+CONVENTIONS_VERSION = 2  # 1 (no ``conventions`` block): equal-weight batch means, fRMSE scaled by the domain length
 
-def _accumulate(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: int, *, Lx: float,
-                batch_size: int, corr_threshold: float, keep: int = 0):
-    """Rolls out from frame ``start`` to the end; returns (model metrics, persistence metrics, kept preds)."""
+
+def conventions(*, domain_length: float, batch_size: int) -> dict:
+    """The ``conventions`` block of an eval JSON: what the headline numbers are."""
+    return {
+        "version": CONVENTIONS_VERSION,
+        "headline": "whole split, every trajectory weighs the same (independent of eval.batch_size): nrmse, rmse, "
+                    "brmse, rel_l2, corr are means over trajectories; crmse and frmse are RMS over all "
+                    "trajectories; max_error is the max over all trajectories; each averaged over predicted steps",
+        "pdebench_batched": f"PDEBench metric_func per batch of {int(batch_size)} trajectories, batches weighted by "
+                            f"their size (PDEBench itself weighs batches equally and divides by n_batches - 1)",
+        "frmse_Lx": FRMSE_LX,
+        "domain_length": float(domain_length),
+        "metrics_over": "predicted frames only (the given frames are excluded), physical units",
+    }
+
+
+def predict(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: int, steps: int) -> np.ndarray:
+    """The model's prediction of frames ``start+1 .. start+steps`` given frames ``0 .. start``: (B, steps, X).
+
+    The one place evaluation, validation and the benchmarks call the model's rollout (physical units in and out).
+    The rollout reads the last ``context_frames`` of the given frames.
+    """
+    return rollout(traj[:, :start + 1], nu, dt, steps)
+
+
+def score(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: int, *, batch_size: int,
+          corr_threshold: float = 0.8, keep: int = 0):
+    """Rolls out from frame ``start`` to the end in batches; returns (model metrics, persistence metrics, the
+    first ``keep`` predictions or None). Metrics are :class:`MetricAccumulator` results (batch-size invariant)."""
     steps = traj.shape[1] - start - 1
-    acc_m = MetricAccumulator(Lx, corr_threshold=corr_threshold)
-    acc_p = MetricAccumulator(Lx, corr_threshold=corr_threshold)
+    acc_m = MetricAccumulator(FRMSE_LX, corr_threshold=corr_threshold)
+    acc_p = MetricAccumulator(FRMSE_LX, corr_threshold=corr_threshold)
     kept = []
     for s in range(0, traj.shape[0], batch_size):
         chunk = traj[s:s + batch_size]
         true = chunk[:, start + 1:]
-        pred = rollout(chunk[:, :start + 1], nu[s:s + batch_size], dt, steps)   # reads its last h given frames
+        pred = predict(rollout, chunk, nu[s:s + batch_size], dt, start, steps)
         acc_m.update(pred, true)
         acc_p.update(persistence_prediction(chunk[:, start], steps), true)
         if sum(len(k) for k in kept) < keep:
@@ -36,27 +69,31 @@ def _accumulate(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, s
     return acc_m.result(), acc_p.result(), preds
 
 
-def evaluate(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, *, dt: float, Lx: float, initial_step: int,
-             batch_size: int, corr_threshold: float = 0.8, split: str = "test", keep_samples: int = 0,
-             full_horizon: bool = True) -> tuple[dict, dict | None]:
+def evaluate(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, *, dt: float, domain_length: float,
+             initial_step: int, batch_size: int, corr_threshold: float = 0.8, split: str = "test",
+             keep_samples: int = 0, full_horizon: bool = True) -> tuple[dict, dict | None]:
     """traj: (N, T, X) physical. Returns (results JSON dict, samples dict for plots or None)."""
     N, T, X = traj.shape
     if not 0 < initial_step < T:
         raise ValueError(f"eval.initial_step={initial_step} must be in 1..{T - 1} for {T} frames")
     start = initial_step - 1
-    model, persistence, preds = _accumulate(rollout, traj, nu, dt, start, Lx=Lx, batch_size=batch_size,
-                                            corr_threshold=corr_threshold, keep=keep_samples)
+    context_frames = int(getattr(rollout, "context_frames", 1))
+    if context_frames > initial_step:
+        raise ValueError(f"the model reads {context_frames} context frames but eval.initial_step={initial_step} "
+                         f"gives fewer")
+    model, persistence, preds = score(rollout, traj, nu, dt, start, batch_size=batch_size,
+                                      corr_threshold=corr_threshold, keep=keep_samples)
     results = {
         "split": split, "n_trajectories": int(N),
         "protocol": {"initial_step": int(initial_step), "dt": float(dt), "nx": int(X), "steps": int(T - initial_step),
-                     "context_frames_read": int(getattr(rollout, "context_frames", 1))},
+                     "context_frames_read": context_frames},
+        "conventions": conventions(domain_length=domain_length, batch_size=batch_size),
         "model": model, "persistence": persistence,
         "improvement_over_persistence": _ratio(persistence["nrmse"], model["nrmse"]),
     }
     if full_horizon:   # from the first frame at which the model has all its context frames (t = 0 when h = 1)
-        h0 = int(getattr(rollout, "context_frames", 1)) - 1
-        fm, fp, _ = _accumulate(rollout, traj, nu, dt, h0, Lx=Lx, batch_size=batch_size,
-                                corr_threshold=corr_threshold)
+        h0 = context_frames - 1
+        fm, fp, _ = score(rollout, traj, nu, dt, h0, batch_size=batch_size, corr_threshold=corr_threshold)
         results["full_horizon"] = {"start_frame": h0, "steps": int(T - 1 - h0), "model": fm, "persistence": fp,
                                    "improvement_over_persistence": _ratio(fp["nrmse"], fm["nrmse"])}
     samples = None

@@ -18,16 +18,22 @@ PDEBench semantics (``pdebench/models/metrics.py::metric_func``, 1D branch), per
 * **fRMSE**: ``E[k,t] = sqrt(mean_b |rfft(p)-rfft(y)|_k^2) / nx * Lx`` (the square root is taken per mode,
   *before* band averaging); band value = mean of ``E`` over the band's modes: low ``[0, 4)``, mid ``[4, 12)``,
   high ``[12, nx//2+1)`` (the high band includes the Nyquist mode). An empty band (``nx < 24`` for high,
-  ``nx < 8`` for mid) gives nan, as ``torch.mean`` of an empty slice does.
+  ``nx < 8`` for mid) gives nan, as ``torch.mean`` of an empty slice does. ``Lx`` is **1.0** by convention
+  (``ups_jax.eval.evaluate.FRMSE_LX``, the accumulator's default): PDEBench's training scripts call
+  ``metric_func(..., Lx=1.0)`` (``fno/train.py``, ``unet/train.py``) whatever the domain, so fRMSE bands here
+  are comparable with PDEBench's tables.
 * With channels, every metric is averaged over ``c`` (per step) and the scalars over ``c`` and ``t``.
 
-Batch-level statistics (cRMSE, max_error, fRMSE) are not per-sample means, so their values depend on the batch
-size; PDEBench's 1D Burgers evaluation uses ``batch_size=50``. Use the same batch size to compare.
-
-Accumulation over batches: PDEBench's ``metrics()`` sums the per-batch scalars and divides by ``itot``, the last
-``enumerate`` index, i.e. ``n_batches - 1`` (current ``main``; older revisions incremented ``itot`` and divided
-by ``n``). That inflates every reported error by ``n/(n-1)``. :class:`MetricAccumulator` divides by
-``n_batches``.
+Headline values (:class:`MetricAccumulator`) are statistics of the **whole evaluated set**, in which every
+trajectory weighs the same and which therefore do not depend on how the set was cut into batches: nRMSE, RMSE,
+bRMSE, relative L2 and correlation are means over trajectories; cRMSE and fRMSE are the formulas above with
+``mean_b`` taken over all trajectories; max_error is the maximum over all trajectories. PDEBench's own numbers
+are per-batch values (``batch_size=50`` for Burgers) averaged over batches with equal weights, divided by
+``itot = n_batches - 1`` (an ``n/(n-1)`` inflation); with an uneven last batch (51 = 50 + 1) one trajectory then
+weighs as much as the other fifty. The accumulator also reports that batched value, clearly labelled
+(``pdebench_batched``), with batches weighted by their size and divided by the number of trajectories. Weighted
+so, the per-sample metrics (nRMSE, RMSE, bRMSE) equal the headline values; the batch statistics (cRMSE,
+max_error, fRMSE) still depend on the batch size.
 """
 
 from __future__ import annotations
@@ -170,23 +176,27 @@ def _to_jsonable(v: Any) -> Any:
 
 
 class MetricAccumulator:
-    """Streams batches of (pred, true) rollouts and reports PDEBench + Frobenius + correlation metrics.
+    """Streams batches of (pred, true) rollouts; reports whole-set (per-trajectory) metrics, batch-size invariant.
 
     ``update(pred, true)`` takes one batch (B, T, X[, C]) of predicted steps in physical space; every batch must
     have the same T, X and C. ``result()`` returns a JSON-serialisable dict:
 
-    * PDEBench scalars (keys of :data:`PDEBENCH_KEYS`): per-batch time-mean values averaged over the **number
-      of batches** (PDEBench divides by ``n_batches - 1``; see the module docstring).
-    * ``'nrmse_per_step'``, ``'rmse_per_step'``: per-step curves, per-batch curves averaged over batches.
-    * ``'rel_l2'``: mean over samples of ``||p-y||_F / ||y||_F`` over each sample's whole space-time block.
+    * PDEBench scalars (keys of :data:`PDEBENCH_KEYS`) over the whole set (see the module docstring): nrmse,
+      rmse, brmse are means over trajectories; crmse and frmse_* are root-mean-squares over all trajectories;
+      max_error is the max over all trajectories (each averaged over steps). None depends on the batching.
+    * ``'nrmse_per_step'``, ``'rmse_per_step'``: per-step means over trajectories.
+    * ``'nrmse_per_trajectory'``: each trajectory's nRMSE (mean over steps), in the order given.
+    * ``'rel_l2'``: mean over trajectories of ``||p-y||_F / ||y||_F`` over each one's whole space-time block.
     * ``'rel_l2_global'``: ``||P-Y||_F / ||Y||_F`` over the whole evaluated set.
-    * ``'corr_per_step'``: mean over samples of the Pearson correlation between p and y over space at each step.
+    * ``'corr_per_step'``: mean over trajectories of the Pearson correlation between p and y over space.
     * ``'corr_time'``: number of leading steps whose mean correlation is >= ``corr_threshold`` (multiply by the
       step's dt for a time); ``'corr_threshold'`` echoes the threshold.
+    * ``'pdebench_batched'``: PDEBench's per-batch scalars, averaged over batches **weighted by batch size**
+      (PDEBench weights batches equally and divides by ``n_batches - 1``), plus ``'batch_sizes'``.
     * ``'n_trajectories'``, ``'n_batches'``.
     """
 
-    def __init__(self, Lx: float, corr_threshold: float = 0.8, *, i_low: int = 4, i_high: int = 12):
+    def __init__(self, Lx: float = 1.0, corr_threshold: float = 0.8, *, i_low: int = 4, i_high: int = 12):
         self.Lx = float(Lx)
         self.corr_threshold = float(corr_threshold)
         self.i_low = int(i_low)
@@ -194,16 +204,20 @@ class MetricAccumulator:
         self.reset()
 
     def reset(self) -> None:
-        self._n_batches = 0
-        self._n_samples = 0
+        self._batch_sizes: list[int] = []
         self._shape: tuple[int, int, int] | None = None  # (T, X, C)
-        self._scalar_sums = {k: 0.0 for k in PDEBENCH_KEYS}
-        self._nrmse_t_sum: np.ndarray | None = None
-        self._rmse_t_sum: np.ndarray | None = None
-        self._rel_l2_sum = 0.0
+        self._batched_sums = {k: 0.0 for k in PDEBENCH_KEYS}   # sum_batches n_b * batch scalar
+        self._sums: dict[str, np.ndarray] = {}                  # per-step sums over trajectories
+        self._max: np.ndarray | None = None                     # (T, C) running max |p - y|
+        self._spec_sq: np.ndarray | None = None                 # (T, K, C) sum_b |rfft(p - y)|^2
+        self._nrmse_traj: list[np.ndarray] = []
+        self._rel_l2: list[np.ndarray] = []
         self._err_sq_sum = 0.0
         self._true_sq_sum = 0.0
-        self._corr_sum: np.ndarray | None = None
+
+    @property
+    def n_trajectories(self) -> int:
+        return int(sum(self._batch_sizes))
 
     def update(self, pred: Any, true: Any) -> dict[str, Any]:
         """Adds one batch; returns that batch's :func:`pdebench_batch_metrics` dict."""
@@ -211,55 +225,71 @@ class MetricAccumulator:
         shape = tuple(p.shape[1:])
         if self._shape is None:
             self._shape = shape  # type: ignore[assignment]
-            t = shape[0]
-            self._nrmse_t_sum = np.zeros(t)
-            self._rmse_t_sum = np.zeros(t)
-            self._corr_sum = np.zeros(t)
+            t, nx, c = shape
+            self._sums = {k: np.zeros(t) for k in ("nrmse", "rmse", "brmse", "corr")}
+            self._sums["csum_sq"] = np.zeros((t, c))
+            self._max = np.zeros((t, c))
+            self._spec_sq = np.zeros((t, nx // 2 + 1, c))
         elif shape != self._shape:
             raise ValueError(f"batch shape (T, X, C) = {shape} differs from earlier batches {self._shape}")
 
+        b = p.shape[0]
         m = pdebench_batch_metrics(p, y, Lx=self.Lx, i_low=self.i_low, i_high=self.i_high)
         for k in PDEBENCH_KEYS:
-            self._scalar_sums[k] += m[k]
-        self._nrmse_t_sum += m["nrmse_t"]
-        self._rmse_t_sum += m["rmse_t"]
+            self._batched_sums[k] += b * m[k]
 
-        b = p.shape[0]
-        d = (p - y).reshape(b, -1)
-        yf = y.reshape(b, -1)
-        err_sq = np.sum(d**2, axis=1)
-        true_sq = np.sum(yf**2, axis=1)
+        d = p - y
+        err_mean = np.sqrt(np.mean(d**2, axis=2))                 # (B, T, C)
         with np.errstate(divide="ignore", invalid="ignore"):
-            self._rel_l2_sum += float(np.sum(np.sqrt(err_sq) / np.sqrt(true_sq)))
+            nrmse_btc = err_mean / np.sqrt(np.mean(y**2, axis=2))
+        self._sums["nrmse"] += nrmse_btc.mean(axis=2).sum(axis=0)
+        self._sums["rmse"] += err_mean.mean(axis=2).sum(axis=0)
+        self._sums["brmse"] += np.sqrt((d[:, :, 0, :] ** 2 + d[:, :, -1, :] ** 2) / 2.0).mean(axis=2).sum(axis=0)
+        self._sums["csum_sq"] += np.sum(d.sum(axis=2) ** 2, axis=0)
+        self._max = np.maximum(self._max, np.max(np.abs(d), axis=(0, 2)))
+        self._spec_sq += np.sum(np.abs(np.fft.rfft(d, axis=2)) ** 2, axis=0)
+        self._nrmse_traj.append(nrmse_btc.mean(axis=(1, 2)))
+
+        err_sq = np.sum(d.reshape(b, -1) ** 2, axis=1)
+        true_sq = np.sum(y.reshape(b, -1) ** 2, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self._rel_l2.append(np.sqrt(err_sq) / np.sqrt(true_sq))
         self._err_sq_sum += float(err_sq.sum())
         self._true_sq_sum += float(true_sq.sum())
-        self._corr_sum += _pearson_per_step(p, y).sum(axis=0)
-
-        self._n_batches += 1
-        self._n_samples += b
+        self._sums["corr"] += _pearson_per_step(p, y).sum(axis=0)
+        self._batch_sizes.append(b)
         return m
 
     def result(self) -> dict[str, Any]:
-        if self._n_batches == 0:
+        if not self._batch_sizes:
             raise ValueError("MetricAccumulator.result() called before any update()")
-        nb, ns = self._n_batches, self._n_samples
-        out: dict[str, Any] = {k: self._scalar_sums[k] / nb for k in PDEBENCH_KEYS}
-        corr = self._corr_sum / ns
-        if self._true_sq_sum > 0.0:
-            rel_global = math.sqrt(self._err_sq_sum) / math.sqrt(self._true_sq_sum)
-        else:
-            rel_global = math.nan
+        n = self.n_trajectories
+        nx = self._shape[1]
+        per_step = {k: self._sums[k] / n for k in ("nrmse", "rmse", "brmse")}
+        per_step["crmse"] = (np.sqrt(self._sums["csum_sq"] / n) / nx).mean(axis=1)
+        per_step["max_error"] = self._max.mean(axis=1)
+        err_f = np.sqrt(self._spec_sq / n) / nx * self.Lx           # (T, K, C), as pdebench_batch_metrics
+        for band, lo, hi in (("low", 0, self.i_low), ("mid", self.i_low, self.i_high), ("high", self.i_high, None)):
+            per_step[f"frmse_{band}"] = _band_mean(err_f, lo, hi).mean(axis=1)
+        out: dict[str, Any] = {k: float(per_step[k].mean()) for k in PDEBENCH_KEYS}
+        corr = self._sums["corr"] / n
+        rel_global = (math.sqrt(self._err_sq_sum) / math.sqrt(self._true_sq_sum)
+                      if self._true_sq_sum > 0.0 else math.nan)
+        batched: dict[str, Any] = {k: self._batched_sums[k] / n for k in PDEBENCH_KEYS}
+        batched["batch_sizes"] = list(self._batch_sizes)
         out.update(
             {
-                "nrmse_per_step": self._nrmse_t_sum / nb,
-                "rmse_per_step": self._rmse_t_sum / nb,
-                "rel_l2": self._rel_l2_sum / ns,
+                "nrmse_per_step": per_step["nrmse"],
+                "rmse_per_step": per_step["rmse"],
+                "nrmse_per_trajectory": np.concatenate(self._nrmse_traj),
+                "rel_l2": float(np.mean(np.concatenate(self._rel_l2))),
                 "rel_l2_global": rel_global,
                 "corr_per_step": corr,
                 "corr_time": _leading_count(corr, self.corr_threshold),
                 "corr_threshold": self.corr_threshold,
-                "n_trajectories": ns,
-                "n_batches": nb,
+                "n_trajectories": n,
+                "n_batches": len(self._batch_sizes),
+                "pdebench_batched": {k: _to_jsonable(v) for k, v in batched.items()},
             }
         )
         return {k: _to_jsonable(v) for k, v in out.items()}

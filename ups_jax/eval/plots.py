@@ -1,7 +1,8 @@
-"""Evaluation and training figures (PNG, matplotlib Agg backend; never opens a window).
+"""Evaluation and training figures (PNG; never opens a window).
 
-Every function writes one PNG, creates the parent folder if needed, closes its figure and returns the path as a
-``str``.
+Every function writes one PNG, creates the parent folder if needed and returns the path as a ``str``. Figures are
+``matplotlib.figure.Figure`` objects rendered by the Agg canvas directly: no pyplot, so importing this module
+neither selects a backend nor registers figures (no global state changes; the caller's matplotlib is untouched).
 """
 
 from __future__ import annotations
@@ -9,27 +10,27 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless; must precede pyplot import
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 __all__ = ["plot_loss_curves", "plot_nrmse_curves", "plot_series", "plot_xt_maps"]
 
 _DPI = 120
 
 
-def _save(fig: Any, path: str | os.PathLike) -> str:
+def _figure(**kwargs) -> Figure:
+    fig = Figure(layout="constrained", **kwargs)
+    FigureCanvasAgg(fig)     # the PNG renderer, attached to this figure only
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    try:
-        fig.savefig(path, dpi=_DPI, format="png")
-    finally:
-        plt.close(fig)
+    fig.savefig(path, dpi=_DPI, format="png")
     return path
 
 
@@ -71,7 +72,8 @@ def plot_xt_maps(
     vmin, vmax = _finite_range(y, p)
     _, emax = _finite_range(err)
     # pcolormesh with nearest shading centres each cell on its coordinate (works for a single frame too).
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharex=True, sharey=True, constrained_layout=True)
+    fig = _figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3, sharex=True, sharey=True)
     panels = [
         (y, "truth", "viridis", vmin, vmax),
         (p, "prediction", "viridis", vmin, vmax),
@@ -101,7 +103,8 @@ def plot_series(
 
     With ``logy`` the non-positive values are dropped (they cannot be drawn on a log axis).
     """
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    fig = _figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     drew = False
     for name, (xs, ys) in series.items():
         xa = np.asarray(xs, dtype=np.float64).reshape(-1)

@@ -10,13 +10,13 @@ from t = 0 and with persistence (the initial state), per-trajectory nRMSE of the
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ups_jax.eval.evaluate import evaluate
+from ups_jax.files import write_json_atomic, write_text_atomic
 
 ROW_KEYS = ("nrmse", "rmse", "rel_l2", "frmse_low", "frmse_mid", "frmse_high", "max_error", "corr_time")
 
@@ -50,7 +50,7 @@ def evaluate_row(name: str, rollout, traj, nu, *, dt: float, Lx: float, eval_cfg
     for s0 in (start, h - 1):                               # the two rollouts evaluate() makes
         rollout(traj[:b, :s0 + 1], nu[:b], dt, traj.shape[1] - s0 - 1)
     timed = TimedRollout(rollout)
-    results, _ = evaluate(timed, traj, nu, dt=dt, Lx=Lx, initial_step=eval_cfg.initial_step,
+    results, _ = evaluate(timed, traj, nu, dt=dt, domain_length=Lx, initial_step=eval_cfg.initial_step,
                           batch_size=eval_cfg.batch_size, corr_threshold=eval_cfg.corr_threshold)
     n = results["n_trajectories"]
     row = {"row": name, "protocol": _block(results["model"]), "full_horizon": _block(results["full_horizon"]["model"]),
@@ -105,12 +105,5 @@ def markdown(table: dict) -> str:
 
 def write_table(table: dict, outdir) -> tuple[Path, Path]:
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in (("table.json", json.dumps(table, indent=1, default=float)), ("table.md", markdown(table))):
-        path = outdir / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        paths.append(path)
-    return paths[0], paths[1]
+    return (write_json_atomic(outdir / "table.json", table, indent=1, default=float),
+            write_text_atomic(outdir / "table.md", markdown(table)))

@@ -84,7 +84,7 @@ class AnyPointDecoder(nnx.Module):
     def __init__(self, *, latent_dim: int, latent_tokens: int, out_channels: int = 1, hidden_dim: int,
                  num_heads: int, num_layers: int, mlp_hidden: int, fourier_freqs: Sequence[float],
                  local_freqs: Sequence[float] = (), local_mlp: int = 0, local_neighbors: int = 1,
-                 rngs: nnx.Rngs):
+                 raw_patch: int = 0, rngs: nnx.Rngs):
         if hidden_dim <= 0 or num_heads <= 0 or hidden_dim % num_heads:
             raise ValueError(f"model.decoder.hidden_dim={hidden_dim} is not divisible by "
                              f"model.decoder.num_heads={num_heads}")
@@ -112,6 +112,13 @@ class AnyPointDecoder(nnx.Module):
             n_tok = 2 * self.local_neighbors + 1
             self.local_mlp = MLP(n_tok * latent_dim + 2 * len(LOCAL_OFFSET_FREQS) + 1, self.local_mlp_width,
                                  out_channels, rngs=rngs)
+        self.raw_patch = int(raw_patch)
+        if self.raw_patch:   # the encoder's identity path: start as exact interpolation, learn corrections
+            if out_channels != 1 or latent_dim <= self.raw_patch:
+                raise ValueError("the raw skip path needs one output channel and latent_dim > the patch size")
+            self.head.fc2.kernel[...] = jnp.zeros_like(self.head.fc2.kernel[...])
+            if self.local_mlp_width:
+                self.local_mlp.fc2.kernel[...] = jnp.zeros_like(self.local_mlp.fc2.kernel[...])
 
     def local_patch_readout(self, z: jax.Array, xq01: jax.Array) -> jax.Array:
         """(B, T, D), (B, Q) → (B, Q, C): the query's own token, read out on a Fourier basis of its patch offset."""
@@ -136,6 +143,20 @@ class AnyPointDecoder(nnx.Module):
         zq = z[jnp.arange(b)[:, None, None], idx].reshape(b, nq, -1)                  # (B, Q, (2n+1)·D)
         feats = jnp.concatenate([zq, fourier_features(off, LOCAL_OFFSET_FREQS), (off - 0.5)[..., None]], -1)
         return self.local_mlp(feats)
+
+    def raw_interpolation(self, z: jax.Array, xq01: jax.Array) -> jax.Array:
+        """(B, T, D), (B, Q) → (B, Q, 1): linear interpolation of the grid values carried in the first ``raw_patch``
+        latent dims (the query's patch and its neighbours, periodic); exact at the grid points."""
+        b, nq = xq01.shape
+        p, t_count = self.raw_patch, self.latent_tokens
+        pos = xq01 * t_count
+        t = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, t_count - 1)
+        off = pos - t                                                                  # (B, Q) in [0, 1)
+        idx = (t[..., None] + jnp.arange(-1, 2)) % t_count                             # (B, Q, 3)
+        vals = z[jnp.arange(b)[:, None, None], idx, :p].reshape(b, nq, 3 * p)         # 3P consecutive grid values
+        centres = (jnp.arange(3 * p) + 0.5) / p - 1.0                                  # relative to the patch start
+        w = jax.nn.relu(1.0 - jnp.abs(off[..., None] - centres) * p)                   # hat functions
+        return jnp.sum(w * vals, axis=-1, keepdims=True)
 
     def latent_keys(self, z: jax.Array) -> jax.Array:
         """(B, T, D) → key/value tokens (B, T, hidden) with token-centre positional embedding."""
@@ -164,5 +185,7 @@ class AnyPointDecoder(nnx.Module):
             out = out + self.local_patch_readout(z, xq01)
         if self.local_mlp_width:
             out = out + self.local_mlp_readout(z, xq01)
+        if self.raw_patch:
+            out = out + self.raw_interpolation(z, xq01)
         chex.assert_shape(out, (b, nq, self.out_channels))
         return out

@@ -26,7 +26,8 @@ from ups_jax.models.layers import fourier_features, gelu, layer_norm, patchify
 
 class GridEncoder(nnx.Module):
     def __init__(self, *, num_points: int, latent_tokens: int, latent_dim: int, in_channels: int = 1,
-                 width: int, kernel_size: int, num_conv: int, fourier_freqs: Sequence[float], rngs: nnx.Rngs):
+                 width: int, kernel_size: int, num_conv: int, fourier_freqs: Sequence[float],
+                 final_norm: bool = True, raw_skip: bool = False, rngs: nnx.Rngs):
         if num_points <= 0 or latent_tokens <= 0:
             raise ValueError(f"model.latent_tokens={latent_tokens} and grid size {num_points} must be positive")
         if num_points % latent_tokens:
@@ -51,8 +52,16 @@ class GridEncoder(nnx.Module):
             c_in = width
         self.convs = nnx.List(convs)
         self.stem_width = c_in
-        self.proj = nnx.Linear(self.patch * c_in, latent_dim, rngs=rngs)
-        self.norm = layer_norm(latent_dim, rngs=rngs)
+        # raw_skip: the first `patch` latent dims of a token ARE its patch's values of the newest frame (an identity
+        # path: no reconstruction floor at grid points); the encoder's learned features fill the rest.
+        self.raw_dims = self.patch if raw_skip else 0
+        if self.raw_dims and latent_dim <= self.raw_dims:
+            raise ValueError(f"model.encoder.raw_skip needs model.latent_dim={latent_dim} > the patch of "
+                             f"{self.raw_dims} grid points (grid {num_points} / model.latent_tokens={latent_tokens})")
+        self.proj = nnx.Linear(self.patch * c_in, latent_dim - self.raw_dims, rngs=rngs)
+        self.final_norm = bool(final_norm)
+        if self.final_norm:
+            self.norm = layer_norm(latent_dim - self.raw_dims, rngs=rngs)
 
     def features(self, u: jax.Array, x01: jax.Array) -> jax.Array:
         """(B, X, C), x01 (X,) or (B, X) → per-point input features (B, X, C + 2F)."""
@@ -80,6 +89,11 @@ class GridEncoder(nnx.Module):
         chex.assert_shape(h, (u.shape[0], self.num_points, self.stem_width))
         tokens = patchify(h, (self.latent_tokens,))
         chex.assert_shape(tokens, (u.shape[0], self.latent_tokens, self.patch * self.stem_width))
-        z = self.norm(self.proj(tokens))
+        z = self.proj(tokens)
+        if self.final_norm:
+            z = self.norm(z)
+        if self.raw_dims:   # newest frame = last channel (frames are stacked oldest first)
+            raw = u[..., -1].astype(jnp.float32).reshape(u.shape[0], self.latent_tokens, self.patch)
+            z = jnp.concatenate([raw, z], axis=-1)
         chex.assert_shape(z, (u.shape[0], self.latent_tokens, self.latent_dim))
         return z

@@ -193,7 +193,8 @@ def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | Non
             num_points=int(num_points), latent_tokens=t, latent_dim=d, in_channels=int(channels) * h,
             width=int(_get(enc, "width", "model.encoder")), kernel_size=int(_get(enc, "kernel_size", "model.encoder")),
             num_conv=int(_get(enc, "num_conv", "model.encoder")),
-            fourier_freqs=tuple(_get(enc, "fourier_freqs", "model.encoder")), rngs=rngs)
+            fourier_freqs=tuple(_get(enc, "fourier_freqs", "model.encoder")),
+            final_norm=bool(enc.get("final_norm", True)), raw_skip=bool(enc.get("raw_skip", False)), rngs=rngs)
         operator = LatentOperator(
             latent_dim=d, hidden_dim=int(_get(op, "hidden_dim", "model.operator")),
             group_size=int(_get(op, "group_size", "model.operator")),
@@ -210,7 +211,8 @@ def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | Non
             mlp_hidden=int(_get(dec, "mlp_hidden", "model.decoder")),
             fourier_freqs=tuple(_get(dec, "fourier_freqs", "model.decoder")),
             local_freqs=tuple(_get(dec, "local_freqs", "model.decoder")),
-            local_mlp=int(dec.get("local_mlp", 0)), local_neighbors=int(dec.get("local_neighbors", 1)), rngs=rngs)
+            local_mlp=int(dec.get("local_mlp", 0)), local_neighbors=int(dec.get("local_neighbors", 1)),
+            raw_patch=encoder.raw_dims, rngs=rngs)
         from ups_jax.models.corrector import build_refiners
         from ups_jax.models.steady import build_steady
 

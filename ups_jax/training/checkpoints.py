@@ -5,29 +5,38 @@ validation metric (reconstruction nRMSE for the codec, rollout nRMSE for the ope
 manager would make ``best_step`` compare unlike numbers. Retention: the latest N (what we resume from)
 plus the best N by validation metric — never only "best", which could delete the resume point.
 
-Params are stored as plain nested dicts (``nnx.to_pure_dict``) so shapes can be read from orbax metadata
-without loading arrays (dimension checks before any restore) and so checkpoints written on a GPU restore
-on a CPU (the restore target carries this machine's sharding).
+Items: ``params``/``ema`` are plain nested dicts (``nnx.to_pure_dict``) so shapes can be read from orbax
+metadata without loading arrays (dimension checks before any restore) and so checkpoints written on a GPU
+restore on a CPU (the restore target carries this machine's sharding). ``opt`` is the optax state as its real
+pytree (namedtuples and all): a config that reshapes it is named in one line before anything is loaded
+(:func:`check_compatible`). ``state`` is JSON: step, RNG, data-loader position, early-stopping state, the
+stage's config.
+
+Crash safety is orbax's: a step directory appears only by an atomic rename once all its files are written, so
+a killed save leaves a ``<step>.orbax-checkpoint-tmp-*`` directory that ``all_steps()`` ignores and the next
+writable manager removes (``cleanup_tmp_directories``). A finalised checkpoint that cannot be read (a damaged
+disk, a truncated copy) is handled by :func:`restore_for_resume`: it warns, moves it aside (never deletes it)
+and resumes from the newest readable one.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from ups_jax.errors import CheckpointError
+from ups_jax.files import write_json_atomic
 
-logging.getLogger("absl").setLevel(logging.ERROR)  # orbax logs every save at INFO/WARNING through absl
-
+UNREADABLE_DIR = "checkpoints_unreadable"     # WORKDIR/<this>/<stage>/<step>: unreadable checkpoints set aside
 
 
 def stage_dir(workdir: str | Path, stage: str) -> Path:
@@ -52,17 +61,27 @@ def open_manager(workdir, stage: str, *, keep_latest: int = 2, keep_best: int = 
             pp.LatestN(max(keep_latest, 1)),
             pp.BestN(get_metric_fn=_best_metric, reverse=True, n=max(keep_best, 1)),
         ]),
+        cleanup_tmp_directories=True,     # a save killed half-way is never a step: remove its temporary dir
     )
     return ocp.CheckpointManager(path, options=opts, metadata=metadata)
 
 
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
 def save(mngr: ocp.CheckpointManager, step: int, *, params: dict, ema: dict, opt_state: Any, state: dict,
          val: float) -> None:
-    """``params``/``ema`` are pure dicts; ``opt_state`` any pytree (saved as its flat leaves)."""
-    leaves = {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(opt_state))}
+    """``params``/``ema`` are pure dicts, ``opt_state`` the optax state pytree. Refuses non-finite weights: a
+    checkpoint is a point to resume from, and a NaN one would poison every resume."""
+    if not bool(_all_finite((params, ema))):
+        raise FloatingPointError(f"refusing to checkpoint non-finite parameters at step {step} "
+                                 f"({mngr.directory}); the NaN guard should have skipped that update")
     mngr.save(step, args=ocp.args.Composite(
         params=ocp.args.StandardSave(params), ema=ocp.args.StandardSave(ema),
-        opt=ocp.args.StandardSave(leaves), state=ocp.args.JsonSave(state)),
+        opt=ocp.args.StandardSave(opt_state), state=ocp.args.JsonSave(state)),
         metrics={"val": float(val)}, force=True)
 
 
@@ -72,30 +91,47 @@ def _target(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), tree)
 
 
-def restore(mngr: ocp.CheckpointManager, step: int, *, params_like: dict, opt_state_like: Any = None,
+def restore(mngr: ocp.CheckpointManager, step: int, *, params_like: dict | None = None, opt_state_like: Any = None,
             items=("params", "ema", "state")) -> dict:
     args = {}
-    if "params" in items:
-        args["params"] = ocp.args.StandardRestore(_target(params_like))
-    if "ema" in items:
-        args["ema"] = ocp.args.StandardRestore(_target(params_like))
+    for item in ("params", "ema"):
+        if item in items:
+            args[item] = ocp.args.StandardRestore(_target(params_like))
     if "opt" in items:
-        leaves, treedef = jax.tree.flatten(opt_state_like)
-        args["opt"] = ocp.args.StandardRestore(_target({f"{i:05d}": x for i, x in enumerate(leaves)}))
+        args["opt"] = ocp.args.StandardRestore(_target(opt_state_like))
     if "state" in items:
         args["state"] = ocp.args.JsonRestore()
-    out = dict(mngr.restore(step, args=ocp.args.Composite(**args)))
-    if "opt" in items:
-        restored = out["opt"]
-        out["opt"] = jax.tree.unflatten(treedef, [restored[f"{i:05d}"] for i in range(len(leaves))])
-    return out
+    return dict(mngr.restore(step, args=ocp.args.Composite(**args)))
+
+
+# ---------------------------------------------------------------------------------------------- structure checks
+def _key_name(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def leaf_shapes(tree) -> dict[str, tuple]:
+    """``{'inner_state.1.0.mu.operator.blocks.0.kernel.value': (16, 16), ...}``: the dotted leaf paths (orbax's
+    own naming) and shapes of a pytree, an abstract tree or an orbax metadata tree."""
+    return {".".join(_key_name(k) for k in path): tuple(np.shape(leaf))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _item_metadata_tree(workdir, stage: str, step: int, item: str):
+    path = stage_dir(workdir, stage) / str(step) / item
+    md = ocp.StandardCheckpointer().metadata(path)
+    tree = getattr(getattr(md, "item_metadata", None), "tree", None) if hasattr(md, "item_metadata") else md
+    if tree is None:
+        raise ValueError(f"{path}: orbax cannot read its metadata")
+    return tree
 
 
 def checkpoint_param_shapes(workdir, stage: str, step: int, item: str = "params") -> dict[str, tuple]:
     """Parameter shapes from orbax metadata, without loading arrays: {'encoder/stem/kernel': (5, 9, 64), ...}."""
-    md = ocp.StandardCheckpointer().metadata(stage_dir(workdir, stage) / str(step) / item)
-    tree = md.item_metadata.tree if hasattr(md, "item_metadata") else md
-    return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): tuple(leaf.shape)
+    tree = _item_metadata_tree(workdir, stage, step, item)
+    return {"/".join(_key_name(k) for k in path): tuple(leaf.shape)
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
@@ -115,10 +151,133 @@ def check_param_shapes(ckpt_shapes: dict[str, tuple], model_shapes: dict[str, tu
                               f"use another --workdir or --fresh")
 
 
+def check_opt_state(saved: dict[str, tuple], wanted: dict[str, tuple], *, where: str, stage: str,
+                    saved_cfg: dict | None, stage_cfg: dict | None) -> None:
+    """Raises CheckpointError (one line) when the saved optimizer state has other entries or shapes than the one
+    this config builds, naming the stage keys that changed since the checkpoint (from its stored stage config)."""
+    differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    if not differ:
+        return
+    changed = []
+    if saved_cfg and stage_cfg:
+        changed = [f"stages.{stage}.{k}: {_short(saved_cfg.get(k))} → {_short(stage_cfg.get(k))}"
+                   for k in sorted(set(saved_cfg) | set(stage_cfg))
+                   if json.dumps(saved_cfg.get(k), sort_keys=True, default=str)
+                   != json.dumps(stage_cfg.get(k), sort_keys=True, default=str)]
+    k = differ[0]
+    example = (f"'{k}' is {saved[k] if k in saved else 'absent'} in the checkpoint, "
+               f"{wanted[k] if k in wanted else 'absent'} for this config")
+    cause = f"changed since: {'; '.join(changed)}" if changed else "the trainable modules or optimizer changed"
+    raise CheckpointError(f"{where}: the saved optimizer state does not fit this config ({cause}; {len(differ)} "
+                          f"entr{'y' if len(differ) == 1 else 'ies'} differ, e.g. {example}); resume with the "
+                          f"settings the stage was started with, or use another --workdir or --fresh")
+
+
+def _short(v) -> str:
+    return json.dumps(v, default=str) if not isinstance(v, str) else repr(v)
+
+
+def check_compatible(workdir, stage: str, step: int, state: dict, *, model_shapes: dict,
+                     opt_like: Callable[[], Any] | None = None, stage_cfg: dict | None = None) -> None:
+    """A resume point written by another config → one-line CheckpointError. Reads metadata only (no arrays); an
+    unreadable checkpoint raises whatever orbax raises (the caller treats that as corruption, not a mismatch).
+    ``opt_like()`` builds the optimizer-state target (only needed, and only called, for an unfinished stage)."""
+    where = f"{stage_dir(workdir, stage)}/{step}"
+    check_param_shapes(checkpoint_param_shapes(workdir, stage, step), model_shapes, where=where)
+    if not state.get("finished") and opt_like is not None:
+        check_opt_state(leaf_shapes(_item_metadata_tree(workdir, stage, step, "opt")), leaf_shapes(opt_like()),
+                        where=where, stage=stage, saved_cfg=state.get("stage_config"), stage_cfg=stage_cfg)
+
+
+def newest_readable_state(mngr: ocp.CheckpointManager) -> tuple[int, dict] | None:
+    """(step, JSON state) of the newest checkpoint whose state item reads; None if there is none."""
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            return step, restore(mngr, step, items=("state",))["state"]
+        except Exception:  # noqa: BLE001 — unreadable: restore_for_resume reports it when the run resumes
+            continue
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- resume
+def _reason(e: BaseException) -> str:
+    text = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {text[:160]}"
+
+
+def set_aside_unreadable(workdir, stage: str, step: int) -> Path:
+    """Moves ``checkpoints/<stage>/<step>`` to ``checkpoints_unreadable/<stage>/<step>[-stamp]`` (kept for a
+    post-mortem, out of orbax's sight, so the step can be written again)."""
+    src = stage_dir(workdir, stage) / str(step)
+    dst = Path(workdir).absolute() / UNREADABLE_DIR / stage / str(step)
+    if dst.exists():
+        dst = dst.with_name(f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(src), str(dst))
+    return dst
+
+
+def restore_for_resume(mngr: ocp.CheckpointManager, workdir, stage: str, *, params_like: dict,
+                       opt_like: Callable[[], Any], check: Callable[[int, dict], None] | None = None,
+                       warn: Callable[[str], None] = print) -> tuple[int, dict, dict] | None:
+    """Restores the newest readable checkpoint: ``(step, state, items)`` or None when the stage has none.
+
+    ``items`` = params, ema, opt of that step; for a finished stage only the best step's EMA. ``check(step,
+    state)`` raises CheckpointError when the checkpoint belongs to another config: that is final (no fall back
+    to an older step of the same run). Any other failure to read a step means it is damaged: ``warn`` says so,
+    the step is moved aside and the next older one is tried — so the only good checkpoint is never removed."""
+    bad: list[tuple[int, str]] = []
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            state = restore(mngr, step, items=("state",))["state"]
+            if check is not None:
+                check(step, state)
+            if state.get("finished"):
+                items = _restore_best_ema(mngr, stage, params_like)
+            else:
+                items = restore(mngr, step, params_like=params_like, opt_state_like=opt_like(),
+                                items=("params", "ema", "opt"))
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 — unreadable checkpoint: fall back to the previous one
+            bad.append((step, _reason(e)))
+            continue
+        for s, why in bad:
+            moved = set_aside_unreadable(workdir, stage, s)
+            warn(f"checkpoint {stage_dir(workdir, stage)}/{s} is unreadable ({why}); moved to {moved}; "
+                 f"resuming from step {step}")
+        if bad:
+            mngr.reload()
+        return step, state, items
+    if bad:
+        s, why = bad[0]
+        raise CheckpointError(f"{stage_dir(workdir, stage)}: no readable checkpoint ({len(bad)} tried; step {s}: "
+                              f"{why}); use --fresh to set the run aside and start over")
+    return None
+
+
+def _restore_best_ema(mngr, stage: str, params_like: dict) -> dict:
+    best = mngr.best_step()
+    try:
+        return restore(mngr, best, params_like=params_like, items=("ema",))
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{mngr.directory}/{best}: the best checkpoint of the finished stage '{stage}' is "
+                              f"unreadable ({_reason(e)}); use --fresh to retrain") from e
+
+
+def restore_best_ema(mngr: ocp.CheckpointManager, stage: str, params_like: dict) -> tuple[int, dict]:
+    """(best step, its EMA params): the weights a finished stage hands on."""
+    return mngr.best_step(), _restore_best_ema(mngr, stage, params_like)["ema"]
+
+
+# ---------------------------------------------------------------------------------------------- workdir files
 def checkpointed_stages(workdir) -> list[str]:
     """Stage names with a checkpoint directory in ``workdir`` (finished or not)."""
     root = Path(workdir) / "checkpoints"
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+RUN_FILES = ("checkpoints", "metrics.jsonl", "eval", "run_meta.json", "config.json", "wandb.json", UNREADABLE_DIR)
 
 
 def set_aside(workdir) -> Path | None:
@@ -126,7 +285,7 @@ def set_aside(workdir) -> Path | None:
     workdir = Path(workdir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     moved = None
-    for name in ("checkpoints", "metrics.jsonl", "eval", "run_meta.json", "config.json"):
+    for name in RUN_FILES:
         src = workdir / name
         if src.exists():
             dst = workdir / f"old-{stamp}" / name
@@ -138,7 +297,4 @@ def set_aside(workdir) -> Path | None:
 
 def write_json(path: Path, obj: dict) -> None:
     """Atomic JSON write (temp file + rename) so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
-    tmp.replace(path)
+    write_json_atomic(path, obj, indent=1, sort_keys=True, default=str)

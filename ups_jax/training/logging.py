@@ -2,17 +2,29 @@
 
 wandb 0.31 offline mode keeps everything in a binary file with no public local reader
 (jax-stack-notes §6), so ``driver analyze``/``compare`` read ``WORKDIR/metrics.jsonl`` only.
-Record kinds: run_start, train, val, stage_end, eval, run_end (see docs/run-format.md).
+Record kinds: run_start, train, val, stage_end, eval, run_end, and resume, stage_skip, preempted,
+checkpoint_unreadable (see docs/run-format.md).
+
+W&B: the run id is stored in ``WORKDIR/wandb.json`` the first time and reused by every later process on the
+same workdir (``wandb.init(id=..., resume="allow")``), so a resumed training continues the same W&B run. Every
+``wandb.log`` carries ``step=``: the run-wide optimizer-update count (the stage's step plus the steps of the
+stages before it, ``stage_offsets``), so the stages follow each other on one x axis. W&B ignores a step lower
+than one it has already seen: after a resume, the steps between the checkpoint and the kill are in
+metrics.jsonl twice but in W&B once.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from ups_jax.checks import resolve_wandb_mode
+from ups_jax.files import write_json_atomic
+
+WANDB_ID_FILE = "wandb.json"
 
 
 def _clean(v: Any) -> Any:
@@ -37,31 +49,50 @@ class RunLogger:
     """
 
     def __init__(self, workdir: str | Path, *, config: dict | None = None, wandb_mode: str = "auto",
-                 wandb_project: str = "ups_jax", run_name: str | None = None):
-        self.path = Path(workdir) / "metrics.jsonl"
+                 wandb_project: str = "ups_jax", run_name: str | None = None,
+                 stage_offsets: dict[str, int] | None = None):
+        workdir = Path(workdir)
+        self.path = workdir / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", buffering=1)
         self._wandb = None
+        self._offsets = dict(stage_offsets or {})
+        self._wandb_step = 0
         mode = resolve_wandb_mode(wandb_mode)
+        self.wandb_mode, self.wandb_id = mode, None
         if mode != "disabled":
             import wandb  # optional sink: only imported when used
 
-            self._wandb = wandb.init(project=wandb_project, name=run_name or Path(workdir).name, config=config,
-                                     mode=mode, dir=str(Path(workdir)), resume="allow")
-        self.wandb_mode = mode
+            self.wandb_id = wandb_run_id(workdir, wandb_project, wandb.util.generate_id)
+            self._wandb = wandb.init(project=wandb_project, name=run_name or workdir.name, config=config,
+                                     mode=mode, dir=str(workdir), id=self.wandb_id, resume="allow")
+
+    def wandb_step(self, fields: dict) -> int:
+        """Run-wide step of a record: stage offset + stage step; records without a step keep the last one."""
+        if "step" in fields and isinstance(fields["step"], (int, float)):
+            step = self._offsets.get(fields.get("stage"), 0) + int(fields["step"])
+            self._wandb_step = max(self._wandb_step, step)
+        return self._wandb_step
 
     def log(self, kind: str, **fields: Any) -> dict:
         record = {"kind": kind, "time": time.time(), **{k: _clean(v) for k, v in fields.items()}}
-        self._file.write(json.dumps(record) + "\n")
+        try:
+            self._file.write(json.dumps(record) + "\n")
+        except OSError as e:          # a full disk: name the file (a bare write error does not)
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
+        step = self.wandb_step(fields)      # every record moves the run-wide step (stage_skip, resume too)
         if self._wandb is not None and kind in ("train", "val", "eval", "stage_end"):
             prefix = fields.get("stage") or fields.get("split") or kind
             scalars = {f"{prefix}/{k}": v for k, v in record.items()
-                       if isinstance(v, (int, float)) and k != "time"}
-            self._wandb.log(scalars)
+                       if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "time"}
+            self._wandb.log(scalars, step=step)
         return record
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
@@ -74,18 +105,20 @@ class RunLogger:
         return False
 
 
-def resolve_wandb_mode(mode: str) -> str:
-    """W&B is never required: without a key we log offline only if asked, else not at all."""
-    if mode == "auto":
-        env = os.environ.get("WANDB_MODE", "")
-        if env in ("online", "offline", "disabled"):
-            return env
-        return "online" if os.environ.get("WANDB_API_KEY") else "disabled"
-    if mode not in ("online", "offline", "disabled"):
-        from ups_jax.errors import ConfigError
-
-        raise ConfigError(f"logging.wandb_mode={mode!r}: choose auto, online, offline or disabled")
-    return mode
+def wandb_run_id(workdir: Path, project: str, new_id) -> str:
+    """The W&B run id of this workdir: read from ``wandb.json``, or made with ``new_id()`` and stored (atomically)
+    before the first ``wandb.init``, so that every later process resumes the same W&B run."""
+    path = Path(workdir) / WANDB_ID_FILE
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+            if stored.get("id"):
+                return str(stored["id"])
+        except ValueError:
+            pass   # a damaged file: start a new W&B run rather than fail the training
+    run_id = str(new_id())
+    write_json_atomic(path, {"id": run_id, "project": project})
+    return run_id
 
 
 def read_jsonl(path: str | Path) -> tuple[list[dict], int]:

@@ -5,12 +5,35 @@ then a plain ``jax.jit`` step differentiates the trainable params only — ~3× 
 small models on CPU and identical in NNX graph and tree mode. Frozen teachers/submodules simply live in
 ``rest``. EMA params are kept beside the live params; validation, checkpoint selection and the weights
 handed to the next stage are the EMA ones.
+
+One loop iteration = one optimizer update: with ``accum_steps`` = A the step scans A micro-batches and averages
+their gradients, so the EMA, the learning-rate schedule and every cadence (``log_every``, ``eval_every``,
+checkpoints, the progress bar, ``steps``) count optimizer updates.
+
+Reliability (issue 10):
+
+* exact resume: params, EMA, optimizer state, step, RNG, data-loader position and early-stopping state are
+  checkpointed; a killed run resumes from the newest complete checkpoint and, on CPU, ends bitwise identical to
+  an uninterrupted one. Resume points besides the validations: ``checkpoint_every_steps`` and
+  ``checkpoint_every_minutes``; a damaged newest checkpoint falls back to the previous one
+  (``checkpoints.restore_for_resume``);
+* preemption: a SIGTERM (``preemption``) checkpoints the current step and raises ``errors.Preempted``;
+* NaN guard: a non-finite loss or gradient skips the update (``optax.apply_if_finite``; the EMA is not moved
+  either), is counted in the ``train`` records, and ``max_nonfinite_steps`` in a row stop the run
+  (``errors.TrainingDiverged``); non-finite weights are never checkpointed;
+* data parallel: with ``data_parallel`` = N > 1 the batch is split over a 1-D ``jax.sharding`` mesh of N local
+  devices and the train state is replicated (XLA inserts the gradient all-reduce);
+* mixed precision: ``compute_dtype='bfloat16'`` runs the forward/backward pass in bf16; params, gradients,
+  optimizer state and EMA stay float32.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import os
+import signal
 import time
 from typing import Any, Callable, Iterator
 
@@ -19,9 +42,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ups_jax.errors import CheckpointError, ConfigError, Preempted, TrainingDiverged, storage_error_message
+from ups_jax.models import param_shapes
 from ups_jax.training import checkpoints as ckpt
-from ups_jax.training.optim import ema_update, learning_rate_schedule, make_optimizer
+from ups_jax.training import preemption
+from ups_jax.training.optim import (ema_update, last_update_applied, learning_rate_schedule, make_optimizer,
+                                    nonfinite_counts)
+
+log = logging.getLogger(__name__)
+
+# Tests and benchmarks/resume_kill.py only: "<stage>:<step>:<KILL|TERM>[@save]" sends that signal to this process
+# right after optimizer update <step> of <stage> (or, with @save, right after the checkpoint of that step has been
+# handed to orbax, while it is still being written).
+FAULT_ENV = "UPS_JAX_TEST_FAULT"
 
 
 @dataclasses.dataclass
@@ -35,14 +70,32 @@ class StageSpec:
 
 
 @dataclasses.dataclass
+class LoopOptions:
+    """Run-wide settings of the loop (``cfg.runtime`` and ``cfg.checkpoint``; see configs/burgers32.py)."""
+    data_parallel: int = 1                  # devices the batch is split over (resolved by the caller)
+    compute_dtype: str = "float32"          # or 'bfloat16' (forward/backward only)
+    max_nonfinite_steps: int = 20           # consecutive skipped non-finite updates before the run stops
+    checkpoint_every_steps: int = 0         # extra resume points (0 = only at validations)
+    checkpoint_every_minutes: float = 0.0   # extra resume points by wall clock (0 = off)
+
+    @classmethod
+    def from_config(cls, cfg, data_parallel: int = 1) -> "LoopOptions":
+        return cls(data_parallel=data_parallel, compute_dtype=str(cfg.runtime.compute_dtype),
+                   max_nonfinite_steps=int(cfg.runtime.max_nonfinite_steps),
+                   checkpoint_every_steps=int(cfg.checkpoint.every_steps),
+                   checkpoint_every_minutes=float(cfg.checkpoint.every_minutes))
+
+
+@dataclasses.dataclass
 class StageResult:
     name: str
     best_step: int
     best_val: float
-    steps_done: int
+    steps_done: int                                 # optimizer updates
     stopped_early: bool
     skipped: bool                                   # already finished in an earlier run (resume)
     wall_s: float
+    nonfinite_steps: int = 0                        # updates skipped by the NaN guard (whole stage)
 
 
 def trainable_filter(names):
@@ -59,17 +112,69 @@ def load_param_dict(model: nnx.Module, pure: dict) -> None:
     nnx.update(model, state)
 
 
-def place_on_device(tree):
-    """Commits every array of the train state to this process's first device. Weights restored by orbax (or
-    handed on from the previous stage) arrive committed while fresh ones are not; without this, the jitted step
-    sees a different input placement on its second call and compiles a second time (a whole operator compile)."""
-    return jax.device_put(tree, jax.devices()[0])
+# ------------------------------------------------------------------------------------------------ devices
+def make_mesh(data_parallel: int) -> Mesh | None:
+    """A 1-D ('data',) mesh over the first ``data_parallel`` local devices; None for one device."""
+    n = int(data_parallel)
+    if n <= 1:
+        return None
+    devices = jax.local_devices()
+    if n > len(devices):
+        raise ConfigError(f"runtime.data_parallel={n} but this machine has {len(devices)} local device(s)")
+    return Mesh(np.array(devices[:n]), ("data",))
 
 
-def make_train_step(graphdef, loss_fn, tx, ema_decay: float):
+def place_on_device(tree, mesh: Mesh | None = None):
+    """Commits the train state to this process's first device (one device) or replicates it over ``mesh``.
+    Weights restored by orbax (or handed on from the previous stage) arrive committed while fresh ones are not;
+    without this, the jitted step sees a different input placement on its second call and compiles a second
+    time (a whole operator compile)."""
+    if mesh is None:
+        return jax.device_put(tree, jax.devices()[0])
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def shard_batch(batch, mesh: Mesh | None, accumulated: bool):
+    """Splits the batch axis (axis 1 under accumulation, else 0) over the mesh's 'data' axis."""
+    if mesh is None:
+        return batch
+    spec = PartitionSpec(None, "data") if accumulated else PartitionSpec("data")
+    return jax.device_put(batch, NamedSharding(mesh, spec))
+
+
+def next_update_batch(it, prepare_batch, accum_steps: int, mesh: Mesh | None = None):
+    """One optimizer update's batch from the loader iterator: ``accum_steps`` prepared micro-batches (stacked on
+    a leading axis when > 1), split over ``mesh``."""
+    micro = [prepare_batch(next(it)) for _ in range(accum_steps)]
+    batch = micro[0] if accum_steps == 1 else jax.tree.map(lambda *xs: jnp.stack(xs), *micro)
+    return shard_batch(batch, mesh, accum_steps > 1)
+
+
+def _cast_floats(tree, dtype):
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+# ------------------------------------------------------------------------------------------------ the step
+def make_train_step(graphdef, loss_fn, tx, ema_decay: float, *, accum_steps: int = 1,
+                    compute_dtype: str = "float32", mesh: Mesh | None = None):
+    """``train_step(params, opt_state, ema, rest, batch, rng, step) -> (params, opt_state, ema, out)``: one
+    optimizer update. ``batch`` leaves are (B, ...) or, with ``accum_steps`` = A > 1, (A, B, ...). ``out`` holds
+    device scalars: loss, its terms, grad_norm and ``skipped`` (the NaN guard skipped this update)."""
     traces = []
+    A = int(accum_steps)
+    low = None if compute_dtype in (None, "float32") else jnp.dtype(compute_dtype)
 
-    @jax.jit
+    def grads_of(params, rest, batch, rng):
+        def loss_of(p):
+            r, b = rest, batch
+            if low is not None:     # bf16 forward/backward; the cast's transpose returns float32 gradients
+                p, r, b = _cast_floats(p, low), _cast_floats(r, low), _cast_floats(b, low)
+            loss, terms = loss_fn(nnx.merge(graphdef, p, r), b, rng)
+            return loss.astype(jnp.float32), {k: v.astype(jnp.float32) for k, v in terms.items()}
+
+        (loss, terms), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        return loss, terms, grads
+
     def train_step(params, opt_state, ema, rest, batch, rng, step):
         # One compile per stage: a retrace means a batch shape or dtype changed, i.e. a bug that would
         # silently cost a recompile every time. (chex.assert_max_traces counts per code location, so it
@@ -77,94 +182,182 @@ def make_train_step(graphdef, loss_fn, tx, ema_decay: float):
         traces.append(1)
         if len(traces) > 1:
             raise AssertionError("train_step traced twice: batch shapes/dtypes must be fixed within a stage")
-        def loss_of(p):
-            return loss_fn(nnx.merge(graphdef, p, rest), batch, rng)
+        if A == 1:
+            loss, terms, grads = grads_of(params, rest, batch, rng)
+        else:                       # gradient accumulation: mean over A micro-batches, one update
+            rngs = jax.random.split(rng, A)
+            first = jax.tree.map(lambda x: x[0], batch)
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                 jax.eval_shape(grads_of, params, rest, first, rngs[0]))
 
-        (loss, terms), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
+            def body(acc, xs):
+                return jax.tree.map(jnp.add, acc, grads_of(params, rest, *xs)), None
+
+            total, _ = jax.lax.scan(body, zeros, (batch, rngs))
+            loss, terms, grads = jax.tree.map(lambda x: x / A, total)
+        # a non-finite loss must skip the update even if its gradient happens to be finite
+        grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
+        updates, opt_state = tx.update(grads, opt_state, params)   # apply_if_finite: zero update if non-finite
         params = optax.apply_updates(params, updates)
-        ema = ema_update(ema, params, ema_decay, step)
-        return params, opt_state, ema, {"loss": loss, "grad_norm": optax.global_norm(grads), **terms}
+        applied = last_update_applied(opt_state)
+        new_ema = ema_update(ema, params, ema_decay, step)
+        ema = jax.tree.map(lambda new, old: jnp.where(applied, new, old), new_ema, ema)
+        out = {"loss": loss, "grad_norm": optax.global_norm(grads), **terms, "skipped": jnp.logical_not(applied)}
+        return params, opt_state, ema, out
 
-    return train_step
+    if mesh is None:
+        return jax.jit(train_step)
+    return jax.jit(train_step, out_shardings=NamedSharding(mesh, PartitionSpec()))   # state stays replicated
 
 
+# ------------------------------------------------------------------------------------------------ the loop
 def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Callable[[dict], dict], workdir,
               logger, seed: int, ckpt_metadata: dict | None = None, keep_latest: int = 2, keep_best: int = 2,
-              progress: bool = True, check_shapes: Callable | None = None,
-              max_steps: int | None = None, on_checkpoint: Callable[[dict], None] | None = None) -> StageResult:
+              progress: bool = True, check_resume: Callable[[int, dict], None] | None = None,
+              max_steps: int | None = None, on_checkpoint: Callable[[dict], None] | None = None,
+              options: LoopOptions | None = None) -> StageResult:
     """Trains ``spec.trainable`` of ``model`` in place; on return the model holds the stage's best EMA params.
 
-    Resumes from ``WORKDIR/checkpoints/<stage>`` if present (same step sequence: params, EMA, optimizer,
-    RNG and data-iterator position are restored). ``max_steps`` stops early (tests: simulated interruption).
+    Resumes from the newest readable checkpoint in ``WORKDIR/checkpoints/<stage>`` (same step sequence: params,
+    EMA, optimizer, RNG and data-iterator position are restored); ``check_resume(step, state)`` may refuse it
+    (``CheckpointError``: written by another config). ``max_steps`` stops early (tests: simulated interruption).
     ``on_checkpoint(info)`` is called after every checkpoint has been fully written (orbax
-    ``wait_until_finished``), with ``info = {'stage', 'step', 'finished', 'val_metric', 'metrics', 'dir'}``:
-    the hook a Ray Tune trial uses to report metrics together with a checkpoint directory.
+    ``wait_until_finished``), with ``info = {'stage', 'step', 'finished', 'val_metric', 'metrics', 'dir',
+    'kind'}`` (kind: 'eval', 'end', 'resume_point', 'preempt', 'interrupted'): the hook a Ray Tune trial uses to
+    report metrics together with a checkpoint directory. Raises ``Preempted`` after the checkpoint of a preemption
+    and ``TrainingDiverged`` after ``options.max_nonfinite_steps`` consecutive non-finite updates.
     """
-    c = spec.cfg
-    total_steps = int(c.steps) * int(c.accum_steps)   # micro-steps; c.steps counts optimizer updates
+    c, opts = spec.cfg, options or LoopOptions()
+    total_steps, A = int(c.steps), int(c.accum_steps)
     t_start = time.time()
+    filt = trainable_filter(spec.trainable)
+    graphdef, params, rest = nnx.split(model, filt, ...)
+    if not jax.tree.leaves(params):  # a config error (stages.<name>.trainable), not a bug
+        raise ConfigError(f"stage {spec.name!r}: stages.{spec.name}.trainable={spec.trainable} selects no "
+                          f"parameters")
+    tx = make_optimizer(c)
     mngr = ckpt.open_manager(workdir, spec.name, keep_latest=keep_latest, keep_best=keep_best,
                              metadata=ckpt_metadata)
+    try:
+        result = _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, graphdef, params, rest,
+                      progress, check_resume, max_steps, on_checkpoint, opts, total_steps, A, t_start)
+        mngr.close()    # waits for a save in flight: a write error surfaces here at the latest
+        return result
+    except Exception as e:
+        try:
+            mngr.close()
+        except Exception:  # noqa: BLE001 — the same failed save again; the first error is the one reported
+            pass
+        message = storage_error_message(e)
+        if message is None:
+            raise
+        done = sorted(int(p.name) for p in ckpt.stage_dir(workdir, spec.name).iterdir() if p.name.isdigit())
+        raise CheckpointError(f"writing a checkpoint of stage {spec.name} failed: {message}; the complete checkpoints "
+                              f"are untouched (newest: step {done[-1] if done else 'none'}): run the same command "
+                              f"again to resume") from e
+
+
+def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, graphdef, params, rest, progress,
+         check_resume, max_steps, on_checkpoint, opts: LoopOptions, total_steps: int, A: int, t_start: float):
+    c, name = spec.cfg, spec.name
+    filt = trainable_filter(spec.trainable)
     step, rng = 0, jax.random.key(seed)
     best_val, best_step, evals_since_best, stopped_early = math.inf, -1, 0, False
 
-    latest = mngr.latest_step()
-    tx = make_optimizer(c)
-    if latest is not None:
-        if check_shapes is not None:
-            check_shapes(spec.name, latest)
-        r = ckpt.restore(mngr, latest, params_like=param_dict(model), items=("params", "state"))
-        st = r["state"]
-        if st.get("finished"):
-            best = mngr.best_step()
-            load_param_dict(model, ckpt.restore(mngr, best, params_like=param_dict(model), items=("ema",))["ema"])
-            logger.log("stage_skip", stage=spec.name, step=st["step"], best_step=best,
-                       reason="finished in an earlier run")
-            mngr.close()
-            return StageResult(spec.name, best, st["best_val"], st["step"], st.get("stopped_early", False),
-                               True, 0.0)
-        load_param_dict(model, r["params"])
+    def warn_unreadable(msg):
+        log.warning(msg)
+        logger.log("checkpoint_unreadable", stage=name, message=msg)
 
-    graphdef, params, rest = nnx.split(model, trainable_filter(spec.trainable), ...)
-    if not jax.tree.leaves(params):  # a config error (stages.<name>.trainable), not a bug
-        raise ValueError(f"stage {spec.name!r}: trainable={spec.trainable} selects no parameters")
-    opt_state = tx.init(params)
-    ema = params
-    if latest is not None:
-        r = ckpt.restore(mngr, latest, params_like=param_dict(model), opt_state_like=opt_state,
-                         items=("ema", "opt"))
+    shapes, opt_like = param_shapes(model), (lambda: jax.eval_shape(tx.init, params))
+
+    def check(step_, state):   # a checkpoint of another config: one line, before any array is read
+        ckpt.check_compatible(workdir, name, step_, state, model_shapes=shapes, opt_like=opt_like,
+                              stage_cfg=c.to_dict())
+        if check_resume is not None:
+            check_resume(step_, state)
+
+    found = ckpt.restore_for_resume(mngr, workdir, name, params_like=param_dict(model), opt_like=opt_like,
+                                    check=check, warn=warn_unreadable)
+    last_saved = None
+    if found is not None:
+        latest, st, items = found
+        if st.get("finished"):
+            load_param_dict(model, items["ema"])
+            best = mngr.best_step()
+            logger.log("stage_skip", stage=name, step=st["step"], best_step=best, reason="finished in an earlier run")
+            return StageResult(name, best, st["best_val"], st["step"], st.get("stopped_early", False), True, 0.0,
+                               st.get("nonfinite_total", 0))
+        load_param_dict(model, items["params"])
+        graphdef, params, rest = nnx.split(model, filt, ...)
         ema_model = nnx.merge(graphdef, params, rest, copy=True)   # without copy, merge aliases `params`' Variables
-        load_param_dict(ema_model, r["ema"])                          # and this would overwrite them with the EMA
-        _, ema, _ = nnx.split(ema_model, trainable_filter(spec.trainable), ...)
-        opt_state = r["opt"]
-        step = st["step"]
+        load_param_dict(ema_model, items["ema"])                     # and this would overwrite them with the EMA
+        _, ema, _ = nnx.split(ema_model, filt, ...)
+        opt_state = items["opt"]
+        step = last_saved = int(st["step"])
         rng = jax.random.wrap_key_data(jnp.asarray(np.array(st["rng"], dtype=np.uint32)))
         best_val, best_step = st["best_val"], st["best_step"]
         evals_since_best = st["evals_since_best"]
         loader.restore(st["loader"])
-        logger.log("resume", stage=spec.name, step=step)
+        logger.log("resume", stage=name, step=step)
+    else:
+        opt_state, ema = tx.init(params), params
 
-    params, opt_state, ema, rest = place_on_device((params, opt_state, ema, rest))
-    train_step = make_train_step(graphdef, spec.loss_fn, tx, float(c.ema_decay))
+    mesh = make_mesh(opts.data_parallel)
+    params, opt_state, ema, rest = place_on_device((params, opt_state, ema, rest), mesh)
+    train_step = make_train_step(graphdef, spec.loss_fn, tx, float(c.ema_decay), accum_steps=A,
+                                 compute_dtype=opts.compute_dtype, mesh=mesh)
     schedule = learning_rate_schedule(c)
-    bar = _progress(total_steps, step, spec.name, progress)
+    bar = _progress(total_steps, step, name, progress)
     it: Iterator = iter(loader)
-    t_log, steps_since_log = time.perf_counter(), 0
-    batch_size = None
     stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
-    start_step = step
+    fault = _fault_from_env()
+    pending: list[dict] = []           # the step outputs (device scalars) since the last train record
+    t_log, t_ckpt = time.perf_counter(), time.monotonic()
+    batch_size = 0
 
-    def evaluate_and_checkpoint(end_of_stage: bool, interrupted: bool = False) -> bool:
-        """Validates the EMA params, checkpoints, and returns True when the stage is over.
+    def nonfinite() -> tuple[int, int]:
+        consecutive, total = jax.device_get(nonfinite_counts(opt_state))
+        return int(consecutive), int(total)
 
-        ``interrupted``: a resume point only (max_steps), off the eval_every grid. It is not validated and never
-        a best candidate (val=inf), so that early stopping and the best step — and the weights handed to the
-        next stage — are the same as in an uninterrupted run."""
-        nonlocal best_val, best_step, evals_since_best, stopped_early
-        if interrupted:
-            metrics, val = {}, math.inf
-        else:
+    def stop_if_diverged():
+        consecutive, total = nonfinite()
+        if consecutive >= opts.max_nonfinite_steps:
+            mngr.wait_until_finished()
+            where = f"; the newest checkpoint is step {last_saved}" if last_saved is not None else ""
+            raise TrainingDiverged(
+                f"stage {name}: {consecutive} consecutive non-finite steps (steps {step - consecutive + 1}.."
+                f"{step}, each skipped; runtime.max_nonfinite_steps={opts.max_nonfinite_steps}){where}; lower "
+                f"stages.{name}.lr, set stages.{name}.grad_clip, or check the data with "
+                f"python -m ups_jax.driver validate-data")
+
+    def log_interval():
+        nonlocal t_log
+        vals = jax.device_get(pending)   # the only host sync between evals
+        pending.clear()
+        now = time.perf_counter()
+        sps = len(vals) / max(now - t_log, 1e-9)
+        t_log = now
+        ok = [v for v in vals if not v["skipped"]]
+        means = {k: float(np.mean([v[k] for v in ok])) if ok else math.nan for k in vals[-1] if k != "skipped"}
+        consecutive, total = nonfinite()
+        if len(ok) < len(vals):
+            log.warning(f"stage {name}: {len(vals) - len(ok)} non-finite step(s) skipped in steps "
+                        f"{step - len(vals) + 1}..{step} ({total} in this stage so far)")
+        logger.log("train", stage=name, step=step, lr=float(schedule(step - total)), steps_per_sec=sps,
+                   samples_per_sec=sps * batch_size * A, step_time_ms=1e3 / sps, skipped_steps=len(vals) - len(ok),
+                   nonfinite_total=total, **means)
+        if bar is not None:
+            bar.set_postfix(loss=f"{means['loss']:.3e}", it_s=f"{sps:.1f}")
+        stop_if_diverged()
+
+    def checkpoint(kind: str) -> bool:
+        """Validates (kind 'eval'/'end'), checkpoints, calls on_checkpoint; True when the stage is over.
+
+        Other kinds ('resume_point', 'preempt', an interruption by max_steps) are resume points only, off the
+        eval_every grid: not validated and never a best candidate (val=inf), so that early stopping and the best
+        step — and the weights handed to the next stage — are the same as in an uninterrupted run."""
+        nonlocal best_val, best_step, evals_since_best, stopped_early, last_saved, t_ckpt
+        if kind in ("eval", "end"):
             metrics = spec.validate(nnx.merge(graphdef, ema, rest))
             val = float(metrics[spec.val_metric])
             is_best = val < best_val
@@ -172,63 +365,102 @@ def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Call
                 best_val, best_step, evals_since_best = val, step, 0
             else:
                 evals_since_best += 1
-            if not end_of_stage and c.patience and evals_since_best >= int(c.patience):
+            if kind == "eval" and c.patience and evals_since_best >= int(c.patience):
                 stopped_early = True
-            logger.log("val", stage=spec.name, step=step, val_metric=spec.val_metric, is_best=is_best, **metrics)
-        finished = end_of_stage or stopped_early
+            logger.log("val", stage=name, step=step, val_metric=spec.val_metric, is_best=is_best, **metrics)
+        else:
+            metrics, val = {}, math.inf
+        stop_if_diverged()
+        finished = kind == "end" or stopped_early
         ckpt.save(mngr, step, params=param_dict(nnx.merge(graphdef, params, rest)),
                   ema=param_dict(nnx.merge(graphdef, ema, rest)), opt_state=opt_state, val=val, state=dict(
                       step=step, rng=np.asarray(jax.random.key_data(rng)).tolist(), best_val=best_val,
                       best_step=best_step, evals_since_best=evals_since_best, loader=loader.state(),
-                      finished=finished, stopped_early=stopped_early, stage=spec.name, metrics=metrics))
-        if on_checkpoint is not None:
+                      finished=finished, stopped_early=stopped_early, stage=name, metrics=metrics,
+                      nonfinite_total=nonfinite()[1], stage_config=c.to_dict()))
+        last_saved, t_ckpt = step, time.monotonic()
+        _fault(fault, name, step, "save")
+        if on_checkpoint is not None or kind == "preempt":
             mngr.wait_until_finished()   # the hook may copy the directory: it must be complete
-            on_checkpoint({"stage": spec.name, "step": step, "finished": finished, "val_metric": spec.val_metric,
-                           "metrics": metrics, "dir": str(ckpt.stage_dir(workdir, spec.name))})
+        if on_checkpoint is not None:
+            on_checkpoint({"stage": name, "step": step, "finished": finished, "val_metric": spec.val_metric,
+                           "metrics": metrics, "dir": str(ckpt.stage_dir(workdir, name)), "kind": kind})
         return finished
 
-    while step < stop_at:
-        batch = prepare_batch(next(it))
-        batch_size = batch["u"].shape[0]
-        rng, sub = jax.random.split(rng)
-        params, opt_state, ema, out = train_step(params, opt_state, ema, rest, batch, sub, jnp.float32(step))
-        step += 1
-        steps_since_log += 1
-        if step % int(c.log_every) == 0 or step == stop_at:
-            out = jax.device_get(out)   # the only host sync between evals
-            now = time.perf_counter()
-            sps = steps_since_log / (now - t_log)
-            t_log, steps_since_log = now, 0
-            if not np.isfinite(out["loss"]):
-                raise FloatingPointError(f"stage {spec.name}: loss became {out['loss']} at step {step}; "
-                                         f"lower stages.{spec.name}.lr or grad_clip")
-            logger.log("train", stage=spec.name, step=step, lr=float(schedule(step // int(c.accum_steps))),
-                       steps_per_sec=sps, samples_per_sec=sps * batch_size, step_time_ms=1e3 / sps,
-                       **{k: float(v) for k, v in out.items()})
+    def preempt(reason: str):
+        if step > 0 and step != last_saved:
+            checkpoint("preempt")
+        mngr.wait_until_finished()
+        if pending:
+            log_interval()
+        logger.log("preempted", stage=name, step=step, reason=reason, checkpoint_step=last_saved)
+        saved = (f"checkpoint {ckpt.stage_dir(workdir, name)}/{last_saved} is complete" if last_saved is not None
+                 else f"no step of stage {name} was done yet")
+        raise Preempted(f"{reason} at stage {name} step {step}: {saved}; run the same command to resume")
+
+    def resume_point_due() -> bool:
+        every, minutes = opts.checkpoint_every_steps, opts.checkpoint_every_minutes
+        return bool((every and step % every == 0) or (minutes and time.monotonic() - t_ckpt >= 60 * minutes))
+
+    try:
+        while step < stop_at:
+            reason = preemption.requested()
+            if reason:
+                preempt(reason)
+            batch = next_update_batch(it, prepare_batch, A, mesh)
+            batch_size = int(batch["u"].shape[1 if A > 1 else 0])
+            rng, sub = jax.random.split(rng)
+            params, opt_state, ema, out = train_step(params, opt_state, ema, rest, batch, sub, jnp.float32(step))
+            step += 1
+            pending.append(out)
+            _fault(fault, name, step, "step")
+            if step % int(c.log_every) == 0 or step == stop_at:
+                log_interval()
             if bar is not None:
-                bar.set_postfix(loss=f"{float(out['loss']):.3e}", it_s=f"{sps:.1f}")
+                bar.update(1)
+            if step < total_steps:
+                if step % int(c.eval_every) == 0:
+                    if checkpoint("eval"):
+                        break
+                elif resume_point_due():
+                    checkpoint("resume_point")
+        reason = preemption.requested()
+        if reason and step < total_steps and not stopped_early:
+            preempt(reason)
+    finally:
         if bar is not None:
-            bar.update(1)
-        if step % int(c.eval_every) == 0 and step < total_steps:
-            if evaluate_and_checkpoint(end_of_stage=False):
-                break
-    if bar is not None:
-        bar.close()
+            bar.close()
     finished = stopped_early
     if step >= total_steps:
-        finished = evaluate_and_checkpoint(end_of_stage=True)
-    elif not stopped_early and step % int(c.eval_every) != 0 and step != start_step:   # interrupted
-        evaluate_and_checkpoint(end_of_stage=False, interrupted=True)                 # keep the resume point
+        finished = checkpoint("end")
+    elif not stopped_early and step != last_saved and step > 0:   # interrupted (max_steps): keep the resume point
+        checkpoint("interrupted")
     mngr.wait_until_finished()
+    consecutive, total_nonfinite = nonfinite()
     if finished:
-        best = mngr.best_step()
-        load_param_dict(model, ckpt.restore(mngr, best, params_like=param_dict(model), items=("ema",))["ema"])
-        logger.log("stage_end", stage=spec.name, step=step, best_step=best, best_val=best_val,
-                   val_metric=spec.val_metric, stopped_early=stopped_early, wall_s=time.time() - t_start)
+        best, best_ema = ckpt.restore_best_ema(mngr, name, param_dict(model))
+        load_param_dict(model, best_ema)
+        logger.log("stage_end", stage=name, step=step, best_step=best, best_val=best_val,
+                   val_metric=spec.val_metric, stopped_early=stopped_early, nonfinite_total=total_nonfinite,
+                   wall_s=time.time() - t_start)
     else:
         nnx.update(model, nnx.state(nnx.merge(graphdef, params, rest)))
-    mngr.close()
-    return StageResult(spec.name, best_step, best_val, step, stopped_early, False, time.time() - t_start)
+    return StageResult(name, best_step, best_val, step, stopped_early, False, time.time() - t_start,
+                       total_nonfinite)
+
+
+def _fault_from_env():
+    spec = os.environ.get(FAULT_ENV, "").strip()
+    if not spec:
+        return None
+    stage, step, sig = spec.split(":")
+    sig, _, where = sig.partition("@")
+    return stage, int(step), where or "step", {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}[sig.upper()]
+
+
+def _fault(fault, stage: str, step: int, where: str) -> None:
+    if fault is not None and fault[:3] == (stage, step, where):
+        os.kill(os.getpid(), fault[3])
 
 
 def _progress(total, initial, name, enabled):

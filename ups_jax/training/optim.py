@@ -1,10 +1,17 @@
-"""Optimiser per stage, entirely from optax: adamw + warmup/cosine schedule + global-norm clipping,
-optional gradient accumulation (optax.MultiSteps), parameter EMA (optax.incremental_update)."""
+"""Optimiser per stage, entirely from optax: adamw + warmup/cosine schedule + global-norm clipping, wrapped in
+``optax.apply_if_finite`` (a non-finite gradient skips the update and is counted), and the parameter EMA
+(``optax.incremental_update``). Gradient accumulation is done in the train step (``loop.make_train_step``: the
+micro-batches of one update are scanned and their gradients averaged), so the optimizer state, the EMA, the
+schedule and every cadence count optimizer updates."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 import optax
+
+# apply_if_finite lets an update through after this many consecutive non-finite ones; the loop stops the run
+# much earlier (runtime.max_nonfinite_steps), so a non-finite update is never applied.
+_NEVER = 2**30
 
 
 def learning_rate_schedule(stage_cfg) -> optax.Schedule:
@@ -21,9 +28,17 @@ def make_optimizer(stage_cfg) -> optax.GradientTransformation:
         optax.adamw(learning_rate_schedule(stage_cfg), b1=stage_cfg.b1, b2=stage_cfg.b2,
                     weight_decay=stage_cfg.weight_decay),
     )
-    if stage_cfg.accum_steps > 1:
-        tx = optax.MultiSteps(tx, every_k_schedule=int(stage_cfg.accum_steps))
-    return tx
+    return optax.apply_if_finite(tx, max_consecutive_errors=_NEVER)
+
+
+def nonfinite_counts(opt_state) -> tuple:
+    """(consecutive, total) skipped non-finite updates, from ``apply_if_finite``'s state (device scalars)."""
+    return opt_state.notfinite_count, opt_state.total_notfinite
+
+
+def last_update_applied(opt_state):
+    """True when the last ``tx.update`` was applied (its gradient was finite)."""
+    return opt_state.last_finite
 
 
 def ema_decay_at(step, decay: float):

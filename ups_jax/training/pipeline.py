@@ -4,12 +4,16 @@
 Re-running the same command resumes: finished stages are skipped (their best EMA weights reloaded), an
 interrupted stage continues from its latest checkpoint with the same step sequence. ``stages=('corrector',)``
 runs a subset (the others are loaded when finished; a frozen teacher that no finished stage trained is an error
-before anything is written). Stage names → loss, window, teachers, validator: training/stages.py.
+before anything is written). Stage names → loss, window, teachers, validator: training/stages.py. SIGTERM
+checkpoints the current step and raises ``errors.Preempted`` (the command line exits with 75); the same command
+resumes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from pathlib import Path
 
@@ -22,14 +26,17 @@ import ups_jax
 from ups_jax.data.default import ensure_default_data
 from ups_jax.data.loader import WindowLoader
 from ups_jax.data.pdebench import PDEBenchDataset, compute_normalization, make_splits
-from ups_jax.errors import CheckpointError, ConfigError
+from ups_jax.errors import CheckpointError, ConfigError, Preempted
 from ups_jax.eval.evaluate import evaluate, write_report
 from ups_jax.eval.rollout import Rollout
-from ups_jax.models import build_model, count_params, param_shapes
+from ups_jax.models import build_model, count_params
 from ups_jax.training import checkpoints as ckpt
+from ups_jax.training import preemption
 from ups_jax.training.logging import RunLogger
-from ups_jax.training.loop import StageSpec, run_stage
+from ups_jax.training.loop import LoopOptions, StageSpec, run_stage
 from ups_jax.training.stages import BASELINE, plan_stages, restore_finished, selected_stages, stage_kind
+
+log = logging.getLogger(__name__)
 
 
 class RunData:
@@ -70,47 +77,64 @@ def make_validator(stage_name: str, cfg, data: RunData, model):
     return _make(stage_name, cfg, data, model)
 
 
+def _check_writable(workdir: Path) -> None:
+    """Refuses (before any compute, nothing written) a --workdir that cannot be created or written."""
+    existing = workdir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CheckpointError(f"{workdir}: cannot create the workdir, {existing} is a file; choose another --workdir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{workdir}: cannot write in {existing} (permission denied); choose another --workdir")
+
+
 def _check_workdir(workdir: Path, cfg, data: RunData, model, fresh: bool) -> None:
-    """Refuses a workdir written by another config/dataset unless --fresh (which sets the old run aside)."""
+    """Refuses a workdir written by another config/dataset unless --fresh (which sets the old run aside). Runs
+    before anything is written: a refused run leaves the workdir byte-identical."""
+    from ups_jax.training.resume import check_resumable
+
     meta_path = workdir / "run_meta.json"
     if not meta_path.exists():
         return
     if fresh:
         moved = ckpt.set_aside(workdir)
-        print(f"--fresh: previous run moved to {moved}")
+        log.info(f"--fresh: previous run moved to {moved}")
         return
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{meta_path}: unreadable ({type(e).__name__}); use another --workdir or pass --fresh "
+                              f"to set the old run aside") from e
     if meta.get("fingerprint") != data.fingerprint():
         old, new = meta.get("fingerprint", {}), data.fingerprint()
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise CheckpointError(f"{workdir}: was trained on a different dataset (differs in: {', '.join(diff)}); "
                               f"use another --workdir or pass --fresh to set the old run aside")
-    shapes = param_shapes(model)
-    for stage in ckpt.checkpointed_stages(workdir):
-        mngr = ckpt.open_manager(workdir, stage, read_only=True)
-        step = mngr.latest_step()
-        mngr.close()
-        if step is not None:
-            ckpt.check_param_shapes(ckpt.checkpoint_param_shapes(workdir, stage, step), shapes,
-                                    where=f"{workdir}/checkpoints/{stage}/{step}")
+    check_resumable(workdir, cfg, model)
 
 
-def preflight(cfg, data_paths=None) -> None:
-    """The same checks as ``driver validate``: refuse to start on any error, show warnings."""
-    from ups_jax.driver.validate import errors, run_checks
+def preflight(cfg, data_paths=None) -> int:
+    """The same checks as ``driver validate``: refuse to start on any error, show warnings. Returns the number of
+    devices the batch is split over (``runtime.data_parallel``)."""
+    import jax
+
+    from ups_jax.checks import data_parallel_size, errors, run_checks
 
     if data_paths:
         with cfg.unlocked():
             cfg.data.paths = tuple(str(p) for p in data_paths)
-    checks = run_checks(cfg)
+    checks, _ = run_checks(cfg)
     for c in checks:
         if not c.ok and c.severity == "warning":
-            print(f"warning: [{c.category}] {c.name}: {c.message}" + (f" → {c.fix}" if c.fix else ""))
+            log.warning(f"[{c.category}] {c.name}: {c.message}" + (f" → {c.fix}" if c.fix else ""))
     errs = errors(checks)
     if errs:
         first = errs[0]
         more = f" (+{len(errs) - 1} more; run python -m ups_jax.driver validate)" if len(errs) > 1 else ""
         raise ConfigError(f"[{first.category}] {first.name}: {first.message} → {first.fix}{more}")
+    n, _ = data_parallel_size(cfg.runtime.data_parallel, [cfg.stages[s].batch_size for s in cfg.stage_order],
+                              jax.local_device_count())
+    return n
 
 
 def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | None = None,
@@ -119,16 +143,32 @@ def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | No
     ``cfg.baseline`` into its own workdir, then evaluates on the test split and writes the comparison table.
 
     ``stages``: a subset of ``stage_order`` (+ 'baseline') to run now; () = everything.
-    ``on_checkpoint``: optional hook passed to every stage's loop (see ``loop.run_stage``), e.g. Ray Tune reporting.
+    ``on_checkpoint``: optional hook passed to every stage's loop (see ``loop.run_stage``), e.g. Ray Tune reporting;
+    it is called after every complete checkpoint, including the one written on SIGTERM. In the main thread, SIGTERM
+    checkpoints the current step and raises ``errors.Preempted`` (see ``training.preemption``).
     """
+    with preemption.sigterm_checkpoints():
+        return _train_and_evaluate(cfg, workdir, fresh=fresh, max_steps=max_steps, data_paths=data_paths,
+                                   on_checkpoint=on_checkpoint, stages=stages)
+
+
+def _stop_if_preempted(where: str) -> None:
+    reason = preemption.requested()
+    if reason:
+        raise Preempted(f"{reason} {where}: no work in progress was lost; run the same command to resume")
+
+
+def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkpoint, stages) -> dict:
     t0 = time.time()
     workdir = Path(workdir).absolute()
-    preflight(cfg, data_paths)
+    devices = preflight(cfg, data_paths)
     selection = selected_stages(cfg, stages)
+    _check_writable(workdir)
     data = RunData(cfg, data_paths)
     model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
     _check_workdir(workdir, cfg, data, model, fresh)
     plan = plan_stages(cfg, workdir, selection)          # refuses a missing teacher before anything is written
+    _stop_if_preempted("before training started")
     workdir.mkdir(parents=True, exist_ok=True)
     meta = {"version": ups_jax.__version__, "norm": data.norm, "fingerprint": data.fingerprint(),
             "splits": {k: len(v) for k, v in data.splits.items()}, "x_min": float(data.dataset.x_min),
@@ -137,32 +177,32 @@ def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | No
     ckpt.write_json(workdir / "config.json", cfg.to_dict())
     ckpt.write_json(workdir / "run_meta.json", meta)
     counts = count_params(model)
-    print(f"ups_jax {ups_jax.__version__} | data: {data.dataset.num_trajectories} trajectories "
-          f"{data.dataset.nt}x{data.dataset.nx} (train/val/test {meta['splits']}) | params: "
-          + ", ".join(f"{k}={v:,}" for k, v in counts.items()))
+    log.info(f"ups_jax {ups_jax.__version__} | data: {data.dataset.num_trajectories} trajectories "
+             f"{data.dataset.nt}x{data.dataset.nx} (train/val/test {meta['splits']}) | params: "
+             + ", ".join(f"{k}={v:,}" for k, v in counts.items())
+             + (f" | data parallel over {devices} devices" if devices > 1 else ""))
+    offsets, total = {}, 0
+    for name in cfg.stage_order:      # W&B's run-wide step: the stages one after the other
+        offsets[name], total = total, total + int(cfg.stages[name].steps)
     logger = RunLogger(workdir, config=cfg.to_dict(), wandb_mode=cfg.logging.wandb_mode,
-                       wandb_project=cfg.logging.wandb_project)
+                       wandb_project=cfg.logging.wandb_project, stage_offsets=offsets)
+    options = LoopOptions.from_config(cfg, data_parallel=devices)
     results = {"stages": {}, "plan": plan}
     with logger:
         logger.log("run_start", version=ups_jax.__version__, stages=list(cfg.stage_order), params=counts,
-                   device=jax.devices()[0].platform, data=data.fingerprint(), plan=plan)
+                   device=jax.devices()[0].platform, data=data.fingerprint(), data_parallel=devices, plan=plan)
         x01 = jnp.asarray(data.x01)
-        shapes = param_shapes(model)
-
-        def check_shapes(stage, step):
-            ckpt.check_param_shapes(ckpt.checkpoint_param_shapes(workdir, stage, step), shapes,
-                                    where=f"{workdir}/checkpoints/{stage}/{step}")
-
         done = set()
         for i, name in enumerate(cfg.stage_order):
+            _stop_if_preempted(f"before stage {name}")
             if plan[name] == "not selected":
-                print(f"[{name}] not selected (--stages) and not finished: skipped")
+                log.info(f"[{name}] not selected (--stages) and not finished: skipped")
                 continue
             sc, kind = cfg.stages[name], stage_kind(name)
             if plan[name] == "finished":   # reload the modules it trained from its best EMA checkpoint
                 res = restore_finished(model, workdir, name, tuple(sc.trainable), logger)
                 results["stages"][name] = res.__dict__
-                print(f"[{name}] skipped (done); best val={res.best_val:.4g} at step {res.best_step}")
+                log.info(f"[{name}] skipped (done); best val={res.best_val:.4g} at step {res.best_step}")
                 done.add(name)
                 continue
             if kind.prepare is not None:
@@ -176,44 +216,34 @@ def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | No
                 res = run_stage(model, spec, loader, prepare_batch=data.prepare_batch, workdir=workdir,
                                 logger=logger, seed=cfg.seed + i, ckpt_metadata={"config": cfg.to_dict(), **meta},
                                 keep_latest=cfg.checkpoint.keep_latest, keep_best=cfg.checkpoint.keep_best,
-                                progress=cfg.logging.progress, check_shapes=check_shapes, max_steps=max_steps,
-                                on_checkpoint=on_checkpoint)
+                                progress=cfg.logging.progress, max_steps=max_steps, on_checkpoint=on_checkpoint,
+                                options=options)
             finally:
                 if hasattr(loader, "close"):
                     loader.close()
             results["stages"][name] = res.__dict__
-            print(f"[{name}] {'skipped (done)' if res.skipped else f'{res.steps_done} steps'}; "
-                  f"best {val_metric}={res.best_val:.4g} at step {res.best_step}")
-            if max_steps is not None and not res.skipped and res.steps_done < sc.steps * sc.accum_steps \
-                    and not res.stopped_early:
+            log.info(f"[{name}] {'skipped (done)' if res.skipped else f'{res.steps_done} steps'}; "
+                     f"best {val_metric}={res.best_val:.4g} at step {res.best_step}"
+                     + (f"; {res.nonfinite_steps} non-finite step(s) skipped" if res.nonfinite_steps else ""))
+            if max_steps is not None and not res.skipped and res.steps_done < sc.steps and not res.stopped_early:
                 return results  # interrupted on purpose (tests); re-running resumes
             done.add(name)
         baseline = run_baseline(cfg, workdir, data, selection)
         core = [n for n in cfg.stage_order if stage_kind(n).refine == "none" and stage_kind(n).validator != "steady"]
         if not all(n in done for n in core):
-            print(f"evaluation skipped: the core stages {core} are not all finished in {workdir}")
+            log.info(f"evaluation skipped: the core stages {core} are not all finished in {workdir}")
         else:
+            _stop_if_preempted("before the final evaluation")
             results["eval"] = run_evaluation(model, cfg, data, workdir, logger)
             from ups_jax.eval.comparison import run_comparison
-
-            results["table"] = run_comparison(model, cfg, data, workdir, done, baseline)
             from ups_jax.eval.table import markdown
 
-            print(markdown(results["table"]))
+            results["table"] = run_comparison(model, cfg, data, workdir, done, baseline)
+            print(markdown(results["table"]), flush=True)      # the run's result, on stdout (also eval/table.md)
             logger.log("table", file="eval/table.json",
                        **{f"{r['row']}/nrmse": r["protocol"]["nrmse"] for r in results["table"]["rows"]})
         logger.log("run_end", wall_s=time.time() - t0)
     return results
-
-
-def resolve_config_spec(spec: str) -> str:
-    """'configs/x.py[:arg]' relative to the working directory, else to the repository root."""
-    path, colon, arg = spec.partition(":")
-    if not Path(path).is_file():
-        alt = Path(ups_jax.__file__).resolve().parents[1] / path
-        if alt.is_file():
-            path = str(alt)
-    return path + colon + arg
 
 
 def run_baseline(cfg, workdir: Path, data: RunData, selection=()):
@@ -228,14 +258,15 @@ def run_baseline(cfg, workdir: Path, data: RunData, selection=()):
 
     bwd = Path(cfg.baseline.workdir) if str(cfg.baseline.workdir) else workdir / "baselines" / "fno"
     if not selection or BASELINE in selection:
-        bcfg = load_config(resolve_config_spec(spec))
+        bcfg = load_config(spec)
         with bcfg.unlocked():            # same data and evaluation protocol as this run; never a nested baseline
             bcfg.data = type(cfg.data)(cfg.data.to_dict())
             bcfg.eval = type(cfg.eval)(cfg.eval.to_dict())
             bcfg.eval.ttc_preset = ""    # no refiner in the baseline
             bcfg.baseline.config = ""
-        print(f"[baseline] {spec} → {bwd}")
-        train_and_evaluate(bcfg, bwd, data_paths=data.paths)
+        log.info(f"[baseline] {spec} → {bwd}")
+        _train_and_evaluate(bcfg, bwd, fresh=False, max_steps=None, data_paths=data.paths, on_checkpoint=None,
+                            stages=())      # inside this run's SIGTERM handling
     elif not (bwd / "run_meta.json").is_file():
         return None
     _, bdata, bmodel, _, _ = load_run(bwd, data.paths)
@@ -247,17 +278,18 @@ def run_evaluation(model, cfg, data: RunData, workdir: Path, logger=None, split:
     traj, nu = data.trajectories(split, cfg.eval.max_trajectories)
     rollout = Rollout(model, norm=data.norm, x01=data.x01, batch_size=min(cfg.eval.batch_size, len(traj)),
                       mode=cfg.eval.rollout_mode)
-    results, samples = evaluate(rollout, traj, nu, dt=float(data.dataset.dt), Lx=data.Lx,
+    results, samples = evaluate(rollout, traj, nu, dt=float(data.dataset.dt), domain_length=data.Lx,
                                 initial_step=cfg.eval.initial_step, batch_size=cfg.eval.batch_size,
                                 corr_threshold=cfg.eval.corr_threshold, split=split,
                                 keep_samples=cfg.eval.plot_trajectories)
     write_report(results, samples, data.x, workdir / "eval")
     m, p = results["model"], results["persistence"]
-    print(f"[eval:{split}] {results['n_trajectories']} trajectories, {results['protocol']['steps']}-step rollout: "
-          f"nRMSE model {m['nrmse']:.4f} vs persistence {p['nrmse']:.4f} "
+    log.info(f"[eval:{split}] {results['n_trajectories']} trajectories, {results['protocol']['steps']}-step rollout: "
+          f"nRMSE (per-trajectory mean) model {m['nrmse']:.4f} vs persistence {p['nrmse']:.4f} "
           f"({results['improvement_over_persistence']:.1f}x better); rel-L2 {m['rel_l2']:.4f}; "
           f"report in {workdir / 'eval'}")
     if logger is not None:
         logger.log("eval", split=split, **{"model/nrmse": m["nrmse"], "persistence/nrmse": p["nrmse"],
-                                           "model/rel_l2": m["rel_l2"]}, file=f"eval/{split}.json")
+                                           "model/rel_l2": m["rel_l2"]}, file=f"eval/{split}.json",
+                   conventions_version=results["conventions"]["version"])
     return results

@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx
 
 from ups_jax.errors import CheckpointError, ConfigError
-from ups_jax.eval.metrics import MetricAccumulator
+from ups_jax.eval.evaluate import score
 from ups_jax.eval.rollout import Rollout
 from ups_jax.training import checkpoints as ckpt
 from ups_jax.training import refiner_losses
@@ -128,17 +128,21 @@ def teachers(cfg, name: str) -> set[str]:
 # which stages run, which are done (resume), which teachers exist
 # ---------------------------------------------------------------------------------------------------------------
 
-def stage_finished(workdir, name: str) -> bool:
-    """True when ``WORKDIR/checkpoints/<name>`` holds the checkpoint of a finished stage."""
+def finished_state(workdir, name: str) -> dict | None:
+    """The JSON state of stage ``name``'s newest readable checkpoint when it marks the stage finished, else None."""
     if not ckpt.stage_dir(workdir, name).is_dir():
-        return False
+        return None
     mngr = ckpt.open_manager(workdir, name, read_only=True)
     try:
-        step = mngr.latest_step()
-        return step is not None and bool(ckpt.restore(mngr, step, params_like={}, items=("state",))["state"]
-                                         .get("finished"))
+        found = ckpt.newest_readable_state(mngr)
     finally:
         mngr.close()
+    return found[1] if found is not None and found[1].get("finished") else None
+
+
+def stage_finished(workdir, name: str) -> bool:
+    """True when ``WORKDIR/checkpoints/<name>`` holds the checkpoint of a finished stage."""
+    return finished_state(workdir, name) is not None
 
 
 def restore_modules(model, workdir, name: str, modules, *, step: int | None = None) -> int:
@@ -147,11 +151,13 @@ def restore_modules(model, workdir, name: str, modules, *, step: int | None = No
     before another run retrained an earlier module never brings back its stale copy). Returns the step."""
     from ups_jax.training.loop import load_param_dict, param_dict
 
+    pure = param_dict(model)
     mngr = ckpt.open_manager(workdir, name, read_only=True)
     try:
-        step = mngr.best_step() if step is None else step
-        pure = param_dict(model)
-        ema = ckpt.restore(mngr, step, params_like=pure, items=("ema",))["ema"]
+        if step is None:
+            step, ema = ckpt.restore_best_ema(mngr, name, pure)     # one-line CheckpointError when unreadable
+        else:
+            ema = ckpt.restore(mngr, step, params_like=pure, items=("ema",))["ema"]
     finally:
         mngr.close()
     for module in modules:
@@ -165,14 +171,11 @@ def restore_finished(model, workdir, name: str, trainable, logger=None):
     from ups_jax.training.loop import StageResult
 
     best = restore_modules(model, workdir, name, trainable)
-    mngr = ckpt.open_manager(workdir, name, read_only=True)
-    try:
-        st = ckpt.restore(mngr, mngr.latest_step(), params_like={}, items=("state",))["state"]
-    finally:
-        mngr.close()
+    st = finished_state(workdir, name)
     if logger is not None:
         logger.log("stage_skip", stage=name, step=st["step"], best_step=best, reason="finished in an earlier run")
-    return StageResult(name, best, st["best_val"], st["step"], st.get("stopped_early", False), True, 0.0)
+    return StageResult(name, best, st["best_val"], st["step"], st.get("stopped_early", False), True, 0.0,
+                       st.get("nonfinite_total", 0))
 
 
 def selected_stages(cfg, selection) -> tuple[str, ...]:
@@ -267,12 +270,9 @@ def _rollout_validator(cfg, traj, nu, data, model, refine: str):
     start = cfg.eval.initial_step - 1
 
     def validate(m):
-        pred = rollout.set_model(m)(traj[:, :start + 1], nu, dt, traj.shape[1] - start - 1)
-        acc = MetricAccumulator(data.Lx)
-        acc.update(pred, traj[:, start + 1:])
-        pers = MetricAccumulator(data.Lx)
-        pers.update(np.repeat(traj[:, start:start + 1], pred.shape[1], axis=1), traj[:, start + 1:])
-        return {"val/nrmse": acc.result()["nrmse"], "val/persistence_nrmse": pers.result()["nrmse"]}
+        # the same per-trajectory definition as the test evaluation (eval.evaluate.score)
+        model_m, pers_m, _ = score(rollout.set_model(m), traj, nu, dt, start, batch_size=len(traj))
+        return {"val/nrmse": model_m["nrmse"], "val/persistence_nrmse": pers_m["nrmse"]}
 
     return validate, "val/nrmse"
 

@@ -1,0 +1,233 @@
+"""Accuracy over seeds: train each config for seeds 0..N-1, evaluate on the test split, report mean ± std.
+
+    .venv/bin/python benchmarks/accuracy.py --config configs/burgers32.py:cpu [--config configs/fno_burgers.py:cpu]
+        --seeds 3 [--workdir-root runs/accuracy] [--override key.path=value ...] [--out PREFIX]
+
+Each (config, seed) trains into ``WORKDIR_ROOT/<config>_<variant>/seed<S>`` with ``python -m ups_jax.train
+--config SPEC --config.seed=S [--config.<override> ...]`` (its own process, so each run is exactly the command a
+user would type). A finished run (``run_end`` logged and ``eval/<split>.json`` present) is reused; an unfinished
+one resumes; a workdir whose ``config.json`` is another config is refused (one line, exit 2). Overrides apply to
+every config (e.g. ``--override "data.paths=('/data/1D_Burgers_Sols_Nu0.01.hdf5',)"``).
+
+Reports, per config, mean ± std over seeds (sample std, ddof = 1) of: the protocol nRMSE (PDEBench: 10 given
+frames, 31 predicted; per-trajectory mean over the split), the full-horizon nRMSE, Frobenius relative L2, fRMSE
+bands (PDEBench's Lx = 1), correlation time (steps) and training wall time (the stages' own wall time from
+``metrics.jsonl``; marked * when a stage was resumed, then only its last segment counts), with persistence on the
+same test trajectories beside them. Writes ``PREFIX.json`` and ``PREFIX.md`` (default PREFIX:
+``WORKDIR_ROOT/accuracy``) and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ups_jax.errors import UserError, run_cli  # noqa: E402
+
+# (label, key in the eval JSON's model/persistence block, where: protocol or full_horizon)
+METRICS = (("nRMSE (31-step protocol)", "nrmse", "protocol"), ("nRMSE (full horizon)", "nrmse", "full_horizon"),
+           ("rel-L2", "rel_l2", "protocol"), ("fRMSE low", "frmse_low", "protocol"),
+           ("fRMSE mid", "frmse_mid", "protocol"), ("fRMSE high", "frmse_high", "protocol"),
+           ("corr time (steps)", "corr_time", "protocol"))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f"accuracy.py: {message}")
+
+
+def run_name(spec: str) -> str:
+    path, _, arg = spec.partition(":")
+    return Path(path).stem + (f"_{arg}" if arg else "")
+
+
+def _config_dict(spec: str, overrides: Sequence[str], seed: int) -> dict:
+    from ups_jax.config import load_config
+
+    cfg = load_config(spec, [*overrides, f"seed={seed}"])       # unknown config/key: one-line ConfigError
+    return json.loads(json.dumps(cfg.to_dict()))
+
+
+def check_workdir(workdir: Path, want: dict, spec: str) -> None:
+    """Refuses a workdir written by another config (its config.json differs from ``want``)."""
+    from ups_jax.config import flatten
+
+    path = workdir / "config.json"
+    if not path.exists():
+        return
+    try:
+        have = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable ({e}); move {workdir} aside or use another --workdir-root") from e
+    a, b = flatten(have), flatten(want)
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+        shown = ", ".join(diff[:5]) + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
+        raise UserError(f"{workdir}: written by another config than {spec} with these overrides (differs in: "
+                        f"{shown}); use another --workdir-root or move {workdir} aside")
+
+
+def _records(workdir: Path) -> list[dict]:
+    from ups_jax.training.logging import read_jsonl
+
+    path = workdir / "metrics.jsonl"
+    return read_jsonl(path)[0] if path.exists() else []
+
+
+def finished(workdir: Path, split: str) -> bool:
+    return (workdir / "eval" / f"{split}.json").exists() and any(r.get("kind") == "run_end"
+                                                                  for r in _records(workdir))
+
+
+def train(spec: str, overrides: Sequence[str], seed: int, workdir: Path) -> None:
+    cmd = [sys.executable, "-m", "ups_jax.train", "--config", spec, "--workdir", str(workdir),
+           *[f"--config.{o}" for o in overrides], f"--config.seed={seed}"]
+    print(f"$ {' '.join(cmd)}", flush=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    rc = subprocess.call(cmd, cwd=ROOT, env=env)
+    if rc != 0:
+        raise UserError(f"training {spec} seed {seed} into {workdir} failed (exit {rc}; its output is above); "
+                        f"re-running this command resumes it", exit_code=1 if rc != 2 else 2)
+
+
+def train_wall(workdir: Path, stages: Sequence[str]) -> tuple[float | None, bool]:
+    """(sum of the stages' wall_s from their stage_end records, exact = no stage was resumed)."""
+    recs = _records(workdir)
+    ends = {r["stage"]: r for r in recs if r.get("kind") == "stage_end"}
+    if not all(s in ends for s in stages):
+        return None, False
+    resumed = any(r.get("kind") == "resume" for r in recs)
+    return float(sum(ends[s]["wall_s"] for s in stages)), not resumed
+
+
+def seed_row(workdir: Path, split: str, stages: Sequence[str], seed: int, reused: bool) -> dict:
+    ev = json.loads((workdir / "eval" / f"{split}.json").read_text())
+    conv = ev.get("conventions") or {}
+    if conv.get("version", 1) < 2:
+        raise UserError(f"{workdir}/eval/{split}.json predates per-trajectory metrics; re-evaluate it: "
+                        f"python -m ups_jax.evaluate --workdir {workdir}")
+    row = {"seed": seed, "workdir": str(workdir), "reused": reused, "n_trajectories": ev["n_trajectories"],
+           "protocol": ev["protocol"], "model": {}, "persistence": {}}
+    for who in ("model", "persistence"):
+        for label, key, where in METRICS:
+            block = ev if where == "protocol" else ev.get("full_horizon", {})
+            row[who][f"{where}/{key}"] = block.get(who, {}).get(key)
+    wall, exact = train_wall(workdir, stages)
+    row["train_wall_s"], row["train_wall_exact"] = wall, exact
+    meta = json.loads((workdir / "run_meta.json").read_text())
+    row["fingerprint"] = meta.get("fingerprint")
+    return row
+
+
+def mean_std(values: Sequence[float | None]) -> dict:
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if not v:
+        return {"mean": None, "std": None, "n": 0}
+    m = sum(v) / len(v)
+    std = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else None
+    return {"mean": m, "std": std, "n": len(v)}
+
+
+def run_config(spec: str, overrides: Sequence[str], seeds: int, root: Path, split: str) -> dict:
+    rows = []
+    for seed in range(seeds):
+        want = _config_dict(spec, overrides, seed)
+        workdir = root / run_name(spec) / f"seed{seed}"
+        check_workdir(workdir, want, spec)
+        reused = finished(workdir, split)
+        if reused:
+            print(f"reusing the finished run {workdir}", flush=True)
+        else:
+            train(spec, overrides, seed, workdir)
+        rows.append(seed_row(workdir, split, want["stage_order"], seed, reused))
+    prints = {json.dumps(r["fingerprint"], sort_keys=True) for r in rows}
+    if len(prints) > 1:
+        raise UserError(f"{spec}: the seeds' runs were trained on different data (run_meta.json fingerprints "
+                        f"differ under {root / run_name(spec)}); use one dataset")
+    summary = {who: {f"{where}/{key}": mean_std([r[who][f"{where}/{key}"] for r in rows]) for _, key, where in METRICS}
+               for who in ("model", "persistence")}
+    summary["train_wall_s"] = mean_std([r["train_wall_s"] for r in rows])
+    return {"config": spec, "name": run_name(spec), "overrides": list(overrides), "seeds": list(range(seeds)),
+            "split": split, "n_trajectories": rows[0]["n_trajectories"], "protocol": rows[0]["protocol"],
+            "data": rows[0]["fingerprint"], "train_wall_exact": all(r["train_wall_exact"] for r in rows),
+            "per_seed": rows, "summary": summary}
+
+
+def _pm(s: dict, digits: int = 4) -> str:
+    if s["mean"] is None:
+        return "—"
+    if s["std"] is None:
+        return f"{s['mean']:.{digits}g}"
+    return f"{s['mean']:.{digits}g} ± {s['std']:.2g}"
+
+
+def markdown(report: dict) -> str:
+    head = ["method", "seeds"] + [label for label, _, _ in METRICS] + ["train wall (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    test_sets: dict[str, str] = {}
+    for c in report["configs"]:
+        s = c["summary"]
+        wall = _pm(s["train_wall_s"], 4) + ("" if c["train_wall_exact"] else " *")
+        lines.append("| " + " | ".join([f"`{c['config']}`", str(len(c["seeds"]))]
+                                       + [_pm(s["model"][f"{w}/{k}"]) for _, k, w in METRICS] + [wall]) + " |")
+        key = json.dumps([c["data"], c["protocol"], c["split"]], sort_keys=True)
+        if key not in test_sets:
+            test_sets[key] = c["config"]
+            lines.append("| " + " | ".join([f"persistence (test set of `{c['config']}`)", "—"]
+                                           + [_pm(s["persistence"][f"{w}/{k}"]) for _, k, w in METRICS] + ["—"])
+                         + " |")
+    c0 = report["configs"][0]
+    notes = [f"Split `{c0['split']}`: {c0['n_trajectories']} trajectories; protocol {c0['protocol']}. Mean ± sample "
+             f"std over seeds; nRMSE = per-trajectory mean (PDEBench per-step nRMSE); fRMSE with PDEBench's Lx = 1.",
+             f"Machine: {report['machine']}; {report['date']}; load average at the end {report['loadavg']}."]
+    if len(test_sets) > 1:
+        notes.append("The configs were evaluated on different test sets (data or protocol differ): compare each with "
+                     "its own persistence row.")
+    if not all(c["train_wall_exact"] for c in report["configs"]):
+        notes.append("* a stage was resumed: its wall time counts only the last segment.")
+    return "\n".join(lines + [""] + notes)
+
+
+def main(argv: Sequence[str]) -> int:
+    p = _Parser(prog="benchmarks/accuracy.py", description=__doc__.splitlines()[0])
+    p.add_argument("--config", action="append", required=True, help="config spec (repeat for several)")
+    p.add_argument("--seeds", type=int, required=True, help="train seeds 0..N-1")
+    p.add_argument("--workdir-root", default="runs/accuracy", help="where the runs go (default runs/accuracy)")
+    p.add_argument("--override", action="append", default=[], help="key.path=value for every config (repeat)")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="evaluation split (default test)")
+    p.add_argument("--out", help="output prefix for .json/.md (default WORKDIR_ROOT/accuracy)")
+    args = p.parse_args(list(argv))
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1 (got {args.seeds})")
+    overrides = [o.removeprefix("--config.") for o in args.override]
+    for spec in args.config:                                     # every config and override checked before training
+        _config_dict(spec, overrides, 0)
+    root = Path(args.workdir_root)
+    from solver_throughput import machine
+
+    configs = [run_config(spec, overrides, args.seeds, root, args.split) for spec in args.config]
+    report = {"command": ["benchmarks/accuracy.py", *argv], "date": datetime.date.today().isoformat(),
+              "machine": machine(), "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()), "configs": configs}
+    md = markdown(report)
+    prefix = str(args.out) if args.out else str(root / "accuracy")
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    Path(prefix + ".json").write_text(json.dumps(report, indent=1))
+    Path(prefix + ".md").write_text(md + "\n")
+    print(md)
+    print(f"wrote {prefix}.json and {prefix}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,119 @@
+"""benchmarks/accuracy.py (seeds, reuse, reproducibility, bad input) and benchmarks/rollout_vs_solver.py, on the
+tiny ``:test`` config and the session's ``burgers_file`` (12 trajectories x 201 frames x 64 cells)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import accuracy  # noqa: E402
+import rollout_vs_solver  # noqa: E402
+
+from ups_jax.errors import run_cli  # noqa: E402
+
+TEST_SPEC = f"{ROOT / 'configs' / 'burgers32.py'}:test"
+
+
+def _one_line_error(capsys, *needles):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+def test_accuracy_two_seeds_reproducible_and_reused(trained_run, burgers_file, tmp_path, capsys):
+    """Trains :test for seeds 0 and 1 with the real command; seed 0 gives the same eval JSON as the session's
+    in-process run of the same config (same seed, same machine: identical bytes); a second call reuses both."""
+    ref_dir, _, _ = trained_run
+    root = tmp_path / "acc"
+    argv = ["--config", TEST_SPEC, "--seeds", "2", "--workdir-root", str(root),
+            "--override", f"data.paths=('{burgers_file}',)"]
+    assert run_cli(accuracy.main, argv) == 0
+    out = capsys.readouterr().out
+    seed0, seed1 = root / "burgers32_test" / "seed0", root / "burgers32_test" / "seed1"
+    assert (seed0 / "eval" / "test.json").read_text() == (ref_dir / "eval" / "test.json").read_text()
+    report = json.loads((root / "accuracy.json").read_text())
+    (c,) = report["configs"]
+    assert [r["reused"] for r in c["per_seed"]] == [False, False]
+    evals = [json.loads((d / "eval" / "test.json").read_text()) for d in (seed0, seed1)]
+    assert evals[0]["model"]["nrmse"] != evals[1]["model"]["nrmse"]               # the seed matters
+    s = c["summary"]
+    m = [e["model"]["nrmse"] for e in evals]
+    assert s["model"]["protocol/nrmse"]["mean"] == pytest.approx(np.mean(m))
+    assert s["model"]["protocol/nrmse"]["std"] == pytest.approx(np.std(m, ddof=1))
+    assert s["model"]["full_horizon/nrmse"]["mean"] == pytest.approx(
+        np.mean([e["full_horizon"]["model"]["nrmse"] for e in evals]))
+    assert s["persistence"]["protocol/nrmse"]["std"] == 0.0                        # same test trajectories
+    assert s["train_wall_s"]["mean"] > 0 and c["train_wall_exact"]
+    md = (root / "accuracy.md").read_text()
+    assert md.strip() in out and f"| `{TEST_SPEC}` | 2 |" in md and "| persistence (test set of" in md
+
+    assert run_cli(accuracy.main, argv + ["--out", str(tmp_path / "again")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("reusing the finished run") == 2 and "ups_jax.train" not in out
+    again = json.loads((tmp_path / "again.json").read_text())["configs"][0]
+    assert [r["reused"] for r in again["per_seed"]] == [True, True]
+    assert again["summary"]["model"] == s["model"]
+
+
+def test_accuracy_bad_input_is_one_line(trained_run, burgers_file, tmp_path, capsys):
+    assert run_cli(accuracy.main, ["--config", str(tmp_path / "nope.py"), "--seeds", "1"]) == 2
+    _one_line_error(capsys, "nope.py", "config file not found")
+    assert run_cli(accuracy.main, ["--config", TEST_SPEC, "--seeds", "1", "--override", "model.latnt_dim=4"]) == 2
+    _one_line_error(capsys, "unknown config key 'model.latnt_dim'")
+    # a workdir written by another config (here: another latent width) is refused, untouched
+    root = tmp_path / "acc"
+    seed0 = root / "burgers32_test" / "seed0"
+    shutil.copytree(trained_run[0], seed0)
+    before = (seed0 / "config.json").read_text()
+    argv = ["--config", TEST_SPEC, "--seeds", "1", "--workdir-root", str(root),
+            "--override", f"data.paths=('{burgers_file}',)", "--override", "model.latent_dim=16"]
+    assert run_cli(accuracy.main, argv) == 2
+    _one_line_error(capsys, str(seed0), "written by another config", "model.latent_dim")
+    assert (seed0 / "config.json").read_text() == before and not (root / "accuracy.json").exists()
+
+
+def test_interpolation_and_restriction_helpers():
+    from ups_jax.data import burgers
+
+    fine = np.arange(8.0)[None]                                   # cells of width 1/4 on [0, 2)
+    np.testing.assert_allclose(burgers.restrict(fine, 2), [[1.5, 5.5]])
+    with pytest.raises(ValueError, match="must divide"):
+        burgers.restrict(fine, 3)
+    # linear in x between centres, periodic across the boundary; exact at the centres themselves
+    coarse = np.array([0.0, 1.0, 2.0, 3.0])                       # centres 0.25, 0.75, 1.25, 1.75
+    got = burgers.interpolate_periodic(coarse, 0.0, 2.0, np.array([0.25, 0.5, 1.75, 1.9, 0.1]))
+    np.testing.assert_allclose(got, [0.0, 0.5, 3.0, 3.0 * 0.7, 3.0 * 0.3])
+
+
+def test_rollout_vs_solver_rows_and_equal_error(trained_run, burgers_file, tmp_path, capsys):
+    """Solver at 16, 32 and the data's 64 cells (the :test protocol scores 16 of 64 cells) and the :test model."""
+    wd, cfg, results = trained_run
+    argv = ["--workdir", str(wd), "--resolutions", "16", "32", "64", "--repeats", "1", "--out", str(tmp_path / "r")]
+    assert run_cli(rollout_vs_solver.main, argv) == 0
+    out = capsys.readouterr().out
+    rep = json.loads((tmp_path / "r.json").read_text())
+    rows = {r["method"]: r for r in rep["rows"]}
+    solver = [rows[f"solver, {n} cells"] for n in (16, 32, 64)]
+    assert solver[2]["nrmse"] < 1e-4                                 # re-solving the data at its own resolution
+    assert solver[0]["nrmse"] > solver[1]["nrmse"] > solver[2]["nrmse"]
+    assert rep["n_trajectories"] == results["eval"]["n_trajectories"] and rep["steps"] == 31
+    model = rows[f"model {wd}"]
+    # the run's own evaluation rollout on the same trajectories: the number in its eval/test.json
+    assert model["nrmse"] == pytest.approx(results["eval"]["model"]["nrmse"], rel=1e-5)
+    eq = model["equal_error"]
+    coarsest_ok = min((s for s in solver if s["nrmse"] <= model["nrmse"]), key=lambda s: s["cells"])
+    assert eq["cells"] == coarsest_ok["cells"]
+    assert "| method | nRMSE | wall s | trajectories/s | equal-error solver |" in out and f"model {wd}" in out
+    assert all(r["wall_s"] > 0 for r in rep["rows"])
+    assert run_cli(rollout_vs_solver.main, ["--workdir", str(wd), "--resolutions", "24"]) == 2
+    _one_line_error(capsys, "--resolutions [24]", "divide the data's 64 cells")

@@ -1,0 +1,68 @@
+"""ups_jax.eval.evaluate: headline numbers are per-trajectory and do not depend on eval.batch_size."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ups_jax.eval.evaluate import FRMSE_LX, evaluate
+
+T, X = 6, 32   # 17 rfft modes: every fRMSE band is non-empty
+
+
+class ScaledPersistence:
+    """A stand-in for ``Rollout``: predicts ``factor * u0`` at every step (physical units in and out)."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, u0, nu, dt, steps):
+        return np.repeat(self.factor * np.asarray(u0, np.float64)[:, None], steps, axis=1)
+
+
+def _trajectories(n=5):
+    """n trajectories: trajectory i is (1 + i) * sin(2 pi x) decaying as 0.9^t (hand-checkable nRMSE)."""
+    x = (np.arange(X) + 0.5) / X
+    decay = 0.9 ** np.arange(T)
+    return np.stack([(1.0 + i) * decay[:, None] * np.sin(2 * np.pi * x)[None] for i in range(n)])
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 4])
+def test_headline_metrics_do_not_depend_on_eval_batch_size(batch_size):
+    """5 trajectories in batches of 5 (one batch) vs 1+1+1+1+1, 2+2+1, 3+2, 4+1: same headline numbers."""
+    traj = _trajectories()
+    nu = np.full(len(traj), 0.01)
+    kw = dict(dt=0.05, domain_length=2.0, initial_step=2, corr_threshold=0.8, keep_samples=0)
+    ref, _ = evaluate(ScaledPersistence(1.1), traj, nu, batch_size=len(traj), **kw)
+    res, _ = evaluate(ScaledPersistence(1.1), traj, nu, batch_size=batch_size, **kw)
+    for part in ("model", "persistence"):
+        for key, value in ref[part].items():
+            if key in ("pdebench_batched", "n_batches"):
+                continue
+            assert res[part][key] == pytest.approx(value, rel=1e-12, abs=1e-15), (part, key)
+        assert res[part]["n_batches"] == math.ceil(len(traj) / batch_size)
+        assert sum(res[part]["pdebench_batched"]["batch_sizes"]) == len(traj)
+    # by hand: from frame 1 the model predicts 1.1 * 0.9 * s, the truth is 0.9^t * s (t = 2..5), for every
+    # trajectory (the amplitude (1 + i) cancels): nRMSE_t = |1.1 * 0.9 / 0.9^t - 1|
+    hand = [abs(1.1 * 0.9 / 0.9 ** t - 1.0) for t in range(2, T)]
+    assert res["model"]["nrmse_per_step"] == pytest.approx(hand)
+    assert res["model"]["nrmse"] == pytest.approx(np.mean(hand))
+    # the batch statistic max_error is the max over all trajectories: the largest amplitude (5) in every batching
+    s_max = np.max(np.abs(np.sin(2 * np.pi * (np.arange(X) + 0.5) / X)))
+    hand_max = [5 * abs(1.1 * 0.9 - 0.9 ** t) * s_max for t in range(2, T)]
+    assert res["model"]["max_error"] == pytest.approx(np.mean(hand_max))
+
+
+def test_batched_values_are_labelled_and_differ_for_batch_statistics():
+    traj = _trajectories()
+    nu = np.full(len(traj), 0.01)
+    res, _ = evaluate(ScaledPersistence(1.1), traj, nu, dt=0.05, domain_length=2.0, initial_step=2, batch_size=3)
+    m = res["model"]
+    assert m["pdebench_batched"]["batch_sizes"] == [3, 2]
+    assert m["pdebench_batched"]["nrmse"] == pytest.approx(m["nrmse"])          # per-sample metric: equal
+    assert m["pdebench_batched"]["max_error"] < m["max_error"]                   # batch max <= set max
+    c = res["conventions"]
+    assert c["frmse_Lx"] == FRMSE_LX == 1.0 and c["domain_length"] == 2.0
+    assert "every trajectory weighs the same" in c["headline"] and "3 trajectories" in c["pdebench_batched"]

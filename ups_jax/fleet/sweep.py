@@ -1,0 +1,161 @@
+"""``python -m ups_jax.fleet.sweep --experiment experiments/smoke.py [--address auto] [--num-samples N]
+[--storage PATH_OR_URI] [--name NAME] [--resume]``
+
+Runs the experiment file's Tune sweep (every trial is the staged trainer; see ``ups_jax.fleet.trainable``),
+then prints and saves the fleet table (``<storage>/<name>/fleet_summary.{md,json}``). ``--resume`` continues an
+interrupted sweep and retries errored trials from their last checkpoints. Exit codes: 0 all trials ended, 1 some
+trials failed, 2 bad input, 130 interrupted (resume with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ups_jax.errors import UserError, run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ups_jax.fleet.sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", required=True, help="experiments/*.py file defining get_experiment()")
+    p.add_argument("--address", help="Ray cluster: 'auto', host:6379 or ray://host:10001 (default: inside a Ray "
+                                     "job its cluster, else a local instance)")
+    p.add_argument("--num-samples", type=int, help="override the experiment's num_samples")
+    p.add_argument("--storage", help="results/checkpoints: local or shared path, s3://bucket/prefix, gs://... "
+                                     "(multi-node clusters need shared or cloud storage)")
+    p.add_argument("--name", help="override the experiment's name (its directory under the storage)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep <storage>/<name>")
+    return p
+
+
+def main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    from ups_jax.fleet import cluster
+    from ups_jax.fleet import experiment as ex
+
+    cluster.require_ray()
+    exp = ex.load_experiment(args.experiment)
+    if args.num_samples is not None:
+        exp.num_samples = args.num_samples
+    if args.name:
+        exp.name = args.name
+    cfg = exp.base_config()
+    ex.validate(exp, cfg)
+    storage = ex.resolve_storage(args.storage, from_cli=True) if args.storage else \
+        ex.resolve_storage(exp.storage, from_cli=False)
+    path = ex.experiment_dir(storage, exp.name)
+    from ray import tune
+
+    from ups_jax.fleet import storage as st
+
+    if args.resume:
+        if not (st.exists(path) and tune.Tuner.can_restore(path)):
+            raise UserError(f"{path}: no sweep state to resume there; run without --resume to start it")
+    elif st.exists(path):
+        raise UserError(f"{path}: a sweep named '{exp.name}' already exists there; continue it with --resume, or "
+                        f"pass --name NEW (nothing was changed)")
+    cluster.connect(args.address)
+    import jax   # the driver never needs a GPU: keep its JAX (data generation, checks) off the trials' GPUs
+
+    jax.config.update("jax_platforms", "cpu")
+    _prepare_data(cfg)
+
+    st.write_text(st.join(path, "fleet_experiment.json"), json.dumps(ex.describe(exp, cfg), indent=1))
+    trainable = make_trainable(exp, cfg)
+    if args.resume:
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, param_space=dict(exp.search_space), tune_config=tune_config(exp, cfg),
+                           run_config=run_config(exp, storage))
+    tuner.fit()
+    return report(exp, path)
+
+
+def _prepare_data(cfg) -> None:
+    """Generates the default dataset once here, before the trials start (they would all race to make it), and
+    runs the trainer's preflight checks (the ones ``driver validate`` runs) on the base config."""
+    from ups_jax.training.pipeline import preflight
+
+    if not cfg.data.paths:
+        from ups_jax.data.default import ensure_default_data
+
+        ensure_default_data(cfg)
+    preflight(cfg)
+
+
+def make_trainable(exp, cfg):
+    from ray import tune
+
+    from ups_jax.fleet.trainable import run_trial
+
+    spec = {"metric": exp.metric, "gpus": exp.gpus, "allow_cpu_fallback": bool(exp.allow_cpu_fallback)}
+    return tune.with_resources(tune.with_parameters(run_trial, base=cfg.to_dict(), spec=spec),
+                               {"cpu": exp.cpus, "gpu": exp.gpus})
+
+
+def tune_config(exp, cfg):
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    from ups_jax.fleet.experiment import build_scheduler
+
+    search = BasicVariantGenerator(random_state=exp.search_seed) if exp.search_seed is not None else None
+    return tune.TuneConfig(metric=exp.metric, mode=exp.mode, num_samples=exp.num_samples, search_alg=search,
+                           scheduler=build_scheduler(exp, cfg), max_concurrent_trials=exp.max_concurrent_trials,
+                           trial_dirname_creator=trial_dirname)
+
+
+def trial_dirname(trial) -> str:
+    return trial_dirname_of(trial.trial_id)
+
+
+def trial_dirname_of(trial_id: str) -> str:
+    return f"trial_{trial_id}"
+
+
+def run_config(exp, storage: str):
+    from ray import tune
+
+    return tune.RunConfig(name=exp.name, storage_path=storage, callbacks=list(exp.callbacks),
+                          failure_config=tune.FailureConfig(max_failures=exp.max_failures),
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=exp.checkpoints_to_keep))
+
+
+def report(exp, path: str) -> int:
+    from ups_jax.fleet import storage as st
+    from ups_jax.fleet import summary as sm
+
+    summary = sm.load(path)
+    rows = summary["trials"]
+    print(sm.format_table(summary))
+    md, js = sm.save(summary, path)
+    print(f"saved {md} and {js}")
+    best = sm.best_trial(summary, exp.mode)
+    if best is not None:
+        print(f"best: {best['trial_id']} {exp.metric}={best['best']:.4g} at global step {best['best_step']}; "
+              f"pull it with: python -m ups_jax.fleet.pull --experiment {path} --to runs/{exp.name}_best")
+    unfinished = [r for r in summary["trials"] if r["status"] not in ("TERMINATED", "ERROR")]
+    if unfinished:
+        print(f"error: sweep interrupted with {len(unfinished)} unfinished trial(s); its state is saved in {path}; "
+              f"continue with --resume", file=sys.stderr)
+        return 130
+    failed = [r for r in summary["trials"] if r["status"] == "ERROR"]
+    if failed:
+        r = failed[0]
+        print(f"error: {len(failed)} of {len(rows)} trial(s) failed; {r['trial_id']} ({r['failures']} failure(s), "
+              f"max_failures={exp.max_failures}): {r['error']} (traceback: "
+              f"{st.join(path, trial_dirname_of(r['trial_id']), 'error.txt')}); fix the cause and rerun the errored "
+              f"trials with --resume", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cli() -> None:
+    """Console script (``[project.scripts]`` in pyproject.toml)."""
+    sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

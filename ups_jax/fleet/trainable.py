@@ -1,0 +1,118 @@
+"""A Ray Tune trial = one call of the staged trainer ``train_and_evaluate`` (there is no second training loop).
+
+Each trial trains in a scratch run directory on its worker. After every checkpoint the loop has fully written
+(the ``on_checkpoint`` hook runs after orbax's ``wait_until_finished``), the trial reports its metrics together
+with a snapshot of the run directory (``config.json``, ``run_meta.json``, ``metrics.jsonl``, ``checkpoints/``:
+every stage, because resuming the operator stage needs the finished codec) to ``tune.report``, which copies it
+to the sweep's storage before returning. A restarted trial (failure retry, lost node, ``--resume``) copies
+``tune.get_checkpoint()`` back into a fresh scratch directory and calls ``train_and_evaluate`` again, which
+resumes with the same step sequence.
+
+A trial stops after the last stage's final checkpoint: selection uses validation only, and the chosen run is
+evaluated on the test split after ``fleet.pull`` (``python -m ups_jax.evaluate``), not inside every trial.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ups_jax.errors import ConfigError
+
+RUN_FILES = ("config.json", "run_meta.json", "metrics.jsonl")
+
+
+class _LastStageDone(Exception):
+    """Raised from the hook after the final report: skips the test evaluation inside the trial."""
+
+
+def snapshot_run(workdir: Path, dest: Path) -> Path:
+    """Copies what resuming and evaluating need (not ``eval/`` or a live ``wandb/`` directory)."""
+    dest.mkdir(parents=True, exist_ok=False)
+    for name in RUN_FILES:
+        if (workdir / name).is_file():
+            shutil.copy2(workdir / name, dest / name)
+    shutil.copytree(workdir / "checkpoints", dest / "checkpoints")
+    return dest
+
+
+def restore_run(src: Path, workdir: Path) -> None:
+    """Fills an empty scratch ``workdir`` with a reported snapshot."""
+    shutil.copytree(src, workdir, dirs_exist_ok=True)
+
+
+class TuneReporter:
+    """The ``on_checkpoint`` hook of a trial: one ``tune.report`` per validation round, with the run snapshot."""
+
+    def __init__(self, cfg, metric: str, workdir: Path, worker: dict):
+        from ups_jax.fleet.experiment import stage_offsets
+
+        self.offsets = stage_offsets(cfg)
+        self.last = cfg.stage_order[-1]
+        self.metric = metric
+        self.workdir = workdir
+        self.worker = worker
+
+    def result(self, info: dict) -> dict:
+        stage, metrics = info["stage"], info["metrics"]
+        if stage == self.last and info["val_metric"] != self.metric:
+            raise ConfigError(f"the last stage '{stage}' validates with '{info['val_metric']}' but the sweep's metric "
+                              f"is '{self.metric}'; set metric='{info['val_metric']}' in the experiment")
+        value = float(metrics.get(self.metric, math.nan)) if stage == self.last else math.nan
+        return {self.metric: value, "global_step": self.offsets[stage] + int(info["step"]), "stage": stage,
+                "stage_step": int(info["step"]), "stage_finished": bool(info["finished"]),
+                **{f"{stage}/{k}": float(v) for k, v in metrics.items()},
+                **{f"worker/{k}": v for k, v in self.worker.items()}}
+
+    def __call__(self, info: dict) -> None:
+        from ray import tune
+
+        result = self.result(info)
+        with tempfile.TemporaryDirectory(prefix="report_", dir=self.workdir.parent) as tmp:
+            snap = snapshot_run(self.workdir, Path(tmp) / "run")
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(snap)))
+        if info["stage"] == self.last and info["finished"]:
+            raise _LastStageDone
+
+
+def run_trial(config: dict, base: dict | None = None, spec: dict | None = None) -> None:
+    """Tune function trainable. ``config``: the sampled ``{'a.b': value}``; ``base``: the base config dict;
+    ``spec``: {'metric', 'gpus', 'allow_cpu_fallback'} (bound with ``tune.with_parameters``)."""
+    from ups_jax.fleet.env import configure_jax, worker_info
+
+    configure_jax(spec["gpus"])                     # before anything starts a JAX backend
+    import ray
+    from ray import tune
+
+    from ups_jax.fleet.experiment import trial_config
+    from ups_jax.training.pipeline import train_and_evaluate
+
+    cfg = trial_config(base, config, source=f"trial {tune.get_context().get_trial_id()}")
+    worker = {**worker_info(), "node_id": ray.get_runtime_context().get_node_id()}
+    if spec["gpus"] > 0 and worker["platform"] != "gpu" and not spec["allow_cpu_fallback"]:
+        raise RuntimeError(f"this trial holds {spec['gpus']} GPU(s) but JAX sees only {worker['platform']} devices "
+                           f"(CUDA_VISIBLE_DEVICES={worker['cuda_visible_devices']!r}, JAX_PLATFORMS="
+                           f"{os.environ.get('JAX_PLATFORMS', '')!r}); install jax[cuda12] on the workers or set "
+                           f"resources gpu=0")
+    scratch = Path(tempfile.mkdtemp(prefix="ups_trial_", dir=_scratch_root()))
+    workdir = scratch / tune.get_context().get_trial_name()    # the run's name (W&B) is the trial's
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                restore_run(Path(d), workdir)
+        reporter = TuneReporter(cfg, spec["metric"], workdir, worker)
+        try:
+            train_and_evaluate(cfg, workdir, on_checkpoint=reporter)
+        except _LastStageDone:
+            pass
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _scratch_root() -> str | None:
+    """Ray's per-trial working directory (the trial's cwd unless RAY_CHDIR_TO_TRIAL_DIR=0), else the temp dir."""
+    return os.getcwd() if os.environ.get("RAY_CHDIR_TO_TRIAL_DIR", "1") != "0" else None
