@@ -198,6 +198,11 @@ def _refine_stages(cfg, arg):
     cfg.baseline = mlc.ConfigDict(dict(config="configs/fno_burgers.py", workdir=""))
 
     if arg == "cpu":
+        # The core stages alone take the ~15 min of the demo (make demo) on 2 cores, so :cpu trains only them by
+        # default; the refine stages are configured and run on the same workdir with (finished stages skipped):
+        #   python -m ups_jax.train --config configs/burgers32.py:cpu --workdir runs/burgers32_cpu \
+        #       --config.stage_order=codec,operator,corrector,student,steady
+        cfg.stage_order = STAGES
         cfg.stages.corrector.update(dict(steps=800, batch_size=32, eval_every=200, warmup_steps=50))
         cfg.stages.student.update(dict(steps=400, batch_size=32, eval_every=200, warmup_steps=20))
         cfg.stages.steady.update(dict(steps=400, eval_every=200, warmup_steps=20))
@@ -211,3 +216,6 @@ def _refine_stages(cfg, arg):
         cfg.model.corrector.update(dict(small, refine_steps=2))
         cfg.model.steady.update(dict(small, iterations=2))
         cfg.baseline.config = "configs/fno_burgers.py:test"
+        # one-step TTC horizon in :test: the lookahead doubles the beam search's compile time (tests/test_ttc.py
+        # tests the lookahead on a constructed case)
+        cfg.ttc.presets.default.update(dict(beam_width=2, horizon=1))

@@ -445,9 +445,13 @@ def check_ttc_and_baseline(cfg, c: Checks):
         from ups_jax.inference.ttc import make_plan, preset_names
 
         refine = str(cfg.ttc.refine)
-        c.add(S, "ttc.refine", refine in ("student", "corrector") and refine in cfg.stage_order,
-              f"ttc.refine={refine!r}: the TTC candidates need a trained 'student' or 'corrector' stage",
-              "use a refiner stage of stage_order, or eval.ttc_preset=''", passed=f"ttc.refine={refine!r}")
+        c.add(S, "ttc.refine", refine in ("student", "corrector"),
+              f"ttc.refine={refine!r}: the TTC candidates come from the 'student' or the 'corrector'",
+              "use ttc.refine='student' or 'corrector', or eval.ttc_preset=''", passed=f"ttc.refine={refine!r}")
+        if refine not in cfg.stage_order:
+            c.add(S, "ttc row", False, f"eval.ttc_preset={preset!r} but stage '{refine}' (ttc.refine) is not in "
+                  f"stage_order: the table has no TTC row", f"add {refine} to stage_order for a TTC row",
+                  severity="info")
         c.add(S, "eval.ttc_preset", preset in cfg.ttc.presets, f"eval.ttc_preset={preset!r} is not one of "
               f"{preset_names(cfg.ttc)}", "name a preset of ttc.presets, or '' for no TTC row",
               passed=f"eval.ttc_preset={preset!r}")

@@ -1,6 +1,6 @@
 """``python -m ups_jax.infer --workdir DIR --input FILE --out FILE [--steps N] [--mode transient|steady]
 [--refine none|corrector|student] [--ttc PRESET] [--x-query X1,X2,...|FILE.npy] [--nx-out M] [--nu NU]
-[--frame K]``
+[--frame K] [--data PATH...] [--debug]``
 
 Runs a trained model (the final stage's best EMA weights of DIR) from initial states read from FILE and writes the
 predicted trajectories in PDEBench's layout.
@@ -20,30 +20,30 @@ output is readable as input again. ``--mode steady``: the steady prior's state a
 Super-resolution: the decoder reads any point, so ``--nx-out M`` (M cell centres over the domain) or ``--x-query``
 can ask for a finer grid than training's; docs/benchmarks.md measures that error against the 1024-cell data.
 
-Bad input (a wrong grid or channel count, an unknown preset, a stage that is not trained, an existing --out) is a
-one-line error with exit code 2; nothing is written.
+Bad input (a wrong grid or channel count, an unknown preset, a budget below the candidate count, a stage that is
+not trained, an existing --out or OUT.ttc.json) is a one-line error with exit code 2 (--debug for the traceback);
+nothing is written. Exit codes: 0 done; 2 bad input; 1 a bug. Status lines go to stderr, nothing to stdout.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ups_jax.errors import CheckpointError, ConfigError, DataError, UserError, run_cli
+from ups_jax.cli import ArgumentParser
+from ups_jax.errors import CheckpointError, ConfigError, DataError, run_cli
+from ups_jax.files import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):   # one line, exit 2
-        raise UserError(f"{self.prog}: {message}")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m ups_jax.infer", description=__doc__.split("\n\n")[1])
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m ups_jax.infer", description=__doc__)
     p.add_argument("--workdir", required=True, help="trained run directory")
     p.add_argument("--input", required=True, help="initial states: PDEBench HDF5 or .npy")
     p.add_argument("--out", required=True, help="output HDF5 (PDEBench layout); must not exist")
@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nu", type=float, help="viscosity for .npy input (default: the training data's ν)")
     p.add_argument("--frame", type=int, help="the last given frame of the input (default: context_frames − 1)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the corrector/student/TTC")
+    p.add_argument("--data", nargs="+", help="the run's training data files (default: the paths it recorded); "
+                                            "needed when a run was copied from another machine")
     return p
 
 
@@ -183,8 +185,9 @@ def _require_stage(workdir, name: str, cfg) -> None:
 def main(argv) -> int:
     args = _parser().parse_args(list(argv))
     out, inp, workdir = Path(args.out), Path(args.input), Path(args.workdir)
-    if out.exists():
-        raise DataError(f"{out}: already exists; choose another --out (nothing was overwritten)")
+    for path in (out, Path(str(out) + ".ttc.json") if args.ttc else None):
+        if path is not None and path.exists():
+            raise DataError(f"{path}: already exists; choose another --out (nothing was overwritten)")
     if not out.parent.is_dir():
         raise DataError(f"{out.parent}: output directory does not exist")
     if args.mode == "transient" and (args.steps is None or args.steps < 1):
@@ -199,10 +202,12 @@ def main(argv) -> int:
     from ups_jax.eval.rollout import Rollout
     from ups_jax.training.restore import load_run
 
-    meta = json.loads((workdir / "run_meta.json").read_text()) if (workdir / "run_meta.json").is_file() else None
-    cfg, data, model, stage, step = load_run(workdir)
-    if meta is None:
-        raise CheckpointError(f"{workdir}: no run_meta.json")
+    from ups_jax.evaluate import check_recorded_data
+
+    if not args.data:
+        check_recorded_data(workdir)
+    cfg, data, model, stage, step = load_run(workdir, args.data)
+    meta = json.loads((workdir / "run_meta.json").read_text())       # load_run has checked it
     dt, x_min, x_max = float(meta["dt"]), float(meta["x_min"]), float(meta["x_max"])
     train_nus = [f["nu"] for f in meta["fingerprint"].get("files", [])]
     # every check before any compute: the stage each mode needs, the preset, the points
@@ -251,27 +256,32 @@ def main(argv) -> int:
         pred = predict(model, ctx, nu, horizon_steps * dt)[:, None]
         attrs["horizon"] = horizon_steps * dt
         write_pdebench(out, np.concatenate([first[:, None], pred], 1), out_x, t0, horizon_steps * dt, nu, attrs)
-        print(f"wrote {out}: {len(ctx)} steady state(s) at t = {t0 + horizon_steps * dt:g}")
+        log.info(f"wrote {out}: {len(ctx)} steady state(s) at t = {t0 + horizon_steps * dt:g}")
         return 0
     if plan is not None:
         from ups_jax.inference.ttc import TTCRollout
 
         roll = TTCRollout(model, norm=data.norm, x01=data.x01, batch_size=bs, plan=plan,
                           weights=dict(cfg.ttc.weights), seed=args.seed, out_x01=xq01)
-        print(plan.describe())
+        log.info(plan.describe())
     else:
         roll = Rollout(model, norm=data.norm, x01=data.x01, batch_size=bs, mode="latent", refine=args.refine,
                        seed=args.seed, out_x01=xq01)
     pred = roll(ctx, nu, dt, int(args.steps))
     write_pdebench(out, np.concatenate([first[:, None], pred], 1), out_x, t0, dt, nu, attrs)
     if plan is not None:
-        log = {"summary": roll.summary(),   # per batch call: evaluations per step; chosen reward (trajectory, step)
-               "evaluations_per_step": [np.asarray(l["evaluations"]).tolist() for l in roll.logs],
-               "chosen_reward": np.concatenate([np.asarray(l["chosen_reward"]) for l in roll.logs]).tolist()}
-        Path(str(out) + ".ttc.json").write_text(json.dumps(log, indent=1))
-    print(f"wrote {out}: {len(ctx)} trajectories × {args.steps} steps on {len(out_x)} points")
+        ttc_log = {"summary": roll.summary(),   # per batch: evaluations per step; chosen reward (trajectory, step)
+                   "evaluations_per_step": [np.asarray(b["evaluations"]).tolist() for b in roll.logs],
+                   "chosen_reward": np.concatenate([np.asarray(b["chosen_reward"]) for b in roll.logs]).tolist()}
+        write_json_atomic(str(out) + ".ttc.json", ttc_log)
+    log.info(f"wrote {out}: {len(ctx)} trajectories × {args.steps} steps on {len(out_x)} points")
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console script (``[project.scripts]`` in pyproject.toml)."""
     sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()

@@ -8,6 +8,7 @@ with a note saying why. Stochastic rows use ``cfg.seed`` for their noise, so the
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import numpy as np
 
 from ups_jax.eval.rollout import Rollout
 from ups_jax.eval.table import evaluate_row, persistence_row, write_table
+
+log = logging.getLogger(__name__)
 
 
 def run_comparison(model, cfg, data, workdir, done: set, baseline=None, split: str | None = None) -> dict:
@@ -31,7 +34,7 @@ def run_comparison(model, cfg, data, workdir, done: set, baseline=None, split: s
     def row(name, r, evals, **extra):
         out, res = evaluate_row(name, r, traj, nu, dt=dt, Lx=data.Lx, eval_cfg=ev, evaluations_per_step=evals,
                                 extra=extra)
-        print(f"[table] {name}: nRMSE {out['protocol']['nrmse']:.4f} (31-step), {out['full_horizon']['nrmse']:.4f} "
+        log.info(f"[table] {name}: nRMSE {out['protocol']['nrmse']:.4f} (31-step), {out['full_horizon']['nrmse']:.4f} "
               f"(full); {out['wall_s_per_trajectory']:.4f} s/trajectory")
         return out, res
 

@@ -18,7 +18,10 @@ import numpy as np
 from flax import nnx
 
 
+@functools.lru_cache(maxsize=16)
 def make_rollout_fn(graphdef, mode: str = "latent", refine: str = "none"):
+    """The jitted rollout of one architecture (``graphdef``: hashable), shared by every ``Rollout`` of it, so that
+    validation, the test evaluation and the comparison table compile each (batch, steps) shape once."""
     if mode not in ("latent", "reencode"):
         raise ValueError(f"eval.rollout_mode={mode!r}: choose 'latent' or 'reencode'")
     kw = {} if refine == "none" else {"refine": refine}

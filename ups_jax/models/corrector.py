@@ -135,14 +135,17 @@ class ResidualCorrector(nnx.Module):
         level, ε̂ = α v̂ + σ x, instead of drawing fresh noise; all randomness is ε₀. That makes the corrector a
         function of ε₀ that a student can match (progressive distillation distils DDIM samplers for this reason),
         while different ε₀ still give different candidates for test-time compute."""
-        x, x0, eps = eps0, None, None
-        for i, k in enumerate(self.levels):
-            a, s = self.alpha_sigma(k)
-            if i:
-                x = a * x0 + s * eps
-            v = self.velocity(x, k, z_prev, z_pred, dt, nu)
-            x0 = a * x - s * v
-            eps = a * v + s * x
+        # one lax.scan over the levels: the denoiser is compiled once, not once per level (compile time of every
+        # refined rollout, the student's loss and TTC)
+        def level(carry, i):
+            x, x0, eps = carry
+            a, s = self.alpha_sigma(i)
+            x = jnp.where(i > 0, a * x0 + s * eps, x)            # level 0 starts from the given noise
+            v = self.velocity(x, i, z_prev, z_pred, dt, nu)
+            return (x, a * x - s * v, a * v + s * x), None
+
+        zero = jnp.zeros_like(eps0)
+        (_, x0, _), _ = jax.lax.scan(level, (eps0, zero, zero), jnp.arange(self.calls, dtype=jnp.int32))
         return x0
 
     def __call__(self, z_prev: jax.Array, z_pred: jax.Array, dt, nu, rng: jax.Array) -> jax.Array:

@@ -29,7 +29,7 @@ from ups_jax.data.pdebench import PDEBenchDataset, compute_normalization, make_s
 from ups_jax.errors import CheckpointError, ConfigError, Preempted
 from ups_jax.eval.evaluate import evaluate, write_report
 from ups_jax.eval.rollout import Rollout
-from ups_jax.models import build_model, count_params
+from ups_jax.models import build_model, count_params, model_kind
 from ups_jax.training import checkpoints as ckpt
 from ups_jax.training import preemption
 from ups_jax.training.logging import RunLogger
@@ -235,6 +235,7 @@ def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkp
         else:
             _stop_if_preempted("before the final evaluation")
             results["eval"] = run_evaluation(model, cfg, data, workdir, logger)
+        if "eval" in results and model_kind(cfg) != "fno":   # a baseline run is a row of its caller's table
             from ups_jax.eval.comparison import run_comparison
             from ups_jax.eval.table import markdown
 
