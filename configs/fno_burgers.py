@@ -48,7 +48,9 @@ def get_config(arg=None):
         rollout_steps=frames - 10, query_points=0,
         losses=mlc.ConfigDict(dict(recon=0.0, one_step=0.0, latent=0.0, rollout=1.0)))
     if arg == "cpu":
-        cfg.stages.fno.update(dict(steps=1600, eval_every=200, log_every=50))
+        # Equal training wall time with configs/burgers32.py:cpu's stages, measured in one run of
+        # `driver dry-run` on both configs (docs/benchmarks.md "Equal budget"): 1.03 s vs 7.7 s per step.
+        cfg.stages.fno.update(dict(steps=230, eval_every=46, log_every=23))
     elif arg == "test":
         cfg.model.context_frames = 3
         cfg.model.fno.update(dict(modes=6, width=8, head_width=16))
