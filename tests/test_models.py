@@ -63,7 +63,8 @@ def expected_counts(cfg, num_points: int, channels: int = 1) -> dict[str, int]:
     for _ in range(e.num_conv):
         enc += k * c_in * w + w
         c_in = w
-    enc += lin((num_points // t) * c_in, d) + 2 * d
+    raw = num_points // t if e.get("raw_skip", False) else 0          # raw skip: the first dims are grid values
+    enc += lin((num_points // t) * c_in, d - raw) + (2 * (d - raw) if e.get("final_norm", True) else 0)
 
     def pdet(o):         # U-shaped PDE-Transformer of width H with AdaLN (cond_dim) and its final LN
         h, g, c = o.hidden_dim, o.group_size, o.cond_dim
@@ -88,6 +89,9 @@ def expected_counts(cfg, num_points: int, channels: int = 1) -> dict[str, int]:
     dec = 2 * lin(nq, hd) + lin(d, hd) + dc.num_layers * block + 2 * hd + lin(hd, mh) + lin(mh, channels)
     if dc.local_freqs:   # local patch readout: Linear(D → C·(1 + 2·len(local_freqs)))
         dec += lin(d, channels * (1 + 2 * len(dc.local_freqs)))
+    if dc.get("local_mlp", 0):   # local MLP readout: (2·neighbours + 1) tokens + 2·2 offset features + 1 → C
+        n_in, lm = (2 * dc.get("local_neighbors", 1) + 1) * d + 5, dc.local_mlp
+        dec += lin(n_in, lm) + lin(lm, channels)
     out = dict(encoder=enc, operator=op, decoder=dec)
     if m.get("corrector") is not None:
         out["corrector"] = denoiser(m.corrector, 3, m.corrector.refine_steps + 1)

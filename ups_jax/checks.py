@@ -433,8 +433,14 @@ def resolve_wandb_mode(mode: str) -> str:
 
 
 def check_ttc_and_baseline(cfg, c: Checks):
-    """The TTC row's preset and every preset's budget (inference/ttc.py), and the baseline config file."""
+    """The student's cost, the TTC row's preset and every preset's budget (inference/ttc.py), and the baseline
+    config file."""
     S = "stages"
+    if "student" in cfg.stage_order and cfg.model.get("student") is not None:
+        steps = int(cfg.model.student.steps)
+        c.add("architecture", "student steps", 1 <= steps <= 2, f"model.student.steps={steps}",
+              "use 1 or 2: the student does the corrector's K+1 refiner calls in one or two",
+              passed=f"model.student.steps={steps} refiner call(s) per step")
     refiners = [n for n in ("corrector", "student") if n in cfg.stage_order]
     if refiners:
         c.add(S, "refined rollout mode", cfg.eval.rollout_mode == "latent",
