@@ -432,6 +432,11 @@ def resolve_wandb_mode(mode: str) -> str:
     return mode
 
 
+def baseline_spec(cfg) -> str:
+    """``baseline.config`` ('' when the config has no baseline section or it is off)."""
+    return str(cfg.get("baseline", {}).get("config", "") or "")
+
+
 def check_ttc_and_baseline(cfg, c: Checks):
     """The student's cost, the TTC row's preset and every preset's budget (inference/ttc.py), and the baseline
     config file."""
@@ -469,11 +474,12 @@ def check_ttc_and_baseline(cfg, c: Checks):
                 c.add(S, f"ttc.presets.{name}", True, plan.describe(), severity="info")
             except UserError as e:
                 c.add(S, f"ttc.presets.{name}", False, str(e), "raise the budget or lower candidates")
-    spec = str(cfg.get("baseline", {}).get("config", "") or "")
+    spec = baseline_spec(cfg)
     if spec:
         from ups_jax.paths import find_file
 
-        c.add(S, "baseline.config", find_file(spec.partition(":")[0]).is_file(), f"baseline.config={spec!r}: no such config file",
+        c.add(S, "baseline.config", find_file(spec.partition(":")[0]).is_file(),
+              f"baseline.config={spec!r}: no such config file",
               "give a config path (e.g. configs/fno_burgers.py:cpu) or '' for no FNO row",
               passed=f"baseline.config={spec!r} → WORKDIR/baselines/fno")
 

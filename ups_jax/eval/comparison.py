@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ups_jax.checks import baseline_spec
 from ups_jax.eval.rollout import Rollout
 from ups_jax.eval.table import evaluate_row, persistence_row, write_table
 
@@ -70,7 +71,7 @@ def run_comparison(model, cfg, data, workdir, done: set, baseline=None, split: s
     elif baseline is not None:
         b_model, b_norm = baseline
         rows.append(row("FNO", rollout(b_model, norm=b_norm), 1)[0])
-    elif str(cfg.baseline.config):
+    elif baseline_spec(cfg):
         notes.append("FNO: not evaluated (the baseline run is not finished)")
     else:
         notes.append("FNO: not configured (set --config.baseline.config=configs/fno_burgers.py:cpu)")

@@ -251,7 +251,9 @@ def run_baseline(cfg, workdir: Path, data: RunData, selection=()):
     """Trains (or resumes, or just loads) the baseline of ``cfg.baseline`` (``config``: a config spec such as
     'configs/fno_burgers.py:cpu'; ``workdir``: default WORKDIR/baselines/fno) on this run's data and evaluation
     protocol. Returns (model, norm) for the comparison table, or None when not configured / not available."""
-    spec = str(cfg.baseline.config)
+    from ups_jax.checks import baseline_spec
+
+    spec = baseline_spec(cfg)
     if not spec:
         return None
     from ups_jax.config import load_config
