@@ -424,7 +424,8 @@ def test_evaluate_cli_writes_physical_space_report_for_test_and_val(run_dir, bur
         raw = _raw_split(burgers_file, cfg, split)
         assert res["split"] == split and res["n_trajectories"] == raw.shape[0]
         assert res["protocol"] == {"initial_step": cfg.eval.initial_step, "dt": pytest.approx(0.05),
-                                   "nx": raw.shape[-1], "steps": raw.shape[1] - cfg.eval.initial_step}
+                                   "nx": raw.shape[-1], "steps": raw.shape[1] - cfg.eval.initial_step,
+                                   "context_frames_read": cfg.model.context_frames}
         for section in ("model", "persistence"):
             for key in ("nrmse", "rmse", "crmse", "brmse", "max_error", "rel_l2", "nrmse_per_step", "corr_time"):
                 assert key in res[section], (section, key)
