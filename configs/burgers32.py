@@ -8,8 +8,9 @@ Every width comes from here; nothing in the models is hard-coded (ups-original.m
 
 import ml_collections as mlc
 
-# Stage names in training order. Later issues append diffusion / distillation / steady-prior stages.
+# Stage names in training order: the core (codec, operator), then the stages on the frozen core (_refine_stages).
 STAGES = ("codec", "operator")
+REFINE_STAGES = ("corrector", "student", "steady")
 
 
 def _stage(**kw) -> mlc.ConfigDict:
@@ -158,4 +159,73 @@ def get_config(arg=None):
         cfg.eval.val_max_trajectories = 4
         cfg.logging.progress = False
         cfg.logging.wandb_mode = "disabled"
+    _refine_stages(cfg, arg)
     return cfg
+
+
+def _refine_stages(cfg, arg):
+    """Diffusion residual corrector, its distilled student and the steady prior (models/corrector.py,
+    models/steady.py, training/refiner_losses.py), test-time compute presets (inference/ttc.py) and the FNO
+    baseline trained by the same command for the comparison table (eval/comparison.py)."""
+    refiner = dict(hidden_dim=64, group_size=8, num_heads=2, depths=(1, 1, 1), mlp_ratio=2.0, cond_dim=32)
+    cfg.model.corrector = mlc.ConfigDict(dict(
+        refiner,
+        refine_steps=3,          # K: refinement levels after the level-0 prediction (K + 1 calls per step)
+        min_noise_std=1e-2,      # σ_K; levels σ_k = min_noise_std^(k/K) (PDE-Refiner uses 4e-7 on KS fields)
+        residual_scale=0.1,      # unit of the latent residual z* − F(z) (logged as diag/residual_rms_scaled)
+    ))
+    cfg.model.student = mlc.ConfigDict(dict(steps=1))   # refiner calls per step (1 or 2); the corrector's architecture
+    cfg.model.steady = mlc.ConfigDict(dict(refiner, iterations=4))
+    cfg.stage_order = tuple(cfg.stage_order) + REFINE_STAGES     # after the variant's core stages
+
+    def stage(**kw):
+        s = _stage(**kw)
+        del s.losses              # these stages have one objective each (training/refiner_losses.py)
+        return s
+
+    # pushforward_steps P: the corrector/student train on the operator's own p-step states, p ~ U{0..P}
+    cfg.stages.corrector = stage(steps=3000, lr=1e-3, trainable=("corrector",), pushforward_steps=4)
+    cfg.stages.student = stage(steps=1500, lr=5e-4, trainable=("student",), pushforward_steps=4)
+    cfg.stages.steady = stage(steps=1500, lr=1e-3, batch_size=16, trainable=("steady",))
+    cfg.stages.steady.latent_weight = 0.1
+
+    cfg.ttc = mlc.ConfigDict()
+    cfg.ttc.refine = "student"               # candidates from 'student' (S calls each) or 'corrector' (K + 1)
+    cfg.ttc.gamma = 1.0                      # discount of lookahead rewards
+    cfg.ttc.weights = mlc.ConfigDict(dict(mass=1.0, energy=1.0, tv=1.0))   # inference/rewards.py
+    # The original's tiers (candidates / beam / budget; horizon 2 as its shipped TTC eval config). Budget = model
+    # evaluations per rollout step and trajectory (operator steps, refiner calls, decoder calls), a hard limit.
+    cfg.ttc.presets = mlc.ConfigDict(dict(
+        default=mlc.ConfigDict(dict(candidates=4, beam_width=3, horizon=2, budget=100)),
+        enhanced=mlc.ConfigDict(dict(candidates=8, beam_width=3, horizon=2, budget=150)),
+        aggressive=mlc.ConfigDict(dict(candidates=16, beam_width=5, horizon=2, budget=300)),
+    ))
+    cfg.eval.ttc_preset = "default"          # the TTC row of the comparison table ('' = none)
+
+    # The FNO baseline, trained into WORKDIR/baselines/fno (or baseline.workdir) by the same command on the same
+    # data and protocol; '' = no FNO row. Off in :cpu: PDEBench's FNO at the :cpu budget would double the demo's
+    # wall time (turn it on with --config.baseline.config=configs/fno_burgers.py:cpu).
+    cfg.baseline = mlc.ConfigDict(dict(config="configs/fno_burgers.py", workdir=""))
+
+    if arg == "cpu":
+        # The joint operator stage alone takes the ~15 min of the demo (make demo) on 2 cores, so :cpu trains only
+        # it by default; the refine stages are configured and run on the same workdir with (finished stages
+        # skipped):  python -m ups_jax.train --config configs/burgers32.py:cpu --workdir runs/burgers32_cpu \
+        #                --config.stage_order=operator,corrector,student,steady
+        cfg.stage_order = tuple(s for s in cfg.stage_order if s not in REFINE_STAGES)
+        cfg.stages.corrector.update(dict(steps=800, batch_size=32, eval_every=200, warmup_steps=50))
+        cfg.stages.student.update(dict(steps=400, batch_size=32, eval_every=200, warmup_steps=20))
+        cfg.stages.steady.update(dict(steps=400, eval_every=200, warmup_steps=20))
+        cfg.baseline.config = ""
+    elif arg == "test":
+        for name in REFINE_STAGES:
+            cfg.stages[name].update(dict(steps=6, batch_size=4, warmup_steps=1, eval_every=3, log_every=2))
+        cfg.stages.corrector.pushforward_steps = 1
+        cfg.stages.student.pushforward_steps = 1
+        small = dict(hidden_dim=16, group_size=8, num_heads=2, cond_dim=8, depths=(1,))   # one layer: fast compiles
+        cfg.model.corrector.update(dict(small, refine_steps=2))
+        cfg.model.steady.update(dict(small, iterations=2))
+        cfg.baseline.config = "configs/fno_burgers.py:test"
+        # one-step TTC horizon in :test: the lookahead doubles the beam search's compile time (tests/test_ttc.py
+        # tests the lookahead on a constructed case)
+        cfg.ttc.presets.default.update(dict(beam_width=2, horizon=1))

@@ -30,6 +30,8 @@ def get_config(arg=None):
         raise ValueError(f"unknown variant {arg!r}; choose one of: (none), cpu, test")
     base, cfg = _burgers32(arg)
     del cfg.model
+    cfg.baseline.config = ""               # this *is* the baseline
+    cfg.eval.ttc_preset = ""               # no refiner to draw TTC candidates from
     cfg.model = mlc.ConfigDict()
     cfg.model.kind = "fno"
     cfg.model.context_frames = 10          # PDEBench initial_step: the model reads the 10 given frames

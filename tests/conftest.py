@@ -8,7 +8,8 @@ Data fixtures (generated once per session by the real JAX solver, PDEBench layou
   uses one seed for every Nu): two viscosities for multi-file / nu-conditioning tests. Treat as read-only.
 
 Run fixture: ``trained_run`` = (workdir, cfg, results) of one finished ``configs/burgers32.py:test`` run on
-``burgers_file`` (codec + operator + test evaluation), trained once per session in-process. Copy it before
+``burgers_file`` (every stage of :test — codec, operator, corrector, student, steady — the FNO baseline in
+``baselines/fno``, the test evaluation and the comparison table), trained once per session in-process. Copy it before
 changing anything in it (tests/test_training.py's evaluation tests rewrite its eval/ files, nothing else).
 """
 
@@ -46,8 +47,9 @@ def burgers_file(burgers_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, burgers_file, jax_compilation_cache):
-    """One finished ``configs/burgers32.py:test`` run on ``burgers_file`` (codec + operator + test evaluation),
-    trained in-process once per session: ``(workdir, cfg, results)``. Treat as read-only (copy it to modify)."""
+    """One finished ``configs/burgers32.py:test`` run on ``burgers_file`` (every stage, the FNO baseline, the test
+    evaluation and the comparison table), trained in-process once per session: ``(workdir, cfg, results)``. Treat
+    as read-only (copy it to modify)."""
     from pathlib import Path
 
     from ups_jax.config import load_config

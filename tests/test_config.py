@@ -17,7 +17,10 @@ def test_variants_differ_and_mirror_the_original():
     assert tuple(full.model.operator.depths) == (1, 1, 1) and full.model.operator.group_size == 12
     assert test.model.latent_dim < full.model.latent_dim
     assert cpu.stages.operator.steps < full.stages.operator.steps
-    assert list(full.stage_order) == ["codec", "operator"]
+    refine = ["corrector", "student", "steady"]          # the stages on the frozen core (issue 8)
+    assert list(full.stage_order) == ["codec", "operator"] + refine
+    assert list(test.stage_order) == ["codec", "operator"] + refine
+    assert list(cpu.stage_order) == ["operator"]         # the demo's ~15 min: the refine stages run on request
 
 
 def test_overrides_are_typed():

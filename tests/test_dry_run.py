@@ -94,11 +94,12 @@ def test_memory_and_flops_positive(which, skip_report, data_report):
 
 def test_each_stage_has_its_own_compiled_analysis(skip_report):
     s = skip_report["stages"]
-    assert list(s) == ["codec", "operator"]
+    assert list(s) == ["codec", "operator", "corrector", "student", "steady"]   # every stage of :test
     for st in s.values():
         assert 0 < st["flops_per_step"] < float("inf") and st["peak_bytes"] > 0
     # different losses and trainable modules compile different programs
     assert s["operator"]["flops_per_step"] != s["codec"]["flops_per_step"]
+    assert s["student"]["flops_per_step"] > s["corrector"]["flops_per_step"]   # the teacher's K+1 calls as well
 
 
 def test_data_modes(skip_report, data_report):

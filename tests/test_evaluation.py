@@ -13,13 +13,15 @@ T, X = 6, 32   # 17 rfft modes: every fRMSE band is non-empty
 
 
 class ScaledPersistence:
-    """A stand-in for ``Rollout``: predicts ``factor * u0`` at every step (physical units in and out)."""
+    """A stand-in for ``Rollout``: predicts ``factor * u0`` at every step, u0 = the last given frame (physical units
+    in and out; like ``Rollout`` it receives every given frame, (B, frames, X))."""
 
     def __init__(self, factor):
         self.factor = factor
 
-    def __call__(self, u0, nu, dt, steps):
-        return np.repeat(self.factor * np.asarray(u0, np.float64)[:, None], steps, axis=1)
+    def __call__(self, given, nu, dt, steps):
+        u0 = np.asarray(given, np.float64)[:, -1]
+        return np.repeat(self.factor * u0[:, None], steps, axis=1)
 
 
 def _trajectories(n=5):

@@ -124,7 +124,7 @@ def test_reporter_result_metric_and_global_step():
     from ups_jax.config import load_config
     from ups_jax.fleet.trainable import TuneReporter
 
-    cfg = load_config(f"{ROOT}/configs/burgers32.py:test")
+    cfg = load_config(f"{ROOT}/configs/burgers32.py:test", ["stage_order=codec,operator"])
     rep = TuneReporter(cfg, "val/nrmse", Path("/unused"), {"platform": "cpu"})
     codec = rep.result({"stage": "codec", "step": 3, "finished": False, "val_metric": "val/recon_nrmse",
                         "metrics": {"val/recon_nrmse": 0.5}, "dir": "x"})
@@ -402,7 +402,7 @@ def test_console_scripts_are_declared():
     for name, target in scripts.items():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func)), name
-    assert sorted(scripts) == ["ups-evaluate", "ups-fleet-status", "ups-pull", "ups-sweep", "ups-train"]
+    assert sorted(scripts) == ["ups-evaluate", "ups-fleet-status", "ups-infer", "ups-pull", "ups-sweep", "ups-train"]
 
 
 # ------------------------------------------------------------------------------------------- the docs

@@ -63,17 +63,25 @@ def expected_counts(cfg, num_points: int, channels: int = 1) -> dict[str, int]:
     for _ in range(e.num_conv):
         enc += k * c_in * w + w
         c_in = w
-    enc += lin((num_points // t) * c_in, d) + 2 * d
+    raw = num_points // t if e.get("raw_skip", False) else 0          # raw skip: the first dims are grid values
+    enc += lin((num_points // t) * c_in, d - raw) + (2 * (d - raw) if e.get("final_norm", True) else 0)
+
+    def pdet(o):         # U-shaped PDE-Transformer of width H with AdaLN (cond_dim) and its final LN
+        h, g, c = o.hidden_dim, o.group_size, o.cond_dim
+        f = int(h * o.mlp_ratio)
+        layer = 2 * h + (4 * lin(g, g) + 2 * g) + (2 * h + lin(h, f) + lin(f, h)) + 2 * lin(c, 3 * h)
+        n_layers = 2 * sum(o.depths[:-1]) + o.depths[-1]
+        return n_layers * layer + 2 * (len(o.depths) - 1) * lin(h, h) + 2 * h
 
     o = m.operator
-    h, g, c = o.hidden_dim, o.group_size, o.cond_dim
-    f = int(h * o.mlp_ratio)
-    layer = 2 * h + (4 * lin(g, g) + 2 * g) + (2 * h + lin(h, f) + lin(f, h)) + 2 * lin(c, 3 * h)
-    n_layers = 2 * sum(o.depths[:-1]) + o.depths[-1]
-    op = (lin(2, c) + lin(c, c) + lin(d, h) + lin(h, d) + n_layers * layer
-          + 2 * (len(o.depths) - 1) * lin(h, h) + 2 * h)
+    h, c = o.hidden_dim, o.cond_dim
+    op = lin(2, c) + lin(c, c) + lin(d, h) + lin(h, d) + pdet(o)
     if o.pos_embed:      # learned token positions (T, H)
         op += t * h
+
+    def denoiser(o, inputs, levels):   # (dt, ν) + level embeddings, input proj, positions, PDET, output proj
+        return (lin(2, o.cond_dim) + lin(o.cond_dim, o.cond_dim) + levels * o.cond_dim + lin(inputs * d, o.hidden_dim)
+                + t * o.hidden_dim + pdet(o) + lin(o.hidden_dim, d))
 
     dc = m.decoder
     hd, mh, nq = dc.hidden_dim, dc.mlp_hidden, 2 * len(dc.fourier_freqs)
@@ -81,7 +89,17 @@ def expected_counts(cfg, num_points: int, channels: int = 1) -> dict[str, int]:
     dec = 2 * lin(nq, hd) + lin(d, hd) + dc.num_layers * block + 2 * hd + lin(hd, mh) + lin(mh, channels)
     if dc.local_freqs:   # local patch readout: Linear(D → C·(1 + 2·len(local_freqs)))
         dec += lin(d, channels * (1 + 2 * len(dc.local_freqs)))
-    return dict(total=enc + op + dec, encoder=enc, operator=op, decoder=dec)
+    if dc.get("local_mlp", 0):   # local MLP readout: (2·neighbours + 1) tokens + 2·2 offset features + 1 → C
+        n_in, lm = (2 * dc.get("local_neighbors", 1) + 1) * d + 5, dc.local_mlp
+        dec += lin(n_in, lm) + lin(lm, channels)
+    out = dict(encoder=enc, operator=op, decoder=dec)
+    if m.get("corrector") is not None:
+        out["corrector"] = denoiser(m.corrector, 3, m.corrector.refine_steps + 1)
+        if m.get("student") is not None:
+            out["student"] = out["corrector"]          # the student copies the corrector's architecture
+    if m.get("steady") is not None:
+        out["steady"] = denoiser(m.steady, 2, m.steady.iterations)
+    return dict(total=sum(out.values()), **out)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -209,11 +227,12 @@ def test_param_counts_match_hand_formula_and_docs(variant):
     n = grid_size(cfg)
     counts = count_params(abstract_model(cfg, n))
     assert counts == expected_counts(cfg, n)
-    # docs/models.md table row for this variant lists encoder | operator | decoder | total
+    # docs/models.md table row for this variant lists encoder | operator | decoder | corrector | student | steady | total
     row = next((line for line in DOCS.read_text().splitlines() if line.startswith(f"| `{variant}`")), None)
     assert row is not None, f"docs/models.md has no parameter-count row for `{variant}`"
     nums = [int(c.replace(",", "")) for c in re.findall(r"\|\s*([\d,]+)\s*(?=\|)", row)]
-    assert nums[-4:] == [counts["encoder"], counts["operator"], counts["decoder"], counts["total"]], row
+    keys = ("encoder", "operator", "decoder", "corrector", "student", "steady", "total")
+    assert nums[-7:] == [counts[k] for k in keys], row
 
 
 def test_full_operator_count_vs_original():

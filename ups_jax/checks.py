@@ -108,10 +108,17 @@ def grid(cfg, *, use_files: bool = True):
     return -(-g.nx // rr), -(-201 // rt), [g.samples]
 
 
+OPTIONAL_SUBMODULES = ("corrector", "student", "steady")   # built when cfg.model has the section
+
+
 def _submodules(cfg) -> tuple[str, ...]:
     from ups_jax.models import model_kind
 
-    return FNO_SUBMODULES if model_kind(cfg) == "fno" else SUBMODULES
+    if model_kind(cfg) == "fno":
+        return FNO_SUBMODULES
+    optional = tuple(m for m in OPTIONAL_SUBMODULES if cfg.model.get(m) is not None
+                     and (m != "student" or cfg.model.get("corrector") is not None))
+    return SUBMODULES + optional
 
 
 def _build_check(cfg, c: Checks, nx: int | None, fallback_nx: int):
@@ -316,9 +323,10 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
         return
     trained: dict[str, str] = {}     # module -> first stage that trains it
     submodules = _submodules(cfg)
-    is_ups = submodules == SUBMODULES
-    from ups_jax.models import context_frames
+    from ups_jax.models import context_frames, model_kind
+    from ups_jax.training.stages import KINDS, stage_kind, teachers
 
+    is_ups = model_kind(cfg) == "ups"
     h = context_frames(cfg)
     for name in order:
         if not c.add(S, f"{name} defined", name in cfg.stages,
@@ -327,24 +335,25 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
                      f"add a stages.{name} section or remove it from stage_order",
                      passed=f"stages.{name} present"):
             continue
+        if not c.add(S, f"{name} kind", name in KINDS, f"'{name}' is not a known stage",
+                     f"name stages after what they train: {', '.join(KINDS)}", passed=f"{name}: known stage"):
+            continue
         s = cfg.stages[name]
         k = f"stages.{name}"
         bad = [t for t in s.trainable if t not in submodules]
         c.add(S, f"{name} trainable", len(s.trainable) > 0 and not bad,
               f"{k}.trainable={tuple(s.trainable)}" + (f": unknown {bad}" if bad else ": selects nothing"),
-              f"choose from {submodules}", passed=f"{k}.trainable={tuple(s.trainable)}")
-        w = {t: s.losses[t] for t in LOSS_TERMS}
-        c.add(S, f"{name} losses", all(v >= 0 for v in w.values()) and any(v > 0 for v in w.values()),
-              f"{k}.losses={w}", "weights ≥ 0 with at least one > 0")
-        uses = {"encoder": any(v > 0 for v in w.values()),
-                "decoder": w["recon"] > 0 or w["one_step"] > 0 or w["rollout"] > 0,
-                "operator": w["one_step"] > 0 or w["rollout"] > 0 or w["latent"] > 0}
-        for module in SUBMODULES if is_ups else ():  # a module used frozen must be a trained teacher, never random
-            if uses[module] and module not in s.trainable:
-                c.add(S, f"{name} frozen {module}", module in trained,
-                      f"{name} uses the {module} frozen but no earlier stage trains it (a random teacher)",
-                      f"train the {module} in an earlier stage (e.g. codec) or add it to {k}.trainable",
-                      passed=f"frozen {module} was trained by stage '{trained.get(module)}'")
+              f"choose from {submodules}" + ("; configure model.<name> for corrector/student/steady" if is_ups else ""),
+              passed=f"{k}.trainable={tuple(s.trainable)}")
+        if "losses" in s:
+            w = {t: s.losses[t] for t in LOSS_TERMS}
+            c.add(S, f"{name} losses", all(v >= 0 for v in w.values()) and any(v > 0 for v in w.values()),
+                  f"{k}.losses={w}", "weights ≥ 0 with at least one > 0")
+        for module in sorted(teachers(cfg, name)) if is_ups else ():  # used frozen: a trained teacher, never random
+            c.add(S, f"{name} frozen {module}", module in trained,
+                  f"{name} uses the {module} frozen but no earlier stage trains it (a random teacher)",
+                  f"train the {module} in an earlier stage (e.g. codec) or add it to {k}.trainable",
+                  passed=f"frozen {module} was trained by stage '{trained.get(module)}'")
         for module in s.trainable:
             trained.setdefault(module, name)
         c.add(P, f"{name} steps", s.steps >= 1, f"{k}.steps={s.steps}", "use ≥ 1")
@@ -385,7 +394,7 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
               f"{k}.rollout_steps={s.rollout_steps}, pushforward_steps={s.pushforward_steps}, input_noise="
               f"{s.input_noise}", "use rollout_steps ≥ 1, pushforward_steps ≥ 0, input_noise ≥ 0")
         if nt is not None and s.rollout_steps >= 1:
-            win = h + s.pushforward_steps + s.rollout_steps
+            win = stage_kind(name).window(cfg, s, nt)
             if c.add(P, f"{name} window", win <= nt,
                      f"window of {win} frames (model.context_frames={h} + {k}.pushforward_steps="
                      f"{s.pushforward_steps} + {k}.rollout_steps={s.rollout_steps}) does not fit in {nt} frames per "
@@ -421,6 +430,58 @@ def resolve_wandb_mode(mode: str) -> str:
     if mode not in WANDB_MODES:
         raise ConfigError(f"logging.wandb_mode={mode!r}: choose auto, online, offline or disabled")
     return mode
+
+
+def baseline_spec(cfg) -> str:
+    """``baseline.config`` ('' when the config has no baseline section or it is off)."""
+    return str(cfg.get("baseline", {}).get("config", "") or "")
+
+
+def check_ttc_and_baseline(cfg, c: Checks):
+    """The student's cost, the TTC row's preset and every preset's budget (inference/ttc.py), and the baseline
+    config file."""
+    S = "stages"
+    if "student" in cfg.stage_order and cfg.model.get("student") is not None:
+        steps = int(cfg.model.student.steps)
+        c.add("architecture", "student steps", 1 <= steps <= 2, f"model.student.steps={steps}",
+              "use 1 or 2: the student does the corrector's K+1 refiner calls in one or two",
+              passed=f"model.student.steps={steps} refiner call(s) per step")
+    refiners = [n for n in ("corrector", "student") if n in cfg.stage_order]
+    if refiners:
+        c.add(S, "refined rollout mode", cfg.eval.rollout_mode == "latent",
+              f"stages {refiners} refine latent rollouts but eval.rollout_mode={cfg.eval.rollout_mode!r}",
+              "use eval.rollout_mode='latent'", passed="refiners run in the latent rollout")
+    preset = str(cfg.eval.get("ttc_preset", "") or "")
+    if preset and "ttc" in cfg:
+        from ups_jax.inference.ttc import make_plan, preset_names
+
+        refine = str(cfg.ttc.refine)
+        c.add(S, "ttc.refine", refine in ("student", "corrector"),
+              f"ttc.refine={refine!r}: the TTC candidates come from the 'student' or the 'corrector'",
+              "use ttc.refine='student' or 'corrector', or eval.ttc_preset=''", passed=f"ttc.refine={refine!r}")
+        if refine not in cfg.stage_order:
+            c.add(S, "ttc row", False, f"eval.ttc_preset={preset!r} but stage '{refine}' (ttc.refine) is not in "
+                  f"stage_order: the table has no TTC row", f"add {refine} to stage_order for a TTC row",
+                  severity="info")
+        c.add(S, "eval.ttc_preset", preset in cfg.ttc.presets, f"eval.ttc_preset={preset!r} is not one of "
+              f"{preset_names(cfg.ttc)}", "name a preset of ttc.presets, or '' for no TTC row",
+              passed=f"eval.ttc_preset={preset!r}")
+        m = cfg.model.get("corrector")
+        calls = (int(m.refine_steps) + 1 if refine == "corrector" else int(cfg.model.student.steps)) if m else 1
+        for name in preset_names(cfg.ttc):
+            try:
+                plan = make_plan(cfg.ttc, name, calls, refine)
+                c.add(S, f"ttc.presets.{name}", True, plan.describe(), severity="info")
+            except UserError as e:
+                c.add(S, f"ttc.presets.{name}", False, str(e), "raise the budget or lower candidates")
+    spec = baseline_spec(cfg)
+    if spec:
+        from ups_jax.paths import find_file
+
+        c.add(S, "baseline.config", find_file(spec.partition(":")[0]).is_file(),
+              f"baseline.config={spec!r}: no such config file",
+              "give a config path (e.g. configs/fno_burgers.py:cpu) or '' for no FNO row",
+              passed=f"baseline.config={spec!r} → WORKDIR/baselines/fno")
 
 
 def check_logging(cfg, c: Checks):
@@ -508,6 +569,7 @@ def run_checks(cfg, *, skip_data: bool = False) -> tuple[list[Check], int | None
     nx, nt, n_train = check_data(cfg, c, skip_data=skip_data)
     check_architecture(cfg, c, nx)
     check_stages(cfg, c, nx, nt, n_train)
+    check_ttc_and_baseline(cfg, c)
     check_logging(cfg, c)
     check_runtime(cfg, c)
     return c.items, nx

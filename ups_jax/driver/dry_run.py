@@ -181,12 +181,12 @@ def _stage_parts(cfg, data, model, i: int, name: str):
     from ups_jax.checks import data_parallel_size
     from ups_jax.data.loader import WindowLoader
     from ups_jax.training.loop import make_mesh, make_train_step, next_update_batch, place_on_device, trainable_filter
-    from ups_jax.training.losses import make_stage_loss, window_frames
     from ups_jax.training.optim import make_optimizer
+    from ups_jax.training.stages import stage_kind
 
-    sc = cfg.stages[name]
-    loss_fn = make_stage_loss(cfg, sc, x01=jnp.asarray(data.x01))
-    loader = WindowLoader(data.dataset, data.splits["train"], window=window_frames(cfg, sc),
+    sc, kind = cfg.stages[name], stage_kind(name)
+    loss_fn = kind.loss(cfg, sc, jnp.asarray(data.x01))
+    loader = WindowLoader(data.dataset, data.splits["train"], window=kind.window(cfg, sc, data.dataset.nt),
                           batch_size=sc.batch_size, seed=cfg.seed + 1000 * i, prefetch=cfg.data.prefetch)
     graphdef, params, rest = nnx.split(model, trainable_filter(tuple(sc.trainable)), ...)
     tx = make_optimizer(sc)

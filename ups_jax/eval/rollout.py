@@ -3,7 +3,9 @@
 Works for every model with the surrogate interface ``rollout_fields(u_ctx, dt, nu, x01, steps, mode)`` (UPS and
 the FNO baseline): the model reads its ``context_frames`` last given frames and predicts the following ones.
 For UPS, ``mode='latent'`` encodes once and steps in latent space (UPT's latent rollout, the cheap path);
-``'reencode'`` decodes and re-encodes after every step.
+``'reencode'`` decodes and re-encodes after every step. ``refine='corrector'|'student'`` adds the predictor–corrector
+refinement (models/corrector.py) with noise from ``seed`` (fixed per batch, so evaluations are reproducible).
+Subclasses replace the jitted function (``_make_fn``) and keep the batching: inference/ttc.py::TTCRollout.
 """
 
 from __future__ import annotations
@@ -16,29 +18,54 @@ import numpy as np
 from flax import nnx
 
 
-def make_rollout_fn(graphdef, mode: str = "latent"):
+@functools.lru_cache(maxsize=16)
+def make_rollout_fn(graphdef, mode: str = "latent", refine: str = "none"):
+    """The jitted rollout of one architecture (``graphdef``: hashable), shared by every ``Rollout`` of it, so that
+    validation, the test evaluation and the comparison table compile each (batch, steps) shape once."""
     if mode not in ("latent", "reencode"):
         raise ValueError(f"eval.rollout_mode={mode!r}: choose 'latent' or 'reencode'")
+    kw = {} if refine == "none" else {"refine": refine}
 
     @functools.partial(jax.jit, static_argnames=("steps",))
-    def rollout(state, u_ctx, nu, dt, x01, steps: int):
-        """u_ctx: (B, h, X) normalised; nu, dt: (B,); returns (B, steps, X) normalised predictions."""
-        return nnx.merge(graphdef, state).rollout_fields(u_ctx, dt, nu, x01, steps, mode=mode)
+    def rollout(state, u_ctx, nu, dt, x01, rng, xq01, steps: int):
+        """u_ctx: (B, h, X) normalised; nu, dt: (B,); returns (B, steps, X) normalised predictions on the grid, or
+        (B, steps, Q) at ``xq01`` (UPS latent rollouts only: the decoder reads any point)."""
+        m = nnx.merge(graphdef, state)
+        extra = dict(kw, rng=rng) if kw else {}
+        if xq01 is None:
+            return m.rollout_fields(u_ctx, dt, nu, x01, steps, mode=mode, **extra)
+        if mode != "latent":
+            raise ValueError("output at query points needs eval.rollout_mode='latent'")
+        zs = m.rollout(m.encode_frames(u_ctx, x01), dt, nu, steps, **extra)          # (B, S, T, D)
+        b, s, t, d = zs.shape
+        return m.decode(zs.reshape(b * s, t, d), xq01)[..., 0].reshape(b, s, -1)
 
     return rollout
 
 
 class Rollout:
     """Physical-space predictions from a model: normalisation, context slicing, batching (padded to a fixed batch
-    so the rollout compiles once) and de-normalisation live here."""
+    so the rollout compiles once) and de-normalisation live here. ``out_x01``: output points in [0, 1) (default:
+    the input grid), e.g. a finer grid for zero-shot super-resolution."""
 
-    def __init__(self, model: nnx.Module, *, norm: dict, x01: np.ndarray, batch_size: int, mode: str = "latent"):
+    def __init__(self, model: nnx.Module, *, norm: dict, x01: np.ndarray, batch_size: int, mode: str = "latent",
+                 refine: str = "none", seed: int = 0, out_x01: np.ndarray | None = None):
         self.graphdef, self.state = nnx.split(model)
-        self.fn = make_rollout_fn(self.graphdef, mode)   # built once: later models reuse the compiled rollout
+        self.mode, self.refine, self.seed = mode, refine, int(seed)
         self.context_frames = int(getattr(model, "context_frames", 1))
         self.mean, self.std = float(norm["mean"]), float(norm["std"])
         self.x01 = jnp.asarray(x01, jnp.float32)
+        self.out_x01 = None if out_x01 is None else jnp.asarray(out_x01, jnp.float32)
         self.batch_size = int(batch_size)
+        self.fn = self._make_fn()   # built once: later models reuse the compiled rollout
+
+    def _make_fn(self):
+        return make_rollout_fn(self.graphdef, self.mode, self.refine)
+
+    def _predict(self, u: jax.Array, nu: jax.Array, dt: jax.Array, steps: int, rng: jax.Array,
+                 valid: int) -> np.ndarray:
+        """One padded batch (the first ``valid`` rows are real), normalised in and out: (B, h, X) → (B, steps, X|Q)."""
+        return np.asarray(self.fn(self.state, u, nu, dt, self.x01, rng, self.out_x01, steps=int(steps)))
 
     def set_model(self, model: nnx.Module) -> "Rollout":
         """Swaps in new weights (same architecture) without recompiling."""
@@ -64,7 +91,8 @@ class Rollout:
             pad = self.batch_size - (e - s)
             take = lambda a: np.concatenate([a[s:e], np.repeat(a[e - 1:e], pad, axis=0)]) if pad else a[s:e]
             u = (take(ctx).astype(np.float32) - self.mean) / self.std
-            pred = self.fn(self.state, jnp.asarray(u), jnp.asarray(take(nu), jnp.float32),
-                           jnp.asarray(take(dt), jnp.float32), self.x01, steps=int(steps))
-            outs.append(np.asarray(pred)[: e - s])
+            rng = jax.random.fold_in(jax.random.key(self.seed), s)
+            pred = self._predict(jnp.asarray(u), jnp.asarray(take(nu), jnp.float32),
+                                 jnp.asarray(take(dt), jnp.float32), steps, rng, e - s)
+            outs.append(pred[: e - s])
         return np.concatenate(outs, axis=0) * self.std + self.mean

@@ -41,11 +41,15 @@ class UPS(nnx.Module):
     newest frame u_{t+1} at any point."""
 
     def __init__(self, *, encoder: GridEncoder, operator: LatentOperator, decoder: AnyPointDecoder,
-                 context_frames: int = 1):
+                 context_frames: int = 1, corrector=None, student=None, steady=None):
         self.encoder = encoder
         self.operator = operator
         self.decoder = decoder
         self.context_frames = int(context_frames)
+        # optional later stages (models/corrector.py, models/steady.py); None when not configured
+        self.corrector = corrector
+        self.student = student
+        self.steady = steady
 
     def encode(self, u: jax.Array, x01: jax.Array) -> jax.Array:
         """u: (B, X, h·C) — the h context frames as channels, oldest first —, x01: (X,) or (B, X) in [0, 1)
@@ -64,8 +68,16 @@ class UPS(nnx.Module):
         """z: (B, T, D), xq01: (Q,) or (B, Q) in [0, 1) → (B, Q, C)."""
         return self.decoder(z, xq01)
 
-    def rollout(self, z: jax.Array, dt: jax.Array, nu: jax.Array, num_steps: int) -> jax.Array:
-        """Autoregressive latent rollout with ``lax.scan``: z (B, T, D) → (B, num_steps, T, D) = z_1..z_K."""
+    def rollout(self, z: jax.Array, dt: jax.Array, nu: jax.Array, num_steps: int, refine: str = "none",
+                rng: jax.Array | None = None) -> jax.Array:
+        """Autoregressive latent rollout with ``lax.scan``: z (B, T, D) → (B, num_steps, T, D) = z_1..z_K.
+        ``refine`` 'corrector' / 'student': predictor–corrector steps with noise from ``rng``
+        (models/corrector.py)."""
+        if refine != "none":
+            from ups_jax.models.corrector import refined_rollout
+
+            return refined_rollout(self, z, dt, nu, num_steps, refine, rng)
+
         def body(zc, _):
             zn = self.step(zc, dt, nu)
             return zn, zn
@@ -73,16 +85,19 @@ class UPS(nnx.Module):
         return jnp.swapaxes(zs, 0, 1)
 
     def rollout_fields(self, u_ctx: jax.Array, dt: jax.Array, nu: jax.Array, x01: jax.Array, steps: int,
-                       mode: str = "latent") -> jax.Array:
+                       mode: str = "latent", refine: str = "none", rng: jax.Array | None = None) -> jax.Array:
         """The surrogate interface every model implements (``FNO1d`` too): context frames (B, h, X) → the next
         ``steps`` frames (B, steps, X) on the grid ``x01``, autoregressively.
 
         mode='latent': encode once, step in latent space, decode every step in one batched call (UPT's latent
-        rollout). mode='reencode': decode → slide the context window → re-encode after every step."""
+        rollout). mode='reencode': decode → slide the context window → re-encode after every step.
+        ``refine``: see :meth:`rollout` (latent mode only)."""
         b, _, n = u_ctx.shape
         steps = int(steps)
+        if refine != "none" and mode != "latent":
+            raise ValueError(f"refine={refine!r} needs eval.rollout_mode='latent' (got {mode!r})")
         if mode == "latent":
-            zs = self.rollout(self.encode_frames(u_ctx, x01), dt, nu, steps)      # (B, S, T, D)
+            zs = self.rollout(self.encode_frames(u_ctx, x01), dt, nu, steps, refine, rng)   # (B, S, T, D)
             t, d = zs.shape[-2:]
             return self.decode(zs.reshape(b * steps, t, d), x01)[..., 0].reshape(b, steps, n)
         if mode != "reencode":
@@ -94,6 +109,15 @@ class UPS(nnx.Module):
 
         _, us = jax.lax.scan(body, u_ctx, None, length=steps)
         return jnp.swapaxes(us, 0, 1)
+
+    def steady_state(self, u_ctx: jax.Array, x01: jax.Array, horizon: jax.Array, nu: jax.Array,
+                     xq01: jax.Array | None = None) -> jax.Array:
+        """The steady prior's long-time state ``horizon`` after the context frames (B, h, X) → (B, Q) at ``xq01``
+        (default: the grid)."""
+        if self.steady is None:
+            raise ValueError("this model has no steady prior (configure model.steady)")
+        z = self.steady(self.encode_frames(u_ctx, x01), horizon, nu)
+        return self.decode(z, x01 if xq01 is None else xq01)[..., 0]
 
     def __call__(self, u: jax.Array, x01: jax.Array, dt: jax.Array, nu: jax.Array,
                  xq01: jax.Array | None = None) -> jax.Array:
@@ -189,11 +213,17 @@ def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | Non
             local_freqs=tuple(_get(dec, "local_freqs", "model.decoder")),
             local_mlp=int(dec.get("local_mlp", 0)), local_neighbors=int(dec.get("local_neighbors", 1)),
             raw_patch=encoder.raw_dims, rngs=rngs)
+        from ups_jax.models.corrector import build_refiners
+        from ups_jax.models.steady import build_steady
+
+        corrector, student = build_refiners(m, latent_dim=d, latent_tokens=t, rngs=rngs)
+        steady = build_steady(m, latent_dim=d, latent_tokens=t, rngs=rngs)
     except ModelConfigError:
         raise
     except ValueError as e:
         raise ModelConfigError(str(e)) from e
-    return UPS(encoder=encoder, operator=operator, decoder=decoder, context_frames=h)
+    return UPS(encoder=encoder, operator=operator, decoder=decoder, context_frames=h, corrector=corrector,
+               student=student, steady=steady)
 
 
 def abstract_model(cfg, num_points: int, *, channels: int = 1):
@@ -255,6 +285,9 @@ CONFIG_KEY_FOR_PARAM: tuple[tuple[str, str], ...] = (
     (r"^decoder/head/fc1/", "model.decoder.hidden_dim / model.decoder.mlp_hidden"),
     (r"^decoder/head/fc2/", "model.decoder.mlp_hidden / output channels (data)"),
     (r"^decoder/", "model.decoder.hidden_dim"),
+    (r"^corrector/", "model.corrector"),
+    (r"^student/", "model.corrector (the student copies its architecture) / model.student.steps"),
+    (r"^steady/", "model.steady"),
 )
 
 # Which key sets how MANY of a repeated submodule exist (for paths present on one side only).

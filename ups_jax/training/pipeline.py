@@ -1,8 +1,12 @@
-"""``train_and_evaluate(cfg, workdir)``: data → model → every configured stage → test evaluation → report.
+"""``train_and_evaluate(cfg, workdir)``: data → model → every configured stage → the FNO baseline (if configured)
+→ test evaluation → the comparison table (eval/comparison.py).
 
 Re-running the same command resumes: finished stages are skipped (their best EMA weights reloaded), an
-interrupted stage continues from its latest checkpoint with the same step sequence. SIGTERM checkpoints the
-current step and raises ``errors.Preempted`` (the command line exits with 75); the same command resumes.
+interrupted stage continues from its latest checkpoint with the same step sequence. ``stages=('corrector',)``
+runs a subset (the others are loaded when finished; a frozen teacher that no finished stage trained is an error
+before anything is written). Stage names → loss, window, teachers, validator: training/stages.py. SIGTERM
+checkpoints the current step and raises ``errors.Preempted`` (the command line exits with 75); the same command
+resumes.
 """
 
 from __future__ import annotations
@@ -23,14 +27,14 @@ from ups_jax.data.default import ensure_default_data
 from ups_jax.data.loader import WindowLoader
 from ups_jax.data.pdebench import PDEBenchDataset, compute_normalization, make_splits
 from ups_jax.errors import CheckpointError, ConfigError, Preempted
-from ups_jax.eval.evaluate import evaluate, score, write_report
+from ups_jax.eval.evaluate import evaluate, write_report
 from ups_jax.eval.rollout import Rollout
-from ups_jax.models import build_model, count_params
+from ups_jax.models import build_model, count_params, model_kind
 from ups_jax.training import checkpoints as ckpt
 from ups_jax.training import preemption
 from ups_jax.training.logging import RunLogger
 from ups_jax.training.loop import LoopOptions, StageSpec, run_stage
-from ups_jax.training.losses import make_stage_loss, window_frames
+from ups_jax.training.stages import BASELINE, plan_stages, restore_finished, selected_stages, stage_kind
 
 log = logging.getLogger(__name__)
 
@@ -67,43 +71,10 @@ class RunData:
 
 
 def make_validator(stage_name: str, cfg, data: RunData, model):
-    """Validation on the *val* split (never test): rollout nRMSE, or reconstruction nRMSE for the codec."""
-    traj, nu = data.trajectories("val", cfg.eval.val_max_trajectories)
-    dt = float(data.dataset.dt)
-    rollout = Rollout(model, norm=data.norm, x01=data.x01, batch_size=min(cfg.eval.batch_size, len(traj)),
-                      mode=cfg.eval.rollout_mode)
-    if stage_name == "codec":
-        graphdef, _ = nnx.split(model)
-        x01 = jnp.asarray(data.x01)
-        h = int(model.context_frames)
+    """Validation on the *val* split (never test); see training/stages.py."""
+    from ups_jax.training.stages import make_validator as _make
 
-        @jax.jit
-        def recon(state, u_ctx):
-            m = nnx.merge(graphdef, state)
-            return m.decode(m.encode_frames(u_ctx, x01), x01)[..., 0]
-
-        # windows of h frames ending at 8 evenly spaced frames of every val trajectory; the target is the newest
-        ends = np.arange(h - 1, traj.shape[1], max(1, traj.shape[1] // 8))
-        windows = np.stack([traj[:, e - h + 1:e + 1] for e in ends], 1).reshape(-1, h, traj.shape[-1])
-        frames = windows[:, -1]                                                          # physical
-        mean, std = data.norm["mean"], data.norm["std"]
-        normed = jnp.asarray((windows - mean) / std, jnp.float32)
-
-        def validate(m):
-            pred = np.asarray(recon(nnx.state(m), normed)) * std + mean
-            err = np.sqrt(np.mean((pred - frames) ** 2, -1)) / np.sqrt(np.mean(frames ** 2, -1))
-            return {"val/recon_nrmse": float(np.mean(err))}
-
-        return validate, "val/recon_nrmse"
-
-    start = cfg.eval.initial_step - 1
-
-    def validate(m):
-        # the same per-trajectory definition as the test evaluation (eval.evaluate.score)
-        model_m, pers_m, _ = score(rollout.set_model(m), traj, nu, dt, start, batch_size=len(traj))
-        return {"val/nrmse": model_m["nrmse"], "val/persistence_nrmse": pers_m["nrmse"]}
-
-    return validate, "val/nrmse"
+    return _make(stage_name, cfg, data, model)
 
 
 def _check_writable(workdir: Path) -> None:
@@ -167,16 +138,18 @@ def preflight(cfg, data_paths=None) -> int:
 
 
 def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | None = None,
-                       data_paths=None, on_checkpoint=None) -> dict:
-    """Trains every stage of ``cfg.stage_order`` into ``workdir`` (resuming), then evaluates on the test split.
+                       data_paths=None, on_checkpoint=None, stages=()) -> dict:
+    """Trains every stage of ``cfg.stage_order`` into ``workdir`` (resuming), the FNO baseline of
+    ``cfg.baseline`` into its own workdir, then evaluates on the test split and writes the comparison table.
 
+    ``stages``: a subset of ``stage_order`` (+ 'baseline') to run now; () = everything.
     ``on_checkpoint``: optional hook passed to every stage's loop (see ``loop.run_stage``), e.g. Ray Tune reporting;
     it is called after every complete checkpoint, including the one written on SIGTERM. In the main thread, SIGTERM
     checkpoints the current step and raises ``errors.Preempted`` (see ``training.preemption``).
     """
     with preemption.sigterm_checkpoints():
         return _train_and_evaluate(cfg, workdir, fresh=fresh, max_steps=max_steps, data_paths=data_paths,
-                                   on_checkpoint=on_checkpoint)
+                                   on_checkpoint=on_checkpoint, stages=stages)
 
 
 def _stop_if_preempted(where: str) -> None:
@@ -185,14 +158,16 @@ def _stop_if_preempted(where: str) -> None:
         raise Preempted(f"{reason} {where}: no work in progress was lost; run the same command to resume")
 
 
-def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkpoint) -> dict:
+def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkpoint, stages) -> dict:
     t0 = time.time()
     workdir = Path(workdir).absolute()
     devices = preflight(cfg, data_paths)
+    selection = selected_stages(cfg, stages)
     _check_writable(workdir)
     data = RunData(cfg, data_paths)
     model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
     _check_workdir(workdir, cfg, data, model, fresh)
+    plan = plan_stages(cfg, workdir, selection)          # refuses a missing teacher before anything is written
     _stop_if_preempted("before training started")
     workdir.mkdir(parents=True, exist_ok=True)
     meta = {"version": ups_jax.__version__, "norm": data.norm, "fingerprint": data.fingerprint(),
@@ -212,20 +187,31 @@ def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkp
     logger = RunLogger(workdir, config=cfg.to_dict(), wandb_mode=cfg.logging.wandb_mode,
                        wandb_project=cfg.logging.wandb_project, stage_offsets=offsets)
     options = LoopOptions.from_config(cfg, data_parallel=devices)
-    results = {"stages": {}}
+    results = {"stages": {}, "plan": plan}
     with logger:
         logger.log("run_start", version=ups_jax.__version__, stages=list(cfg.stage_order), params=counts,
-                   device=jax.devices()[0].platform, data=data.fingerprint(), data_parallel=devices)
+                   device=jax.devices()[0].platform, data=data.fingerprint(), data_parallel=devices, plan=plan)
         x01 = jnp.asarray(data.x01)
+        done = set()
         for i, name in enumerate(cfg.stage_order):
             _stop_if_preempted(f"before stage {name}")
-            sc = cfg.stages[name]
+            if plan[name] == "not selected":
+                log.info(f"[{name}] not selected (--stages) and not finished: skipped")
+                continue
+            sc, kind = cfg.stages[name], stage_kind(name)
+            if plan[name] == "finished":   # reload the modules it trained from its best EMA checkpoint
+                res = restore_finished(model, workdir, name, tuple(sc.trainable), logger)
+                results["stages"][name] = res.__dict__
+                log.info(f"[{name}] skipped (done); best val={res.best_val:.4g} at step {res.best_step}")
+                done.add(name)
+                continue
+            if kind.prepare is not None:
+                kind.prepare(model)       # e.g. the student starts as its teacher (a checkpoint overrides it)
             validate, val_metric = make_validator(name, cfg, data, model)
-            spec = StageSpec(name=name, cfg=sc, val_metric=val_metric, validate=validate,
-                             trainable=tuple(sc.trainable),
-                             loss_fn=make_stage_loss(cfg, sc, x01=x01))
-            loader = WindowLoader(data.dataset, data.splits["train"], window=window_frames(cfg, sc),
+            loader = WindowLoader(data.dataset, data.splits["train"], window=kind.window(cfg, sc, data.dataset.nt),
                                   batch_size=sc.batch_size, seed=cfg.seed + 1000 * i, prefetch=cfg.data.prefetch)
+            spec = StageSpec(name=name, cfg=sc, val_metric=val_metric, validate=validate,
+                             trainable=tuple(sc.trainable), loss_fn=kind.loss(cfg, sc, x01))
             try:
                 res = run_stage(model, spec, loader, prepare_batch=data.prepare_batch, workdir=workdir,
                                 logger=logger, seed=cfg.seed + i, ckpt_metadata={"config": cfg.to_dict(), **meta},
@@ -241,10 +227,53 @@ def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkp
                      + (f"; {res.nonfinite_steps} non-finite step(s) skipped" if res.nonfinite_steps else ""))
             if max_steps is not None and not res.skipped and res.steps_done < sc.steps and not res.stopped_early:
                 return results  # interrupted on purpose (tests); re-running resumes
-        _stop_if_preempted("before the final evaluation")
-        results["eval"] = run_evaluation(model, cfg, data, workdir, logger)
+            done.add(name)
+        baseline = run_baseline(cfg, workdir, data, selection)
+        core = [n for n in cfg.stage_order if stage_kind(n).refine == "none" and stage_kind(n).validator != "steady"]
+        if not all(n in done for n in core):
+            log.info(f"evaluation skipped: the core stages {core} are not all finished in {workdir}")
+        else:
+            _stop_if_preempted("before the final evaluation")
+            results["eval"] = run_evaluation(model, cfg, data, workdir, logger)
+        if "eval" in results and model_kind(cfg) != "fno":   # a baseline run is a row of its caller's table
+            from ups_jax.eval.comparison import run_comparison
+            from ups_jax.eval.table import markdown
+
+            results["table"] = run_comparison(model, cfg, data, workdir, done, baseline)
+            print(markdown(results["table"]), flush=True)      # the run's result, on stdout (also eval/table.md)
+            logger.log("table", file="eval/table.json",
+                       **{f"{r['row']}/nrmse": r["protocol"]["nrmse"] for r in results["table"]["rows"]})
         logger.log("run_end", wall_s=time.time() - t0)
     return results
+
+
+def run_baseline(cfg, workdir: Path, data: RunData, selection=()):
+    """Trains (or resumes, or just loads) the baseline of ``cfg.baseline`` (``config``: a config spec such as
+    'configs/fno_burgers.py:cpu'; ``workdir``: default WORKDIR/baselines/fno) on this run's data and evaluation
+    protocol. Returns (model, norm) for the comparison table, or None when not configured / not available."""
+    from ups_jax.checks import baseline_spec
+
+    spec = baseline_spec(cfg)
+    if not spec:
+        return None
+    from ups_jax.config import load_config
+    from ups_jax.training.restore import load_run
+
+    bwd = Path(cfg.baseline.workdir) if str(cfg.baseline.workdir) else workdir / "baselines" / "fno"
+    if not selection or BASELINE in selection:
+        bcfg = load_config(spec)
+        with bcfg.unlocked():            # same data and evaluation protocol as this run; never a nested baseline
+            bcfg.data = type(cfg.data)(cfg.data.to_dict())
+            bcfg.eval = type(cfg.eval)(cfg.eval.to_dict())
+            bcfg.eval.ttc_preset = ""    # no refiner in the baseline
+            bcfg.baseline.config = ""
+        log.info(f"[baseline] {spec} → {bwd}")
+        _train_and_evaluate(bcfg, bwd, fresh=False, max_steps=None, data_paths=data.paths, on_checkpoint=None,
+                            stages=())      # inside this run's SIGTERM handling
+    elif not (bwd / "run_meta.json").is_file():
+        return None
+    _, bdata, bmodel, _, _ = load_run(bwd, data.paths)
+    return bmodel, bdata.norm
 
 
 def run_evaluation(model, cfg, data: RunData, workdir: Path, logger=None, split: str | None = None) -> dict:

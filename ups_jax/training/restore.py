@@ -15,13 +15,14 @@ from ups_jax.config import config_from_dict
 from ups_jax.errors import CheckpointError, DataError
 from ups_jax.models import build_model, param_shapes
 from ups_jax.training import checkpoints as ckpt
-from ups_jax.training.loop import load_param_dict, param_dict
+from ups_jax.training.stages import restore_modules
 
 log = logging.getLogger(__name__)
 
 
 def load_run(workdir, data_paths=None):
-    """Returns (cfg, RunData, model with the final stage's best EMA weights, stage name, step)."""
+    """Returns (cfg, RunData, model, last stage loaded, its step): every submodule from the best EMA checkpoint of
+    the last stage (in stage_order) that trains it."""
     from ups_jax.training.pipeline import RunData
 
     workdir = Path(workdir)
@@ -49,28 +50,26 @@ def load_run(workdir, data_paths=None):
     data.norm = meta["norm"]                           # always the training run's statistics
     check_eval_data(data, meta, cfg, workdir)
     model = build_model(cfg, num_points=meta["nx"], rngs=nnx.Rngs(cfg.seed))
-    for stage in reversed(list(cfg.stage_order)):
+    loaded = None
+    for stage in cfg.stage_order:   # every module from the best EMA of the (last) stage that trains it
         if (ckpt.stage_dir(workdir, stage)).is_dir():
             mngr = ckpt.open_manager(workdir, stage, read_only=True)
             step = mngr.best_step()
+            mngr.close()
             if step is None:
-                mngr.close()
                 continue
             where = f"{workdir}/checkpoints/{stage}/{step}"
             try:
                 saved = ckpt.checkpoint_param_shapes(workdir, stage, step, "ema")
             except Exception as e:  # noqa: BLE001 — a damaged checkpoint is the run's state, not a bug
-                mngr.close()
                 raise CheckpointError(f"{where}: unreadable checkpoint ({type(e).__name__}); re-train the stage "
                                       f"(python -m ups_jax.train ... --workdir {workdir})") from e
-            try:
-                ckpt.check_param_shapes(saved, param_shapes(model), where=where)
-                step, ema = ckpt.restore_best_ema(mngr, stage, param_dict(model))
-            finally:
-                mngr.close()
-            load_param_dict(model, ema)
-            return cfg, data, model, stage, step
-    raise CheckpointError(f"{workdir}: no checkpoints found under checkpoints/; train first")
+            ckpt.check_param_shapes(saved, param_shapes(model), where=where)
+            restore_modules(model, workdir, stage, tuple(cfg.stages[stage].trainable), step=step)
+            loaded = (stage, step)
+    if loaded is None:
+        raise CheckpointError(f"{workdir}: no checkpoints found under checkpoints/; train first")
+    return (cfg, data, model) + loaded
 
 
 # ---- data checks before evaluating (evaluate refuses data that does not fit the run; nothing is written) ----

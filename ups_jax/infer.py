@@ -1,0 +1,287 @@
+"""``python -m ups_jax.infer --workdir DIR --input FILE --out FILE [--steps N] [--mode transient|steady]
+[--refine none|corrector|student] [--ttc PRESET] [--x-query X1,X2,...|FILE.npy] [--nx-out M] [--nu NU]
+[--frame K] [--data PATH...] [--debug]``
+
+Runs a trained model (the final stage's best EMA weights of DIR) from initial states read from FILE and writes the
+predicted trajectories in PDEBench's layout.
+
+Input: a PDEBench-layout HDF5 file (``tensor`` (N, T, X), ``x-coordinate``, attribute ``Nu``) on the training grid
+or on the raw grid it was reduced from (the run's ``reduced_resolution``; time likewise), or a ``.npy`` array
+(N, X), (N, T, X) or (N, T, X, 1) on the training grid (``--nu`` gives ν, default: the training data's single ν).
+The model reads its ``context_frames`` frames ending at frame ``--frame`` (default: the first frame at which the
+context is complete).
+
+Output: HDF5 ``tensor`` (N, 1 + steps, Q) — frame 0 is the given state (on the grid: the input itself; at query
+points: the decoder's reconstruction of it), then the prediction every Δt of the run — with ``x-coordinate`` (the Q
+output points), ``t-coordinate`` (one more value than frames, as PDEBench writes it) and attribute ``Nu``. The
+output is readable as input again. ``--mode steady``: the steady prior's state at its trained horizon, (N, 2, Q).
+``--ttc PRESET``: test-time compute (inference/ttc.py); its log goes to ``OUT.ttc.json``.
+
+Super-resolution: the decoder reads any point, so ``--nx-out M`` (M cell centres over the domain) or ``--x-query``
+can ask for a finer grid than training's; docs/benchmarks.md measures that error against the 1024-cell data.
+
+Bad input (a wrong grid or channel count, an unknown preset, a budget below the candidate count, a stage that is
+not trained, an existing --out or OUT.ttc.json) is a one-line error with exit code 2 (--debug for the traceback);
+nothing is written. Exit codes: 0 done; 2 bad input; 1 a bug. Status lines go to stderr, nothing to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ups_jax.cli import ArgumentParser
+from ups_jax.errors import CheckpointError, ConfigError, DataError, run_cli
+from ups_jax.files import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m ups_jax.infer", description=__doc__)
+    p.add_argument("--workdir", required=True, help="trained run directory")
+    p.add_argument("--input", required=True, help="initial states: PDEBench HDF5 or .npy")
+    p.add_argument("--out", required=True, help="output HDF5 (PDEBench layout); must not exist")
+    p.add_argument("--steps", type=int, help="rollout steps (transient; required there)")
+    p.add_argument("--mode", choices=("transient", "steady"), default="transient")
+    p.add_argument("--refine", choices=("none", "corrector", "student"), default="none",
+                   help="predictor–corrector refinement (transient); with --ttc: the candidate sampler")
+    p.add_argument("--ttc", metavar="PRESET", help="test-time compute preset of the run's ttc.presets")
+    p.add_argument("--x-query", help="output points: comma-separated x values or a .npy file (domain units)")
+    p.add_argument("--nx-out", type=int, help="output on M cell centres over the domain (super-resolution)")
+    p.add_argument("--nu", type=float, help="viscosity for .npy input (default: the training data's ν)")
+    p.add_argument("--frame", type=int, help="the last given frame of the input (default: context_frames − 1)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of the corrector/student/TTC")
+    p.add_argument("--data", nargs="+", help="the run's training data files (default: the paths it recorded); "
+                                            "needed when a run was copied from another machine")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# input
+# ---------------------------------------------------------------------------------------------------------------
+
+def _reduction(have: float, want: float, what: str, path) -> int:
+    """Integer stride mapping ``have`` to ``want`` (cells: have/want; time: want/have)."""
+    k = have / want
+    if k < 1 - 1e-6 or abs(k - round(k)) > 1e-4:
+        raise DataError(f"{path}: {what}")
+    return int(round(k))
+
+
+def read_input(path: Path, *, grid_x: np.ndarray, dt: float, nu_arg, train_nus):
+    """→ (frames (N, T, nx) physical float32, ν (N,), dt of the frames). Checks grid, time step and channels."""
+    nx = len(grid_x)
+    if not path.is_file():
+        raise DataError(f"{path}: input file not found")
+    if path.suffix == ".npy":
+        a = np.load(path)
+        if a.ndim == 4:
+            if a.shape[-1] != 1:
+                raise DataError(f"{path}: {a.shape[-1]} channels but the model has 1 (Burgers u); pass "
+                                f"(N, T, X) or (N, T, X, 1)")
+            a = a[..., 0]
+        if a.ndim == 2:
+            a = a[:, None]
+        if a.ndim != 3:
+            raise DataError(f"{path}: array of shape {a.shape}; expected (N, X), (N, T, X) or (N, T, X, 1)")
+        if a.shape[-1] != nx:
+            raise DataError(f"{path}: {a.shape[-1]} cells but the model was trained on {nx}; give the input on "
+                            f"the training grid")
+        if nu_arg is None and len(set(train_nus)) != 1:
+            raise ConfigError(f"{path}: .npy input has no ν; pass --nu")
+        nu = float(nu_arg if nu_arg is not None else train_nus[0])
+        return a.astype(np.float32), np.full(a.shape[0], nu, np.float32), dt
+    from ups_jax.data.pdebench import PDEBenchDataset
+
+    probe = PDEBenchDataset([path])
+    try:
+        r = _reduction(probe.nx, nx, f"{probe.nx} cells but the model was trained on {nx} (or a grid it was "
+                                     f"reduced from by an integer factor)", path)
+        rt = _reduction(dt, probe.dt, f"frames every {probe.dt:g}, the model steps {dt:g}; need an integer "
+                                      f"multiple", path)
+        if not np.allclose(probe.x[::r], grid_x, rtol=0, atol=1e-4 * (np.abs(grid_x).max() + 1e-12)):
+            raise DataError(f"{path}: x-coordinate (every {r}th of {probe.nx} cells) differs from the training "
+                            f"grid ({nx} points on [{grid_x[0]:g}, {grid_x[-1]:g}])")
+    finally:
+        probe.close()
+    ds = PDEBenchDataset([path], reduced_resolution=r, reduced_resolution_t=rt)
+    try:
+        frames = ds.read(np.arange(ds.num_trajectories))
+        nu = ds.nu if nu_arg is None else np.full(ds.num_trajectories, nu_arg, np.float32)
+        return frames, nu, ds.dt
+    finally:
+        ds.close()
+
+
+def output_points(args, *, grid_x: np.ndarray, x_min: float, x_max: float) -> np.ndarray | None:
+    """Physical output coordinates, or None for the training grid."""
+    if args.x_query and args.nx_out:
+        raise ConfigError("give either --x-query or --nx-out, not both")
+    if args.nx_out:
+        if args.nx_out < 1:
+            raise ConfigError(f"--nx-out={args.nx_out} must be >= 1")
+        L = x_max - x_min
+        return (x_min + (np.arange(args.nx_out) + 0.5) * L / args.nx_out).astype(np.float64)
+    if args.x_query:
+        q = args.x_query
+        try:
+            xs = np.load(q) if q.endswith(".npy") else np.array([float(v) for v in q.split(",") if v.strip()])
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--x-query={q!r}: cannot read points ({e})") from e
+        xs = np.asarray(xs, np.float64).reshape(-1)
+        if xs.size == 0 or np.any(xs < x_min) or np.any(xs > x_max):
+            raise ConfigError(f"--x-query: {xs.size} point(s); all must lie in the domain [{x_min:g}, {x_max:g}]")
+        return xs
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------------------------------
+
+def write_pdebench(out: Path, tensor: np.ndarray, x: np.ndarray, t0: float, dt: float, nu: np.ndarray,
+                   attrs: dict) -> None:
+    """PDEBench layout, written to a temporary file and renamed into place (never over an existing file)."""
+    import h5py
+
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("tensor", data=tensor.astype(np.float32))
+            f.create_dataset("x-coordinate", data=np.asarray(x, np.float32))
+            # PDEBench writes one more time value than frames; readers take times from the frame index
+            f.create_dataset("t-coordinate", data=(t0 + np.arange(tensor.shape[1] + 1) * dt).astype(np.float32))
+            f.attrs["Nu"] = float(nu[0])
+            if not np.all(nu == nu[0]):
+                f.create_dataset("nu", data=nu.astype(np.float32))
+            f.attrs.update({k: v for k, v in attrs.items() if v is not None})
+        os.link(tmp, out)   # atomic; fails if out appeared meanwhile
+    except FileExistsError as e:
+        raise DataError(f"{out}: already exists; choose another --out") from e
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------------------------
+
+def _require_stage(workdir, name: str, cfg) -> None:
+    from ups_jax.training.stages import stage_finished
+
+    if name not in cfg.stage_order or not stage_finished(workdir, name):
+        raise CheckpointError(f"{workdir}: the {name} stage is not trained (no finished checkpoint in "
+                              f"checkpoints/{name}); train it: python -m ups_jax.train --config ... --workdir "
+                              f"{workdir} --stages {name}")
+
+
+def main(argv) -> int:
+    args = _parser().parse_args(list(argv))
+    out, inp, workdir = Path(args.out), Path(args.input), Path(args.workdir)
+    for path in (out, Path(str(out) + ".ttc.json") if args.ttc else None):
+        if path is not None and path.exists():
+            raise DataError(f"{path}: already exists; choose another --out (nothing was overwritten)")
+    if not out.parent.is_dir():
+        raise DataError(f"{out.parent}: output directory does not exist")
+    if args.mode == "transient" and (args.steps is None or args.steps < 1):
+        raise ConfigError("--steps N (>= 1) is required in transient mode")
+    if args.mode == "steady" and (args.ttc or args.refine != "none" or args.x_query or args.nx_out):
+        raise ConfigError("--ttc / --refine / --x-query / --nx-out apply to transient rollouts, not --mode steady")
+
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from ups_jax.eval.rollout import Rollout
+    from ups_jax.training.restore import load_run
+
+    from ups_jax.evaluate import check_recorded_data
+
+    if not args.data:
+        check_recorded_data(workdir)
+    cfg, data, model, stage, step = load_run(workdir, args.data)
+    meta = json.loads((workdir / "run_meta.json").read_text())       # load_run has checked it
+    dt, x_min, x_max = float(meta["dt"]), float(meta["x_min"]), float(meta["x_max"])
+    train_nus = [f["nu"] for f in meta["fingerprint"].get("files", [])]
+    # every check before any compute: the stage each mode needs, the preset, the points
+    plan = None
+    if args.mode == "steady":
+        _require_stage(workdir, "steady", cfg)
+    elif args.ttc:
+        from ups_jax.inference.ttc import make_plan
+
+        refine = args.refine if args.refine != "none" else str(cfg.ttc.refine)
+        _require_stage(workdir, refine, cfg)
+        plan = make_plan(cfg.ttc, args.ttc, getattr(model, refine).calls, refine)
+    elif args.refine != "none":
+        _require_stage(workdir, args.refine, cfg)
+    xq = output_points(args, grid_x=data.x, x_min=x_min, x_max=x_max)
+    frames, nu, in_dt = read_input(inp, grid_x=np.asarray(data.x, np.float64), dt=dt, nu_arg=args.nu,
+                                   train_nus=train_nus)
+    h = int(model.context_frames)
+    k = h - 1 if args.frame is None else int(args.frame)
+    if not h - 1 <= k < frames.shape[1]:
+        raise ConfigError(f"--frame={k}: the model reads {h} frame(s) ending there; the input has "
+                          f"{frames.shape[1]} frame(s) (use {h - 1}..{frames.shape[1] - 1})")
+    ctx = frames[:, k - h + 1:k + 1]
+    out_x = data.x if xq is None else xq
+    xq01 = None if xq is None else ((xq - x_min) / (x_max - x_min)) % 1.0
+    bs = min(int(cfg.eval.batch_size), len(ctx))
+    mean, std = float(data.norm["mean"]), float(data.norm["std"])
+    if xq is None:
+        first = ctx[:, -1]
+    else:   # the given state at the query points: the codec's reconstruction of it
+        graphdef, state = nnx.split(model)
+        recon = jax.jit(lambda s, u, x, q: nnx.merge(graphdef, s).decode(
+            nnx.merge(graphdef, s).encode_frames(u, x), q)[..., 0])
+        first = np.concatenate([np.asarray(recon(state, jnp.asarray((ctx[i:i + bs] - mean) / std, jnp.float32),
+                                                 jnp.asarray(data.x01), jnp.asarray(xq01, jnp.float32)))
+                                for i in range(0, len(ctx), bs)]) * std + mean
+    attrs = {"generator": "ups_jax.infer", "workdir": str(workdir.absolute()), "stage": stage, "step": int(step),
+             "mode": args.mode, "refine": args.refine, "ttc": args.ttc or "", "context_frames": h,
+             "input": str(inp), "input_frame": k, "frame0": "given" if xq is None else "decoded reconstruction"}
+    t0 = k * in_dt
+    if args.mode == "steady":
+        from ups_jax.training.stages import steady_predictor
+
+        horizon_steps = (data.dataset.nt - h) if args.steps is None else int(args.steps)
+        predict = steady_predictor(model, data, bs)
+        pred = predict(model, ctx, nu, horizon_steps * dt)[:, None]
+        attrs["horizon"] = horizon_steps * dt
+        write_pdebench(out, np.concatenate([first[:, None], pred], 1), out_x, t0, horizon_steps * dt, nu, attrs)
+        log.info(f"wrote {out}: {len(ctx)} steady state(s) at t = {t0 + horizon_steps * dt:g}")
+        return 0
+    if plan is not None:
+        from ups_jax.inference.ttc import TTCRollout
+
+        roll = TTCRollout(model, norm=data.norm, x01=data.x01, batch_size=bs, plan=plan,
+                          weights=dict(cfg.ttc.weights), seed=args.seed, out_x01=xq01)
+        log.info(plan.describe())
+    else:
+        roll = Rollout(model, norm=data.norm, x01=data.x01, batch_size=bs, mode="latent", refine=args.refine,
+                       seed=args.seed, out_x01=xq01)
+    pred = roll(ctx, nu, dt, int(args.steps))
+    write_pdebench(out, np.concatenate([first[:, None], pred], 1), out_x, t0, dt, nu, attrs)
+    if plan is not None:
+        ttc_log = {"summary": roll.summary(),   # per batch: evaluations per step; chosen reward (trajectory, step)
+                   "evaluations_per_step": [np.asarray(b["evaluations"]).tolist() for b in roll.logs],
+                   "chosen_reward": np.concatenate([np.asarray(b["chosen_reward"]) for b in roll.logs]).tolist()}
+        write_json_atomic(str(out) + ".ttc.json", ttc_log)
+    log.info(f"wrote {out}: {len(ctx)} trajectories × {args.steps} steps on {len(out_x)} points")
+    return 0
+
+
+def cli() -> None:
+    """Console script (``[project.scripts]`` in pyproject.toml)."""
+    sys.exit(run_cli(main))
+
+
+if __name__ == "__main__":
+    cli()
