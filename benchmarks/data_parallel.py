@@ -1,7 +1,7 @@
 """Training throughput with the batch split over N devices (``runtime.data_parallel``) vs one device.
 
     python benchmarks/data_parallel.py [--config configs/burgers32.py:cpu] [--devices 2] [--steps 30]
-        [--min-time 10] [--stages codec,operator]
+        [--min-time 10] [--stages operator]
 
 On a CPU the N devices are XLA host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, set for a
 child process); on a GPU node (``JAX_PLATFORMS=cuda``), the node's GPUs. For each stage it builds the train step
@@ -42,7 +42,7 @@ def measure(spec: str, stages: list[str], settings: list[str], steps: int, min_t
         model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
         out[setting] = {}
         for i, name in enumerate(cfg.stage_order):
-            if name not in stages:
+            if stages and name not in stages:
                 continue
             sc, step, state, loader, update_batch = _stage_parts(cfg, data, model, i, name)
             params, opt, ema, rest = state
@@ -86,12 +86,13 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=2)
     ap.add_argument("--steps", type=int, default=30, help="timed updates per run (at least)")
     ap.add_argument("--min-time", type=float, default=10.0, help="time each run for at least this many seconds")
-    ap.add_argument("--stages", default="codec,operator")
+    ap.add_argument("--stages", default="", help="comma-separated stage names (default: the config's stage_order)")
     args = ap.parse_args()
-    stages = args.stages.split(",")
+    stages = [s for s in args.stages.split(",") if s]
     print(f"load average before: {os.getloadavg()}; config {args.config}; {args.devices} devices", flush=True)
     on_gpu = os.environ.get("JAX_PLATFORMS", "cpu") != "cpu"     # e.g. JAX_PLATFORMS=cuda on a GPU node
     one = _child(args.config, stages, ["off"], args.steps, args.min_time, None)["off"]
+    stages = stages or list(one)
     many = _child(args.config, stages, ["off", str(args.devices)], args.steps, args.min_time,
                   None if on_gpu else args.devices)
     print(f"\n{'stage':9s} {'run':34s} {'updates/s':>10s} {'samples/s':>10s}")

@@ -469,6 +469,11 @@ def test_param_shapes_and_config_key_messages():
     assert config_key_for("operator/input_proj/kernel") == "model.latent_dim / model.operator.hidden_dim"
     assert "model.encoder.width" in config_key_for("encoder/convs/1/kernel")
     assert config_key_for("decoder/layers/0/mlp/fc1/kernel") == "model.decoder.hidden_dim / model.decoder.mlp_hidden"
+    # the refiners' outer projections follow the latent width (a latent_dim change shows up there first)
+    assert config_key_for("corrector/net/input_proj/kernel") == "model.latent_dim / model.corrector.hidden_dim"
+    assert config_key_for("student/net/output_proj/kernel") == "model.corrector.hidden_dim / model.latent_dim"
+    assert config_key_for("steady/net/pos_embed") == "model.latent_tokens / model.steady.hidden_dim"
+    assert config_key_for("corrector/net/pdet/mid_layers/0/attn/qkv/kernel") == "model.corrector"
     assert shape_mismatches(shapes, shapes) == []
 
     wider = param_shapes(abstract_model(cfg_for("test", "model.operator.hidden_dim=32"), n))

@@ -285,6 +285,11 @@ CONFIG_KEY_FOR_PARAM: tuple[tuple[str, str], ...] = (
     (r"^decoder/head/fc1/", "model.decoder.hidden_dim / model.decoder.mlp_hidden"),
     (r"^decoder/head/fc2/", "model.decoder.mlp_hidden / output channels (data)"),
     (r"^decoder/", "model.decoder.hidden_dim"),
+    # the refiners read and write latents: their outer projections follow model.latent_dim / latent_tokens
+    (r"^(corrector|student|steady)/net/input_proj/kernel$", "model.latent_dim / model.{0}.hidden_dim"),
+    (r"^(corrector|student|steady)/net/output_proj/kernel$", "model.{0}.hidden_dim / model.latent_dim"),
+    (r"^(corrector|student|steady)/net/output_proj/bias$", "model.latent_dim"),
+    (r"^(corrector|student|steady)/net/pos_embed$", "model.latent_tokens / model.{0}.hidden_dim"),
     (r"^corrector/", "model.corrector"),
     (r"^student/", "model.corrector (the student copies its architecture) / model.student.steps"),
     (r"^steady/", "model.steady"),
@@ -302,8 +307,9 @@ def config_key_for(path: str) -> str:
     """The config key(s) setting the dimensions of parameter ``path`` (e.g. 'operator/input_proj/kernel' →
     'model.latent_dim / model.operator.hidden_dim'); 'model' when unknown."""
     for pattern, key in CONFIG_KEY_FOR_PARAM:
-        if re.search(pattern, path):
-            return key
+        if m := re.search(pattern, path):
+            # the student has no architecture block of its own: it copies the corrector's
+            return key.format(*(("corrector" if g == "student" else g) for g in m.groups()))
     return "model"
 
 
