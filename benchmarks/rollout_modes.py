@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from ups_jax.errors import run_cli  # noqa: E402  (one-line errors, the project's logging setup)
+
 
 def _timed(fn, repeats=3) -> float:
     fn()                                                   # compile
@@ -164,4 +166,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

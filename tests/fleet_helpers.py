@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+_RAY_WORKER_LINE = re.compile(r"^(\x1b\[[0-9;]*m)*\(\w+ pid=\d+")
 
 _CALLBACKS = '''
 import os
@@ -24,8 +26,9 @@ from pathlib import Path
 from ray.tune import Callback
 
 
-class KillWorkerOnce(Callback):
-    """SIGKILLs the worker process of trial ``*_{trial}`` right after its report at ``global_step == step``."""
+class _OnceAfterReport(Callback):
+    """Acts once, after trial ``*_{trial}`` reported ``global_step == step``; the marker file records that it did
+    (so that a resumed driver does not act again)."""
 
     def __init__(self, trial, step, marker):
         self.trial, self.step, self.marker = trial, step, marker
@@ -33,21 +36,26 @@ class KillWorkerOnce(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if trial.trial_id.endswith(self.trial) and result.get("global_step") == self.step \\
                 and not Path(self.marker).exists():
-            Path(self.marker).write_text(str(result["pid"]))
-            os.kill(result["pid"], signal.SIGKILL)
+            self.act(result)
+
+    def act(self, result):
+        raise NotImplementedError
 
 
-class InterruptDriverOnce(Callback):
-    """Sends SIGINT (Ctrl+C) to the sweep's driver after trial ``*_{trial}`` reported ``global_step == step``."""
+class KillWorkerOnce(_OnceAfterReport):
+    """SIGKILLs the reporting trial's worker process."""
 
-    def __init__(self, trial, step, marker):
-        self.trial, self.step, self.marker = trial, step, marker
+    def act(self, result):
+        Path(self.marker).write_text(str(result["pid"]))
+        os.kill(result["pid"], signal.SIGKILL)
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if trial.trial_id.endswith(self.trial) and result.get("global_step") == self.step \\
-                and not Path(self.marker).exists():
-            Path(self.marker).write_text("interrupted")
-            os.kill(os.getpid(), signal.SIGINT)
+
+class InterruptDriverOnce(_OnceAfterReport):
+    """Sends SIGINT (Ctrl+C) to the sweep's driver."""
+
+    def act(self, result):
+        Path(self.marker).write_text("interrupted")
+        os.kill(os.getpid(), signal.SIGINT)
 '''
 
 
@@ -110,6 +118,8 @@ def one_line_error(proc: subprocess.CompletedProcess, *, ray_logs: bool = False)
     """The command's one-line 'error: ...', its last stderr line. Without ``ray_logs`` it must be the only line;
     with it, Ray's own log lines may precede it (a failed trial's traceback is Ray's report of that trial)."""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    if ray_logs:   # a trial worker's forwarded log line, "(run_trial pid=N) ...", may arrive after the driver's error
+        lines = [line for line in lines if not _RAY_WORKER_LINE.match(line)]
     assert proc.returncode != 0 and lines and lines[-1].startswith("error: "), \
         proc.stdout[-3000:] + proc.stderr[-3000:]
     if not ray_logs:

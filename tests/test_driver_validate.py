@@ -23,8 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = f"{ROOT / 'configs' / 'burgers32.py'}:test"
 
 
+# The checks read the data files when they exist: point the default data dir at a path that never does, so that
+# the generator settings are what is checked even where `data/burgers_test` was generated in the checkout.
+NO_DATA = f"data.default_dir={ROOT / 'tests' / 'no-such-data-dir'}"
+
+
 def cfg_with(*overrides: str):
-    return load_config(SPEC, list(overrides))
+    return load_config(SPEC, [NO_DATA, *overrides])
 
 
 def named(checks, name):

@@ -23,18 +23,25 @@ from ups_jax.paths import find_file
 DERIVED_KEYS = {"variant": "choose the variant with --config FILE:VARIANT (e.g. --config configs/burgers32.py:cpu)"}
 
 
-def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
-    """Loads ``path.py`` or ``path.py:arg`` and applies ``key.path=value`` overrides; returns a locked config."""
-    path, _, arg = spec.partition(":")
-    file = find_file(path)   # relative to the current directory, else to the project root (Ray jobs, trials)
+def import_user_file(path: str, kind: str, *, example: str):
+    """Imports a user's Python file (a config or an experiment) found relative to the current directory, else to
+    the project root (Ray jobs and trials run elsewhere); a missing or broken file is a one-line ConfigError."""
+    file = find_file(path)
     if not file.is_file():
-        raise ConfigError(f"{path}: config file not found (pass --config configs/burgers32.py[:cpu|:test])")
-    module_spec = importlib.util.spec_from_file_location(f"_ups_config_{file.stem}", file)
+        raise ConfigError(f"{path}: {kind} file not found (pass {example})")
+    module_spec = importlib.util.spec_from_file_location(f"_ups_{kind}_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
-    except Exception as e:  # a broken config file is the user's input, not our bug
-        raise ConfigError(f"{path}: cannot import config file: {type(e).__name__}: {e}") from e
+    except Exception as e:  # a broken file is the user's input, not our bug
+        raise ConfigError(f"{path}: cannot import {kind} file: {type(e).__name__}: {e}") from e
+    return module
+
+
+def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """Loads ``path.py`` or ``path.py:arg`` and applies ``key.path=value`` overrides; returns a locked config."""
+    path, _, arg = spec.partition(":")
+    module = import_user_file(path, "config", example="--config configs/burgers32.py[:cpu|:test]")
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{path}: has no get_config(arg=None) function")
     try:

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 from pathlib import Path
 from typing import Any, Sequence
 
-from ups_jax.config import check_key, load_config, set_value
+from ups_jax.config import check_key, import_user_file, load_config, set_value
 from ups_jax.errors import ConfigError
-from ups_jax.paths import find_file, project_path
+from ups_jax.paths import project_path
 
 # The validation metric each stage logs (ups_jax.training.pipeline.make_validator); a trial checks it at run time.
 STAGE_VAL_METRIC = {"codec": "val/recon_nrmse"}
@@ -84,15 +83,7 @@ class Experiment:
 
 def load_experiment(path: str) -> Experiment:
     """Imports an experiment file and returns its :class:`Experiment` (``validate`` checks it against the config)."""
-    file = find_file(path)
-    if not file.is_file():
-        raise ConfigError(f"{path}: experiment file not found (e.g. --experiment experiments/smoke.py)")
-    spec = importlib.util.spec_from_file_location(f"_ups_experiment_{file.stem}", file)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # the user's file
-        raise ConfigError(f"{path}: cannot import experiment file: {type(e).__name__}: {e}") from e
+    module = import_user_file(path, "experiment", example="--experiment experiments/smoke.py")
     if not callable(getattr(module, "get_experiment", None)):
         raise ConfigError(f"{path}: has no get_experiment() function returning ups_jax.fleet.Experiment(...)")
     try:
