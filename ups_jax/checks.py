@@ -324,7 +324,8 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
     trained: dict[str, str] = {}     # module -> first stage that trains it
     submodules = _submodules(cfg)
     from ups_jax.models import context_frames, model_kind
-    from ups_jax.training.stages import KINDS, stage_kind, teachers
+    from ups_jax import stage_kinds
+    from ups_jax.stage_kinds import teachers
 
     is_ups = model_kind(cfg) == "ups"
     h = context_frames(cfg)
@@ -335,8 +336,9 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
                      f"add a stages.{name} section or remove it from stage_order",
                      passed=f"stages.{name} present"):
             continue
-        if not c.add(S, f"{name} kind", name in KINDS, f"'{name}' is not a known stage",
-                     f"name stages after what they train: {', '.join(KINDS)}", passed=f"{name}: known stage"):
+        if not c.add(S, f"{name} kind", name in stage_kinds.STAGES, f"'{name}' is not a known stage",
+                     f"name stages after what they train: {', '.join(stage_kinds.STAGES)}",
+                     passed=f"{name}: known stage"):
             continue
         s = cfg.stages[name]
         k = f"stages.{name}"
@@ -394,7 +396,7 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
               f"{k}.rollout_steps={s.rollout_steps}, pushforward_steps={s.pushforward_steps}, input_noise="
               f"{s.input_noise}", "use rollout_steps ≥ 1, pushforward_steps ≥ 0, input_noise ≥ 0")
         if nt is not None and s.rollout_steps >= 1:
-            win = stage_kind(name).window(cfg, s, nt)
+            win = stage_kinds.window(cfg, name, nt)
             if c.add(P, f"{name} window", win <= nt,
                      f"window of {win} frames (model.context_frames={h} + {k}.pushforward_steps="
                      f"{s.pushforward_steps} + {k}.rollout_steps={s.rollout_steps}) does not fit in {nt} frames per "

@@ -28,59 +28,33 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ups_jax import stage_kinds
 from ups_jax.errors import CheckpointError, ConfigError
 from ups_jax.eval.evaluate import score
 from ups_jax.eval.rollout import Rollout
+from ups_jax.stage_kinds import CORE_LOSS_TERMS, core_uses, teachers  # noqa: F401  (re-exported)
 from ups_jax.training import checkpoints as ckpt
 from ups_jax.training import refiner_losses
-from ups_jax.training.losses import make_stage_loss, window_frames
+from ups_jax.training.losses import make_stage_loss
 
-CORE_LOSS_TERMS = ("recon", "one_step", "latent", "rollout")
 BASELINE = "baseline"   # pseudo-stage name for run selection: the FNO baseline run (cfg.baseline)
 
 
 @dataclasses.dataclass(frozen=True)
 class StageKind:
+    """A stage's training parts. Its name, the submodules it uses and its window are ``ups_jax.stage_kinds``
+    (read by the config checks without importing training)."""
+    name: str
     loss: Callable          # (cfg, stage_cfg, x01) -> loss_fn(model, batch, rng)
-    window: Callable        # (cfg, stage_cfg, nt) -> frames per training window
-    uses: Callable          # (cfg, stage_cfg) -> set of top-level submodules the loss evaluates
     validator: str          # 'recon' | 'rollout' | 'steady'
     refine: str = "none"    # the rollout validated: 'none' | 'corrector' | 'student'
     prepare: Callable | None = None   # (model) -> None before training (the student starts as its teacher)
 
+    def uses(self, cfg, sc) -> set[str]:
+        return stage_kinds.STAGES[self.name][0](cfg, sc)
 
-def _h(cfg) -> int:
-    from ups_jax.models import context_frames
-
-    return context_frames(cfg)
-
-
-def core_uses(cfg, sc) -> set[str]:
-    from ups_jax.models import model_kind
-
-    if model_kind(cfg) == "fno":
-        return set(sc.trainable)
-    w = {t: float(sc.losses[t]) for t in CORE_LOSS_TERMS}
-    uses = set()
-    if any(v > 0 for v in w.values()):
-        uses.add("encoder")
-    if w["recon"] > 0 or w["one_step"] > 0 or w["rollout"] > 0:
-        uses.add("decoder")
-    if w["one_step"] > 0 or w["rollout"] > 0 or w["latent"] > 0:
-        uses.add("operator")
-    return uses
-
-
-def _core_loss(cfg, sc, x01):
-    return make_stage_loss(cfg, sc, x01=x01)
-
-
-def _core_window(cfg, sc, nt):
-    return window_frames(cfg, sc)
-
-
-def _pair_window(cfg, sc, nt):
-    return _h(cfg) + int(sc.pushforward_steps) + 1
+    def window(self, cfg, sc, nt) -> int:
+        return stage_kinds.STAGES[self.name][1](cfg, sc, nt)
 
 
 def _student_init(model):
@@ -89,39 +63,33 @@ def _student_init(model):
     copy_weights(model.corrector, model.student)   # a resumed or finished stage restores its own weights after
 
 
-_CORE = dict(loss=_core_loss, window=_core_window, uses=core_uses)
-KINDS: dict[str, StageKind] = {
-    "codec": StageKind(**_CORE, validator="recon"),
-    "operator": StageKind(**_CORE, validator="rollout"),
-    "fno": StageKind(**_CORE, validator="rollout"),
-    "corrector": StageKind(
-        loss=lambda cfg, sc, x01: refiner_losses.make_corrector_loss(
-            x01=x01, context_frames=_h(cfg), pushforward_steps=sc.pushforward_steps),
-        window=_pair_window, uses=lambda cfg, sc: {"encoder", "operator", "corrector"},
-        validator="rollout", refine="corrector"),
-    "student": StageKind(
-        loss=lambda cfg, sc, x01: refiner_losses.make_student_loss(
-            x01=x01, context_frames=_h(cfg), pushforward_steps=sc.pushforward_steps),
-        window=_pair_window, uses=lambda cfg, sc: {"encoder", "operator", "corrector", "student"},
-        validator="rollout", refine="student", prepare=_student_init),
-    "steady": StageKind(
-        loss=lambda cfg, sc, x01: refiner_losses.make_steady_loss(
-            x01=x01, context_frames=_h(cfg), latent_weight=sc.latent_weight),
-        window=lambda cfg, sc, nt: int(nt), uses=lambda cfg, sc: {"encoder", "decoder", "steady"},
-        validator="steady"),
-}
+def _core_loss(cfg, sc, x01):
+    return make_stage_loss(cfg, sc, x01=x01)
+
+
+def _refiner_loss(make, **stage_keys):
+    """loss(cfg, sc, x01) for a refiner: ``make(x01=, context_frames=, **{arg: sc[key]})``."""
+    return lambda cfg, sc, x01: make(x01=x01, context_frames=stage_kinds.context_frames_of(cfg),
+                                     **{arg: sc[key] for arg, key in stage_keys.items()})
+
+
+KINDS: dict[str, StageKind] = {k.name: k for k in (
+    StageKind("codec", _core_loss, validator="recon"),
+    StageKind("operator", _core_loss, validator="rollout"),
+    StageKind("fno", _core_loss, validator="rollout"),
+    StageKind("corrector", _refiner_loss(refiner_losses.make_corrector_loss, pushforward_steps="pushforward_steps"),
+              validator="rollout", refine="corrector"),
+    StageKind("student", _refiner_loss(refiner_losses.make_student_loss, pushforward_steps="pushforward_steps"),
+              validator="rollout", refine="student", prepare=_student_init),
+    StageKind("steady", _refiner_loss(refiner_losses.make_steady_loss, latent_weight="latent_weight"),
+              validator="steady"),
+)}
+assert set(KINDS) == set(stage_kinds.STAGES), "ups_jax/stage_kinds.py and KINDS must name the same stages"
 
 
 def stage_kind(name: str) -> StageKind:
-    if name not in KINDS:
-        raise ConfigError(f"stage_order names unknown stage {name!r}; known stages: {', '.join(KINDS)}")
+    stage_kinds.check_known(name)
     return KINDS[name]
-
-
-def teachers(cfg, name: str) -> set[str]:
-    """Submodules stage ``name`` uses frozen: they must have been trained by an earlier stage."""
-    sc = cfg.stages[name]
-    return stage_kind(name).uses(cfg, sc) - set(sc.trainable)
 
 
 # ---------------------------------------------------------------------------------------------------------------
