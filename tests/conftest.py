@@ -11,6 +11,11 @@ Run fixture: ``trained_run`` = (workdir, cfg, results) of one finished ``configs
 ``burgers_file`` (every stage of :test — codec, operator, corrector, student, steady — the FNO baseline in
 ``baselines/fno``, the test evaluation and the comparison table), trained once per session in-process. Copy it before
 changing anything in it (tests/test_training.py's evaluation tests rewrite its eval/ files, nothing else).
+
+Parallel runs (``make test`` = ``pytest -n 2``, pytest-xdist): the data and ``trained_run`` are made once for all
+workers (the first worker to need them makes them under a file lock, the others wait and reuse them); each test
+module runs whole on one worker (its module fixtures are made once), and the modules that start Ray share one
+group, so that only one Ray cluster runs at a time.
 """
 
 from __future__ import annotations
@@ -27,22 +32,65 @@ import pytest
 TINY = dict(samples=12, nx=64, x_min=-1.0, x_max=1.0, chunk=12, progress=False)
 
 
-@pytest.fixture(scope="session")
-def burgers_dir(tmp_path_factory):
+# Modules that start a Ray cluster: one xdist group (two clusters on two cores would each wait for CPUs).
+RAY_MODULES = {"test_fleet_ray.py", "test_fleet_node_loss.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup`` every test module is one group (module fixtures made once); Ray modules share one."""
+    for item in items:
+        module = item.path.name
+        item.add_marker(pytest.mark.xdist_group("ray" if module in RAY_MODULES else module))
+
+
+def made_once(tmp_path_factory, name: str, make):
+    """``make(directory)`` for a session fixture, computed once per test run: without xdist in this process's own
+    temporary directory; under xdist by the first worker that asks, under a file lock in the run's shared
+    temporary directory, its value pickled for the other workers (which wait, then load it)."""
+    import pickle
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return make(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent / name       # shared by all workers of this run
+    value_file = root.parent / f"{name}.value.pkl"
+    with FileLock(str(root) + ".lock"):
+        if value_file.is_file():
+            return pickle.loads(value_file.read_bytes())
+        if root.exists():                                     # a worker died while making it: start over
+            shutil.rmtree(root)
+        root.mkdir()
+        value = make(root)
+        value_file.write_bytes(pickle.dumps(value))
+        return value
+
+
+def _make_burgers_dir(root):
     from ups_jax.data.generate import generate_burgers_file
 
-    root = tmp_path_factory.mktemp("burgers_tiny")
     generate_burgers_file(root, nu=0.01, seed=2022, **TINY)
     generate_burgers_file(root, nu=0.1, seed=2022, **TINY)   # same ICs (as PDEBench)
-    return root
+    # its own directory, so that passing its parent never picks up the second viscosity
+    single = root / "single" / "1D_Burgers_Sols_Nu0.01.hdf5"
+    single.parent.mkdir()
+    shutil.copyfile(root / "1D_Burgers_Sols_Nu0.01.hdf5", single)
+    return root, single
 
 
 @pytest.fixture(scope="session")
-def burgers_file(burgers_dir, tmp_path_factory):
-    # its own directory, so that passing its parent never picks up the second viscosity
-    single = tmp_path_factory.mktemp("burgers_single") / "1D_Burgers_Sols_Nu0.01.hdf5"
-    shutil.copyfile(burgers_dir / "1D_Burgers_Sols_Nu0.01.hdf5", single)
-    return single
+def _burgers_data(tmp_path_factory):
+    return made_once(tmp_path_factory, "burgers_tiny", _make_burgers_dir)
+
+
+@pytest.fixture(scope="session")
+def burgers_dir(_burgers_data):
+    return _burgers_data[0]
+
+
+@pytest.fixture(scope="session")
+def burgers_file(_burgers_data):
+    return _burgers_data[1]
 
 
 @pytest.fixture(scope="session")
@@ -55,9 +103,13 @@ def trained_run(tmp_path_factory, burgers_file, jax_compilation_cache):
     from ups_jax.config import load_config
     from ups_jax.training.pipeline import train_and_evaluate
 
-    workdir = tmp_path_factory.mktemp("run") / "w"
     cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "burgers32.py") + ":test")
-    results = train_and_evaluate(cfg, workdir, data_paths=[burgers_file])
+
+    def make(root):
+        workdir = root / "w"
+        return workdir, train_and_evaluate(cfg, workdir, data_paths=[burgers_file])
+
+    workdir, results = made_once(tmp_path_factory, "run", make)
     return workdir, cfg, results
 
 
