@@ -29,9 +29,9 @@ demo: install
 	$(VPY) -m ups_jax.train --config configs/burgers32.py:cpu --workdir runs/burgers32_cpu
 
 # Two workers (pytest-xdist): most tests compile or run one small program at a time, so the second core is idle
-# without them. Each module runs whole on one worker; the Ray modules share one (tests/conftest.py).
+# without them. Each module runs whole on one worker; the Ray modules are one unit (tests/conftest.py).
 test: install
-	$(VPY) -m pytest -n 2 --dist loadgroup tests
+	$(VPY) -m pytest -n 2 tests
 
 bench: install
 	$(VPY) benchmarks/solver_throughput.py

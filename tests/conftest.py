@@ -14,8 +14,8 @@ changing anything in it (tests/test_training.py's evaluation tests rewrite its e
 
 Parallel runs (``make test`` = ``pytest -n 2``, pytest-xdist): the data and ``trained_run`` are made once for all
 workers (the first worker to need them makes them under a file lock, the others wait and reuse them); each test
-module runs whole on one worker (its module fixtures are made once), and the modules that start Ray share one
-group, so that only one Ray cluster runs at a time.
+module runs whole on one worker (its module fixtures are made once), and the modules that start Ray are one unit,
+so that only one Ray cluster runs at a time.
 """
 
 from __future__ import annotations
@@ -32,15 +32,24 @@ import pytest
 TINY = dict(samples=12, nx=64, x_min=-1.0, x_max=1.0, chunk=12, progress=False)
 
 
-# Modules that start a Ray cluster: one xdist group (two clusters on two cores would each wait for CPUs).
+# Modules that start a Ray cluster: one xdist unit (two clusters on two cores would each wait for CPUs).
 RAY_MODULES = {"test_fleet_ray.py", "test_fleet_node_loss.py"}
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under ``--dist loadgroup`` every test module is one group (module fixtures made once); Ray modules share one."""
-    for item in items:
-        module = item.path.name
-        item.add_marker(pytest.mark.xdist_group("ray" if module in RAY_MODULES else module))
+@pytest.hookimpl(optionalhook=True)      # a pytest-xdist hook: absent without xdist
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``-n N``: each test module is one unit of work (its module fixtures are made once), and the modules
+    that start Ray are one unit together."""
+    from pathlib import Path
+
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "ray modules" if Path(module).name in RAY_MODULES else module
+
+    return ModuleScheduling(config, log)
 
 
 def made_once(tmp_path_factory, name: str, make):
