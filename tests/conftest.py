@@ -75,21 +75,22 @@ def made_once(tmp_path_factory, name: str, make):
         return value
 
 
-def _make_burgers_dir(root):
+def _make_burgers_data(root):
     from ups_jax.data.generate import generate_burgers_file
 
-    generate_burgers_file(root, nu=0.01, seed=2022, **TINY)
-    generate_burgers_file(root, nu=0.1, seed=2022, **TINY)   # same ICs (as PDEBench)
+    two = root / "two_viscosities"
+    generate_burgers_file(two, nu=0.01, seed=2022, **TINY)
+    generate_burgers_file(two, nu=0.1, seed=2022, **TINY)   # same ICs (as PDEBench)
     # its own directory, so that passing its parent never picks up the second viscosity
     single = root / "single" / "1D_Burgers_Sols_Nu0.01.hdf5"
     single.parent.mkdir()
-    shutil.copyfile(root / "1D_Burgers_Sols_Nu0.01.hdf5", single)
-    return root, single
+    shutil.copyfile(two / "1D_Burgers_Sols_Nu0.01.hdf5", single)
+    return two, single
 
 
 @pytest.fixture(scope="session")
 def _burgers_data(tmp_path_factory):
-    return made_once(tmp_path_factory, "burgers_tiny", _make_burgers_dir)
+    return made_once(tmp_path_factory, "burgers_tiny", _make_burgers_data)
 
 
 @pytest.fixture(scope="session")
