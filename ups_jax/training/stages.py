@@ -32,7 +32,7 @@ from ups_jax import stage_kinds
 from ups_jax.errors import CheckpointError, ConfigError
 from ups_jax.eval.evaluate import score
 from ups_jax.eval.rollout import Rollout
-from ups_jax.stage_kinds import CORE_LOSS_TERMS, core_uses, teachers  # noqa: F401  (re-exported)
+from ups_jax.stage_kinds import teachers
 from ups_jax.training import checkpoints as ckpt
 from ups_jax.training import refiner_losses
 from ups_jax.training.losses import make_stage_loss
