@@ -128,7 +128,10 @@ def get_config(arg=None):
         # - operator attention over all 96 channels in one group (4 heads): ~3x cheaper on CPU than 8 groups of 12;
         # - decoder: the local MLP readout of the query's token and its neighbours, no cross-attention (3-4x
         #   cheaper, and the raw path already carries the grid values);
-        # - UPT-style query sampling (64 of 256 points per frame) in training.
+        # - UPT-style query sampling (64 of 256 points per frame) in training;
+        # - pushforward P = 2 (Brandstetter et al. 2022): the K = 4 trained steps start from the model's own 2-step
+        #   prediction (no gradient through it), so it learns to correct its own drift: test nRMSE 0.167 -> 0.130
+        #   (seed 0) for 20 % more stage time; P = 1 was as good on test, worse on val and over the full horizon.
         cfg.model.encoder.update(dict(width=32, raw_skip=True, final_norm=False))
         cfg.model.operator.update(dict(group_size=96, num_heads=4))
         cfg.model.decoder.update(dict(mlp_hidden=96, num_layers=0, local_mlp=64))
@@ -137,7 +140,7 @@ def get_config(arg=None):
         cfg.stage_order = ("operator",)
         cfg.stages.codec.update(dict(steps=1200, batch_size=32, eval_every=400, warmup_steps=50, lr=3e-3))
         cfg.stages.operator.update(dict(steps=1500, batch_size=16, eval_every=300, lr=1e-3, rollout_steps=4,
-                                        trainable=("encoder", "operator", "decoder")))
+                                        pushforward_steps=2, trainable=("encoder", "operator", "decoder")))
     elif arg == "test":
         cfg.data.default_dir = "data/burgers_test"
         cfg.data.generate = mlc.ConfigDict(dict(nu=0.01, samples=20, nx=256, seed=7, x_min=-1.0, x_max=1.0,
