@@ -13,7 +13,9 @@ Reports, per config, mean ± std over seeds (sample std, ddof = 1) of: the proto
 frames, 31 predicted; per-trajectory mean over the split), the full-horizon nRMSE, Frobenius relative L2, fRMSE
 bands (PDEBench's Lx = 1), correlation time (steps) and training wall time (the stages' own wall time from
 ``metrics.jsonl``; marked * when a stage was resumed, then only its last segment counts), with persistence on the
-same test trajectories beside them. Writes ``PREFIX.json`` and ``PREFIX.md`` (default PREFIX:
+same test trajectories beside them; and the curve of error against training time: each stage's validation
+nRMSE (val split, the 31-step protocol on ``eval.val_max_trajectories`` trajectories: what selects the checkpoint)
+at every validation, against the wall time since that stage started, mean over seeds. Writes ``PREFIX.json`` and ``PREFIX.md`` (default PREFIX:
 ``WORKDIR_ROOT/accuracy``) and prints the markdown.
 """
 
@@ -111,6 +113,26 @@ def train_wall(workdir: Path, stages: Sequence[str]) -> tuple[float | None, bool
     return float(sum(ends[s]["wall_s"] for s in stages)), not resumed
 
 
+def val_curve(workdir: Path) -> list[dict]:
+    """Every validation of the run: {stage, step, elapsed_s (since the stage started), metric, value}."""
+    recs = _records(workdir)
+    starts = {r["stage"]: r["time"] - r["wall_s"] for r in recs if r.get("kind") == "stage_end"}
+    return [{"stage": r["stage"], "step": r["step"], "elapsed_s": r["time"] - starts[r["stage"]],
+             "metric": r["val_metric"], "value": r[r["val_metric"]]}
+            for r in recs if r.get("kind") == "val" and r.get("stage") in starts]
+
+
+def curve_summary(rows: Sequence[dict]) -> list[dict]:
+    """Mean over seeds of each (stage, step) validation; points every seed has."""
+    points: dict[tuple, list] = {}
+    for r in rows:
+        for v in r["val_curve"]:
+            points.setdefault((v["stage"], v["step"], v["metric"]), []).append(v)
+    return [{"stage": st, "step": step, "metric": metric, "seeds": len(vs),
+             "elapsed_s": mean_std([v["elapsed_s"] for v in vs]), "value": mean_std([v["value"] for v in vs])}
+            for (st, step, metric), vs in points.items() if len(vs) == len(rows)]
+
+
 def seed_row(workdir: Path, split: str, stages: Sequence[str], seed: int, reused: bool) -> dict:
     ev = json.loads((workdir / "eval" / f"{split}.json").read_text())
     conv = ev.get("conventions") or {}
@@ -127,6 +149,7 @@ def seed_row(workdir: Path, split: str, stages: Sequence[str], seed: int, reused
     row["train_wall_s"], row["train_wall_exact"] = wall, exact
     meta = json.loads((workdir / "run_meta.json").read_text())
     row["fingerprint"] = meta.get("fingerprint")
+    row["val_curve"] = val_curve(workdir)
     return row
 
 
@@ -158,6 +181,7 @@ def run_config(spec: str, overrides: Sequence[str], seeds: int, root: Path, spli
     summary = {who: {f"{where}/{key}": mean_std([r[who][f"{where}/{key}"] for r in rows]) for _, key, where in METRICS}
                for who in ("model", "persistence")}
     summary["train_wall_s"] = mean_std([r["train_wall_s"] for r in rows])
+    summary["val_curve"] = curve_summary(rows)
     return {"config": spec, "name": run_name(spec), "overrides": list(overrides), "seeds": list(range(seeds)),
             "split": split, "n_trajectories": rows[0]["n_trajectories"], "protocol": rows[0]["protocol"],
             "data": rows[0]["fingerprint"], "train_wall_exact": all(r["train_wall_exact"] for r in rows),
@@ -203,7 +227,18 @@ def markdown(report: dict) -> str:
                      "its own persistence row.")
     if not all(c["train_wall_exact"] for c in report["configs"]):
         notes.append("* a stage was resumed: its wall time counts only the last segment.")
-    return "\n".join(lines + [""] + notes)
+    return "\n".join(lines + [""] + notes + [""] + curve_markdown(report))
+
+
+def curve_markdown(report: dict) -> list[str]:
+    lines = ["Error against training time (validation during training: val split, what selects the checkpoint; "
+             "mean ± std over seeds):", "", "| method | stage | step | wall since stage start (s) | val metric |",
+             "|---|---|---|---|---|"]
+    for c in report["configs"]:
+        for p in c["summary"]["val_curve"]:
+            lines.append(f"| `{c['config']}` | {p['stage']} | {p['step']} | {_pm(p['elapsed_s'], 3)} | "
+                         f"{p['metric']} {_pm(p['value'])} |")
+    return lines
 
 
 def main(argv: Sequence[str]) -> int:

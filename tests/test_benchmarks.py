@@ -54,6 +54,13 @@ def test_accuracy_two_seeds_reproducible_and_reused(trained_run, burgers_file, t
         np.mean([e["full_horizon"]["model"]["nrmse"] for e in evals]))
     assert s["persistence"]["protocol/nrmse"]["std"] == 0.0                        # same test trajectories
     assert s["train_wall_s"]["mean"] > 0 and c["train_wall_exact"]
+    # error vs training time: every validation of both seeds, averaged per (stage, step)
+    vals = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (seed0, seed1)]
+    vals = [[r for r in recs if r.get("kind") == "val" and r["stage"] == "operator"] for recs in vals]
+    curve = [p for p in s["val_curve"] if p["stage"] == "operator"]
+    assert [p["step"] for p in curve] == [r["step"] for r in vals[0]] and len(curve) >= 2
+    assert curve[-1]["value"]["mean"] == pytest.approx(np.mean([v[-1]["val/nrmse"] for v in vals]))
+    assert 0 < curve[0]["elapsed_s"]["mean"] < curve[-1]["elapsed_s"]["mean"] <= s["train_wall_s"]["mean"]
     md = (root / "accuracy.md").read_text()
     assert md.strip() in out and f"| `{TEST_SPEC}` | 2 |" in md and "| persistence (test set of" in md
 
