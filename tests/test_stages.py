@@ -249,11 +249,27 @@ def test_infer_super_resolution_ttc_and_steady(full_run, burgers_file, tmp_path)
     ("channels", "2 channels but the model has 1"),
     ("preset", "unknown TTC preset 'turbo'"),
     ("exists", "already exists; choose another --out"),
+    ("h5 grid", "40 cells but the model was trained on 16 (or a grid it was reduced from by an integer factor)"),
+    ("h5 x", "x-coordinate (every 4th of 64 cells) differs from the training grid (16 points on"),
 ])
-def test_infer_bad_input_is_one_line_exit_2_and_writes_nothing(full_run, tmp_path, capsys, case, needle):
+def test_infer_bad_input_is_one_line_exit_2_and_writes_nothing(full_run, burgers_file, tmp_path, capsys, case,
+                                                                needle):
     wd, _ = full_run
     good = tmp_path / "good.npy"
     np.save(good, np.zeros((2, 16), np.float32) + 0.1)
+    if case.startswith("h5"):   # PDEBench layout from the training file: 40 cells, or 64 cells on a shifted grid
+        import h5py
+
+        with h5py.File(burgers_file, "r") as f:
+            u, x, t, nu = f["tensor"][:2], f["x-coordinate"][()], f["t-coordinate"][()], f.attrs["Nu"]
+        if case == "h5 grid":
+            u, x = u[..., :40], x[:40]
+        else:
+            x = x + 0.25 * (x[1] - x[0])
+        good = tmp_path / "good.h5"
+        with h5py.File(good, "w") as f:
+            f["tensor"], f["x-coordinate"], f["t-coordinate"] = u, x, t
+            f.attrs["Nu"] = nu
     args = ["--workdir", wd, "--input", good, "--nu", 0.01, "--steps", 2]
     out = tmp_path / "out.h5"
     if case == "grid":
