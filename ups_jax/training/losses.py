@@ -110,9 +110,3 @@ def make_stage_loss(cfg, stage_cfg, *, x01: jax.Array):
         return make_fno_loss(**common)
     return make_ups_loss(stage_cfg.losses, query_points=stage_cfg.query_points, **common)
 
-
-def window_frames(cfg, stage_cfg) -> int:
-    """Frames per training window of a stage: context h + pushforward P + rollout K."""
-    from ups_jax.models import context_frames
-
-    return context_frames(cfg) + int(stage_cfg.pushforward_steps) + int(stage_cfg.rollout_steps)
