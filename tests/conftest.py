@@ -34,20 +34,34 @@ TINY = dict(samples=12, nx=64, x_min=-1.0, x_max=1.0, chunk=12, progress=False)
 
 # Modules that start a Ray cluster: one xdist unit (two clusters on two cores would each wait for CPUs).
 RAY_MODULES = {"test_fleet_ray.py", "test_fleet_node_loss.py"}
+# The longest units, handed out first in this order (then xdist's own order, most tests first): the Ray unit
+# (~14 min on CI's machine) goes to one worker while the other makes the shared ``trained_run`` inside
+# test_reliability.py, so that neither worker waits on the other's lock at the start and the long units do not
+# end up last on one worker.
+FIRST_UNITS = ("ray modules", "test_reliability.py", "test_dry_run.py", "test_stages.py", "test_benchmarks.py")
 
 
 @pytest.hookimpl(optionalhook=True)      # a pytest-xdist hook: absent without xdist
 def pytest_xdist_make_scheduler(config, log):
-    """Under ``-n N``: each test module is one unit of work (its module fixtures are made once), and the modules
-    that start Ray are one unit together."""
+    """Under ``-n N``: each test module is one unit of work (its module fixtures are made once), the modules that
+    start Ray are one unit together, and the longest units (``FIRST_UNITS``) are handed out first."""
     from pathlib import Path
 
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return "ray modules" if Path(module).name in RAY_MODULES else module
+            module = Path(nodeid.split("::", 1)[0]).name
+            return "ray modules" if module in RAY_MODULES else module
+
+        def _assign_work_unit(self, node) -> None:
+            # the queue is complete when the first unit is assigned: move the longest units to its front once
+            if not getattr(self, "_longest_first", False):
+                self._longest_first = True
+                for unit in reversed(FIRST_UNITS):
+                    if unit in self.workqueue:
+                        self.workqueue.move_to_end(unit, last=False)
+            super()._assign_work_unit(node)
 
     return ModuleScheduling(config, log)
 
