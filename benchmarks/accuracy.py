@@ -15,8 +15,8 @@ bands (PDEBench's Lx = 1), correlation time (steps) and training wall time (the 
 ``metrics.jsonl``; marked * when a stage was resumed, then only its last segment counts), with persistence on the
 same test trajectories beside them; and the curve of error against training time: each stage's validation
 nRMSE (val split, the 31-step protocol on ``eval.val_max_trajectories`` trajectories: what selects the checkpoint)
-at every validation, against the wall time since that stage started, mean over seeds. Writes ``PREFIX.json`` and ``PREFIX.md`` (default PREFIX:
-``WORKDIR_ROOT/accuracy``) and prints the markdown.
+at every validation, against the wall time since that stage started, mean over seeds. Writes ``PREFIX.json``
+and ``PREFIX.md`` (default PREFIX: ``WORKDIR_ROOT/accuracy``) and prints the markdown.
 """
 
 from __future__ import annotations
