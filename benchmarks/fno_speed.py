@@ -26,6 +26,8 @@ from pathlib import Path
 B, X, GIVEN, FRAMES = 50, 256, 10, 41       # PDEBench Burgers protocol at 256 cells: 10 given, 31 rolled out
 
 
+# rollout_modes._timed does the same, but this file must also run under an interpreter with only torch (no jax,
+# no ups_jax), so it imports nothing from the project at module level.
 def time_steps(step, n: int) -> float:
     for _ in range(2):
         step()
