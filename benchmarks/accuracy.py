@@ -62,7 +62,9 @@ def _config_dict(spec: str, overrides: Sequence[str], seed: int) -> dict:
 
 
 def check_workdir(workdir: Path, want: dict, spec: str) -> None:
-    """Refuses a workdir written by another config (its config.json differs from ``want``)."""
+    """Refuses a workdir written by another config (its config.json differs from ``want``). The settings of stages
+    neither config trains (``stages.<name>`` outside both ``stage_order``) do not count: a new key there (e.g. of a
+    refine stage that ``:cpu`` does not run) cannot have changed the run."""
     from ups_jax.config import flatten
 
     path = workdir / "config.json"
@@ -73,7 +75,10 @@ def check_workdir(workdir: Path, want: dict, spec: str) -> None:
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: unreadable ({e}); move {workdir} aside or use another --workdir-root") from e
     a, b = flatten(have), flatten(want)
-    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    trained = set(have.get("stage_order", ())) | set(want.get("stage_order", ()))
+    untrained = {f"stages.{n}." for n in set(have.get("stages", {})) | set(want.get("stages", {})) if n not in trained}
+    diff = sorted(k for k in set(a) | set(b)
+                  if a.get(k) != b.get(k) and not any(k.startswith(p) for p in untrained))
     if diff:
         shown = ", ".join(diff[:5]) + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
         raise UserError(f"{workdir}: written by another config than {spec} with these overrides (differs in: "

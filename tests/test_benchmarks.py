@@ -89,6 +89,22 @@ def test_accuracy_bad_input_is_one_line(trained_run, burgers_file, tmp_path, cap
     assert (seed0 / "config.json").read_text() == before and not (root / "accuracy.json").exists()
 
 
+def test_accuracy_ignores_settings_of_stages_neither_run_trains(tmp_path):
+    from ups_jax.errors import UserError
+
+    have = {"seed": 0, "stage_order": ["operator"],
+            "stages": {"operator": {"steps": 10}, "corrector": {"steps": 5}}}
+    (tmp_path / "config.json").write_text(json.dumps(have))
+    # a key added to a stage the run never trained (a refine stage of :cpu): the same run
+    want = {**have, "stages": {"operator": {"steps": 10}, "corrector": {"steps": 5, "decoded_weight": 1.0}}}
+    accuracy.check_workdir(tmp_path, want, "spec")
+    # ... but not once that stage is trained, nor a change to a trained stage
+    for other in ({**want, "stage_order": ["operator", "corrector"]},
+                  {**have, "stages": {"operator": {"steps": 11}, "corrector": {"steps": 5}}}):
+        with pytest.raises(UserError, match="written by another config .*stages"):
+            accuracy.check_workdir(tmp_path, other, "spec")
+
+
 def test_interpolation_and_restriction_helpers():
     from ups_jax.data import burgers
 

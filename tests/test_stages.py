@@ -165,6 +165,16 @@ def _error_line(err: str) -> str:
     return errors[0]
 
 
+def test_baseline_gets_this_runs_seed_data_and_protocol_but_its_own_model():
+    from ups_jax.training.pipeline import baseline_config
+
+    cfg = _cfg("seed=2", "eval.initial_step=5", "data.test_fraction=0.3")
+    bcfg = baseline_config(cfg, cfg.baseline.config)
+    assert bcfg.seed == 2 and bcfg.model.kind == "fno" and bcfg.stage_order == ("fno",)
+    assert bcfg.data.to_dict() == cfg.data.to_dict() and bcfg.eval.initial_step == 5
+    assert bcfg.eval.ttc_preset == "" and bcfg.baseline.config == ""
+
+
 def test_stage_without_its_trained_teacher_is_refused_before_anything_is_written(tmp_path, burgers_file, capsys):
     wd = tmp_path / "run"
     code = _train_cli("--config", f"{CONFIG}:test", "--workdir", wd, "--data", burgers_file,

@@ -259,15 +259,9 @@ def run_baseline(cfg, workdir: Path, data: RunData, selection=()):
     spec = baseline_spec(cfg)
     if not spec:
         return None
-    from ups_jax.config import load_config
     bwd = Path(cfg.baseline.workdir) if str(cfg.baseline.workdir) else workdir / "baselines" / "fno"
     if not selection or BASELINE in selection:
-        bcfg = load_config(spec)
-        with bcfg.unlocked():            # same data and evaluation protocol as this run; never a nested baseline
-            bcfg.data = type(cfg.data)(cfg.data.to_dict())
-            bcfg.eval = type(cfg.eval)(cfg.eval.to_dict())
-            bcfg.eval.ttc_preset = ""    # no refiner in the baseline
-            bcfg.baseline.config = ""
+        bcfg = baseline_config(cfg, spec)
         log.info(f"[baseline] {spec} → {bwd}")
         _train_and_evaluate(bcfg, bwd, fresh=False, max_steps=None, data_paths=data.paths, on_checkpoint=None,
                             stages=())      # inside this run's SIGTERM handling
@@ -275,6 +269,21 @@ def run_baseline(cfg, workdir: Path, data: RunData, selection=()):
         return None
     _, bdata, bmodel, _, _ = load_run(bwd, data.paths)
     return bmodel, bdata.norm
+
+
+def baseline_config(cfg, spec: str):
+    """The baseline's config: its own model and stages, this run's data, evaluation protocol and seed (a run with
+    ``--config.seed=S`` gets the baseline's seed-S run, so that seeds pair up in the comparison table)."""
+    from ups_jax.config import load_config
+
+    bcfg = load_config(spec)
+    with bcfg.unlocked():                # never a nested baseline, no refiner in the baseline
+        bcfg.seed = cfg.seed
+        bcfg.data = type(cfg.data)(cfg.data.to_dict())
+        bcfg.eval = type(cfg.eval)(cfg.eval.to_dict())
+        bcfg.eval.ttc_preset = ""
+        bcfg.baseline.config = ""
+    return bcfg
 
 
 def run_evaluation(model, cfg, data: RunData, workdir: Path, logger=None, split: str | None = None) -> dict:
