@@ -1,4 +1,5 @@
-"""benchmarks/accuracy.py (seeds, reuse, reproducibility, bad input) and benchmarks/rollout_vs_solver.py, on the
+"""benchmarks/accuracy.py (seeds, reuse, reproducibility, bad input), benchmarks/rollout_vs_solver.py and the
+refiner benchmarks (stage_table.py, refiner_diagnostics.py, field_corrector_probe.py), on the
 tiny ``:test`` config and the session's ``burgers_file`` (12 trajectories x 201 frames x 64 cells)."""
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import accuracy  # noqa: E402
+import field_corrector_probe  # noqa: E402
+import refiner_diagnostics  # noqa: E402
 import rollout_vs_solver  # noqa: E402
+import stage_table  # noqa: E402
 
 from ups_jax.errors import run_cli  # noqa: E402
 
@@ -103,6 +107,60 @@ def test_accuracy_ignores_settings_of_stages_neither_run_trains(tmp_path):
                   {**have, "stages": {"operator": {"steps": 11}, "corrector": {"steps": 5}}}):
         with pytest.raises(UserError, match="written by another config .*stages"):
             accuracy.check_workdir(tmp_path, other, "spec")
+
+
+def test_stage_table_over_runs_and_its_refusals(trained_run, tmp_path, capsys):
+    wd = trained_run[0]
+    table = json.loads((wd / "eval" / "table.json").read_text())
+    other = tmp_path / "seed1"                      # a second "seed": the same table with +corrector 10 % worse
+    (other / "eval").mkdir(parents=True)
+    t2 = json.loads(json.dumps(table))
+    names = [r["row"] for r in table["rows"]]
+    corr, op = names.index("+corrector"), names.index("operator")
+    t2["rows"][corr]["protocol"]["nrmse"] = 1.1 * table["rows"][op]["protocol"]["nrmse"]
+    (other / "eval" / "table.json").write_text(json.dumps(t2))
+    assert run_cli(stage_table.main, [str(wd), str(other), "--out", str(tmp_path / "st")]) == 0
+    s = json.loads((tmp_path / "st.json").read_text())
+    rows = {r["row"]: r for r in s["rows"]}
+    assert [r["row"] for r in s["rows"]] == names and s["n_trajectories"] == table["n_trajectories"]
+    assert rows["operator"]["cells"]["protocol/nrmse"] == {"mean": pytest.approx(table["rows"][op]["protocol"]["nrmse"]),
+                                                          "std": pytest.approx(0.0, abs=1e-12), "n": 2}
+    first = table["rows"][corr]["protocol"]["nrmse"] / table["rows"][op]["protocol"]["nrmse"] - 1
+    change = rows["+corrector"]["change_vs_operator"]["protocol"]
+    assert change["mean"] == pytest.approx((first + 0.1) / 2) and change["n"] == 2
+    assert rows["FNO"]["change_vs_operator"] == {} and rows["persistence"]["change_vs_operator"] == {}
+    assert "| +corrector |" in capsys.readouterr().out
+    # runs on other trajectories, or with other rows, are refused in one line
+    t2["n_trajectories"] += 1
+    (other / "eval" / "table.json").write_text(json.dumps(t2))
+    assert run_cli(stage_table.main, [str(wd), str(other)]) == 2
+    _one_line_error(capsys, str(other), "another n_trajectories")
+    assert run_cli(stage_table.main, [str(wd), str(tmp_path / "none")]) == 2
+    _one_line_error(capsys, "table.json: not found")
+
+
+def test_refiner_diagnostics_operator_rows_equal_the_evaluation(trained_run):
+    wd = trained_run[0]
+    r = refiner_diagnostics.diagnose(wd, "test")
+    ev = json.loads((wd / "eval" / "test.json").read_text())
+    np.testing.assert_allclose(r["rollout_nrmse"]["operator"]["per_step"], ev["model"]["nrmse_per_step"], rtol=1e-4)
+    assert set(r["rollout_nrmse"]) == {"operator", "+corrector", "corrector level 0 only"}
+    lat = r["latent_rms"]       # remaining² = residual² − 2⟨residual, correction⟩ + correction²: bounded by both
+    assert abs(lat["residual"] - lat["correction"]) - 1e-6 <= lat["remaining"] <= lat["residual"] + lat["correction"]
+    assert r["residual_explained"] == pytest.approx(1 - (lat["remaining"] / lat["residual"]) ** 2, rel=1e-5)
+    assert all(0 < v < 10 for v in r["one_step_rel_error"].values())
+
+
+def test_field_corrector_probe_rows(trained_run):
+    wd = trained_run[0]
+    r = field_corrector_probe.probe(wd, steps=2, split="test")
+    ev = json.loads((wd / "eval" / "test.json").read_text())
+    rows = r["rollout_nrmse_per_step"]
+    n = len(ev["model"]["nrmse_per_step"])
+    np.testing.assert_allclose(rows["operator"][:n], ev["model"]["nrmse_per_step"], rtol=1e-4)
+    assert len(rows) == 3 and all(len(v) == len(rows["operator"]) for v in rows.values())
+    assert r["explained"] <= 1 and r["params"] > 0
+    assert all(np.isfinite(v).all() for v in rows.values())
 
 
 def test_interpolation_and_restriction_helpers():
