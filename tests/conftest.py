@@ -128,6 +128,10 @@ def trained_run(tmp_path_factory, burgers_file, jax_compilation_cache):
     from ups_jax.training.pipeline import train_and_evaluate
 
     cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "burgers32.py") + ":test")
+    # what train_and_evaluate(data_paths=...) sets in the config it trains; set here too, because on the xdist
+    # worker that reuses another worker's run (made_once) train_and_evaluate never runs
+    with cfg.unlocked():
+        cfg.data.paths = (str(burgers_file),)
 
     def make(root):
         workdir = root / "w"
