@@ -21,7 +21,6 @@ and ``PREFIX.md`` (default PREFIX: ``WORKDIR_ROOT/accuracy``) and prints the mar
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from ups_jax.cli import ArgumentParser  # noqa: E402
 from ups_jax.errors import UserError, run_cli  # noqa: E402
 
 # (label, key in the eval JSON's model/persistence block, where: protocol or full_horizon)
@@ -43,10 +43,6 @@ METRICS = (("nRMSE (31-step protocol)", "nrmse", "protocol"), ("nRMSE (full hori
            ("fRMSE mid", "frmse_mid", "protocol"), ("fRMSE high", "frmse_high", "protocol"),
            ("corr time (steps)", "corr_time", "protocol"))
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"accuracy.py: {message}")
 
 
 def run_name(spec: str) -> str:
@@ -247,7 +243,7 @@ def curve_markdown(report: dict) -> list[str]:
 
 
 def main(argv: Sequence[str]) -> int:
-    p = _Parser(prog="benchmarks/accuracy.py", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="benchmarks/accuracy.py", description=__doc__.splitlines()[0])
     p.add_argument("--config", action="append", required=True, help="config spec (repeat for several)")
     p.add_argument("--seeds", type=int, required=True, help="train seeds 0..N-1")
     p.add_argument("--workdir-root", default="runs/accuracy", help="where the runs go (default runs/accuracy)")

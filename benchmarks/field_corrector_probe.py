@@ -19,7 +19,6 @@ This is a probe, not a stage: it shows which design a corrector that helps needs
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from functools import partial
@@ -31,14 +30,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ups_jax.cli import ArgumentParser  # noqa: E402
 from ups_jax.errors import UserError, run_cli  # noqa: E402
 
 STEPS_SHOWN = (1, 2, 4, 8, 16, 31)
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"field_corrector_probe.py: {message}")
 
 
 def make_cnn(width: int = 64, kernel: int = 5, depth: int = 5, seed: int = 0):
@@ -65,6 +61,7 @@ def make_cnn(width: int = 64, kernel: int = 5, depth: int = 5, seed: int = 0):
 
 
 def probe(workdir: Path, steps: int, split: str, batch: int = 64, lr: float = 1e-3, seed: int = 0) -> dict:
+    import jax
     import jax.numpy as jnp
     import optax
     from flax import nnx
@@ -140,7 +137,7 @@ def probe(workdir: Path, steps: int, split: str, batch: int = 64, lr: float = 1e
         per_step = (np.sqrt(np.mean((pred - true) ** 2, -1)) / np.sqrt(np.mean(true ** 2, -1))).mean(0)
         rows[name] = [float(v) for v in per_step]
     return {"workdir": str(workdir), "split": split, "fit_steps": steps, "fit_s": fit_s,
-            "params": int(sum(np.size(v) for v in __import__("jax").tree.leaves(nnx.state(net, nnx.Param)))),
+            "params": int(sum(np.size(v) for v in jax.tree.leaves(nnx.state(net, nnx.Param)))),
             "explained": float(1 - err[0] / err[1]),
             "one_step_nrmse_normalised": {"operator": float(np.sqrt(err[1] / err[2])),
                                           "+ CNN": float(np.sqrt(err[0] / err[2]))},
@@ -161,7 +158,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    p = _Parser(prog="benchmarks/field_corrector_probe.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="benchmarks/field_corrector_probe.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", required=True, type=Path, help="a finished run")
     p.add_argument("--steps", type=int, default=2000, help="CNN fitting steps")
     p.add_argument("--split", default="val", choices=("val", "test"))

@@ -14,7 +14,6 @@ Per run:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -24,14 +23,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ups_jax.cli import ArgumentParser  # noqa: E402
 from ups_jax.errors import UserError, run_cli  # noqa: E402
 
 STEPS_SHOWN = (1, 2, 4, 8, 16, 31)
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"refiner_diagnostics.py: {message}")
 
 
 def _nrmse(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -120,7 +116,7 @@ def markdown(results: Sequence[dict]) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    p = _Parser(prog="benchmarks/refiner_diagnostics.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="benchmarks/refiner_diagnostics.py", description=__doc__.split("\n\n")[0])
     p.add_argument("workdirs", nargs="+", type=Path, help="finished runs with a trained corrector")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     args = p.parse_args(argv)

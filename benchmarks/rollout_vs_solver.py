@@ -29,7 +29,6 @@ Prints one markdown table and writes ``PREFIX.json`` / ``PREFIX.md`` when ``--ou
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -44,14 +43,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from ups_jax.cli import ArgumentParser  # noqa: E402
 from ups_jax.errors import UserError, run_cli  # noqa: E402
 
 DEFAULT_RESOLUTIONS = (8, 16, 32, 64, 128, 256, 512, 1024)
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"rollout_vs_solver.py: {message}")
 
 
 def timed(fn: Callable[[], np.ndarray], repeats: int) -> tuple[np.ndarray, float]:
@@ -181,7 +177,7 @@ def markdown(rows: list[dict], n_traj: int, coarsest: int) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    ap = _Parser(prog="benchmarks/rollout_vs_solver.py", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="benchmarks/rollout_vs_solver.py", description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", nargs="+", default=[], help="trained run directories (their data and protocol)")
     ap.add_argument("--config", default="configs/burgers32.py:cpu", help="data and protocol when no --workdir")
     ap.add_argument("--data", nargs="+", help="PDEBench files (default: the runs' / config's data)")

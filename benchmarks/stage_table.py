@@ -14,7 +14,6 @@ the markdown.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from accuracy import _pm, mean_std  # noqa: E402
 
+from ups_jax.cli import ArgumentParser  # noqa: E402
 from ups_jax.errors import UserError, run_cli  # noqa: E402
 
 COLUMNS = (("nRMSE", "protocol", "nrmse"), ("nRMSE full", "full_horizon", "nrmse"),
@@ -34,10 +34,6 @@ COLUMNS = (("nRMSE", "protocol", "nrmse"), ("nRMSE full", "full_horizon", "nrmse
            ("s / traj", None, "wall_s_per_trajectory"), ("evals / step", None, "evaluations_per_step"))
 REFINE_STAGES = ("corrector", "student", "steady")
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"stage_table.py: {message}")
 
 
 def load_table(workdir: Path) -> dict:
@@ -127,7 +123,7 @@ def markdown(s: dict) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    p = _Parser(prog="benchmarks/stage_table.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="benchmarks/stage_table.py", description=__doc__.split("\n\n")[0])
     p.add_argument("workdirs", nargs="+", type=Path, help="finished runs (one per seed)")
     p.add_argument("--out", type=Path, help="write PREFIX.json and PREFIX.md")
     args = p.parse_args(argv)

@@ -163,6 +163,20 @@ def test_field_corrector_probe_rows(trained_run):
     assert all(np.isfinite(v).all() for v in rows.values())
 
 
+def test_refiner_benchmarks_bad_input_is_one_line(tmp_path, capsys):
+    missing = str(tmp_path / "nope")
+    assert run_cli(field_corrector_probe.main, ["--workdir", missing, "--steps", "0"]) == 2
+    _one_line_error(capsys, "--steps=0 must be >= 1")
+    assert run_cli(field_corrector_probe.main, ["--workdir", missing]) == 2
+    _one_line_error(capsys, missing, "workdir not found")
+    assert run_cli(refiner_diagnostics.main, [missing, "--split", "train2"]) == 2
+    _one_line_error(capsys, "refiner_diagnostics.py", "--split")
+    assert run_cli(refiner_diagnostics.main, [missing]) == 2
+    _one_line_error(capsys, missing, "workdir not found")
+    assert run_cli(stage_table.main, []) == 2
+    _one_line_error(capsys, "stage_table.py", "workdirs")
+
+
 def test_interpolation_and_restriction_helpers():
     from ups_jax.data import burgers
 
