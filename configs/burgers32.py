@@ -108,8 +108,12 @@ def get_config(arg=None):
     cfg.checkpoint = mlc.ConfigDict(dict(keep_latest=2, keep_best=2, every_steps=0, every_minutes=10.0))
     # runtime (ups_jax/training/loop.py): data_parallel = 'auto' (the most local devices dividing every batch
     # size), 'off' or a device count; compute_dtype = 'float32' or 'bfloat16' (forward/backward in bf16 with
-    # float32 params and optimizer state; for GPUs); a non-finite step is skipped, max_nonfinite_steps in a row stop
-    cfg.runtime = mlc.ConfigDict(dict(data_parallel="auto", compute_dtype="float32", max_nonfinite_steps=20))
+    # float32 params and optimizer state; for GPUs); a non-finite step is skipped, max_nonfinite_steps in a row stop;
+    # steps_per_dispatch = optimizer updates per compiled call ('auto': the largest N <= 32 dividing the stage's
+    # steps, log_every, eval_every and checkpoint.every_steps — training/step.py); compilation_cache = the persistent
+    # XLA cache ('auto' = ~/.cache/ups_jax/jax, a directory, or '' = off; ups_jax/compilation.py)
+    cfg.runtime = mlc.ConfigDict(dict(data_parallel="auto", compute_dtype="float32", max_nonfinite_steps=20,
+                                      steps_per_dispatch="auto", compilation_cache="auto"))
     cfg.logging = mlc.ConfigDict(dict(wandb_project="ups_jax", wandb_mode="auto", progress=True))
 
     # ---- cost estimation (driver dry-run) ----

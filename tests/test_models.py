@@ -193,7 +193,8 @@ def test_shapes_full_config_abstract():
     shapes = param_shapes(model)
     assert shapes["operator/input_proj/kernel"] == (32, 96)
     assert shapes["encoder/proj/kernel"] == ((n // t) * cfg.model.encoder.width, d)
-    assert shapes["operator/pdet/mid_layers/0/attn/q_proj/kernel"] == (12, 12)
+    assert shapes["operator/pdet/mid_layers/0/attn/qkv/kernel"] == (12, 36)     # q, k, v stacked: one matmul
+    assert shapes["operator/pdet/mid_layers/0/mod/proj/kernel"] == (64, 6 * 96)  # both AdaLN branches: one matmul
 
 
 @pytest.mark.parametrize("tokens", [6, 5, 1])
@@ -435,13 +436,20 @@ def test_token_resampling_semantics():
 def test_channel_separated_attention_matches_per_group_reference():
     h, g, nh = 16, 8, 2
     attn = ChannelSeparatedSelfAttention(h, g, nh, rngs=nnx.Rngs(0))
+    # RMS scales away from their init (ones) and a non-zero bias: the fused kernel must fold them in exactly
+    attn.q_norm.scale[...] = jax.random.uniform(jax.random.key(2), (g,), minval=0.5, maxval=2.0)
+    attn.k_norm.scale[...] = jax.random.uniform(jax.random.key(3), (g,), minval=0.5, maxval=2.0)
+    attn.qkv.bias[...] = 0.1 * jax.random.normal(jax.random.key(4), (3 * g,))
     x = jax.random.normal(jax.random.key(1), (2, 5, h))
 
     def reference(a, x):
         outs = []
         for i in range(h // g):                               # same Linear(g, g) weights for every group
             xg = x[..., i * g:(i + 1) * g]
-            q, k, v = a.q_proj(a.q_norm(xg)), a.k_proj(a.k_norm(xg)), a.v_proj(xg)
+            w, bias = a.qkv.kernel[...], a.qkv.bias[...]       # the stacked kernel, used unfused here
+            q = a.q_norm(xg) @ w[:, :g] + bias[:g]
+            k = a.k_norm(xg) @ w[:, g:2 * g] + bias[g:2 * g]
+            v = xg @ w[:, 2 * g:] + bias[2 * g:]
             heads = []
             for j in range(nh):
                 s = slice(j * (g // nh), (j + 1) * (g // nh))

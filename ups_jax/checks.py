@@ -559,6 +559,15 @@ def check_runtime(cfg, c: Checks):
         if r.compute_dtype == "bfloat16" and jax.devices()[0].platform == "cpu":
             c.add(H, "bf16 on CPU", False, "runtime.compute_dtype=bfloat16 on a CPU: no faster than float32 "
                   "there and less accurate", "use float32 on CPUs; bfloat16 is for GPUs", severity="warning")
+    from ups_jax.training.step import resolve_steps_per_dispatch, steps_per_dispatch_problem
+
+    spd = r.get("steps_per_dispatch", "auto")
+    every = int(cfg.checkpoint.every_steps)
+    problems = [p for p in (steps_per_dispatch_problem(spd, n, cfg.stages[n], every) for n in order) if p]
+    c.add(H, "steps per dispatch", not problems, problems[0] if problems else "",
+          "use 'auto' or a count that divides every stage's steps, log_every, eval_every and checkpoint.every_steps",
+          passed="updates per dispatch: " + ", ".join(
+              f"{n} {resolve_steps_per_dispatch(spd, cfg.stages[n], every)}" for n in order))
     c.add(P, "nan guard", r.max_nonfinite_steps >= 1, f"runtime.max_nonfinite_steps={r.max_nonfinite_steps}",
           "use ≥ 1 (consecutive skipped non-finite steps before the run stops)",
           passed=f"a non-finite step is skipped; the run stops after {r.max_nonfinite_steps} in a row")

@@ -67,6 +67,7 @@ class WindowLoader(Iterator[dict]):
                 self._cache[s:s + read_chunk] = dataset.read(self._traj[s:s + read_chunk])
         self._offsets = np.arange(self.window)
         self._epoch, self._position = 0, 0
+        self._perm, self._perm_epoch = None, None
         self._thread: threading.Thread | None = None
         self._queue: queue.Queue | None = None
         self._stop: threading.Event | None = None
@@ -99,12 +100,17 @@ class WindowLoader(Iterator[dict]):
 
     # ---- batches ----
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng(self.seed + epoch).permutation(self.num_windows)
+        if self._perm_epoch != epoch:      # one permutation per epoch (next_indices asks for it every batch)
+            self._perm = np.random.default_rng(self.seed + epoch).permutation(self.num_windows)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def _indices(self, perm: np.ndarray, position: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = perm[position * self.batch_size:(position + 1) * self.batch_size]
+        return ids // self.starts_per_trajectory, (ids % self.starts_per_trajectory) * self.stride
 
     def _batch(self, perm: np.ndarray, position: int) -> dict:
-        ids = perm[position * self.batch_size:(position + 1) * self.batch_size]
-        slots = ids // self.starts_per_trajectory
-        starts = (ids % self.starts_per_trajectory) * self.stride
+        slots, starts = self._indices(perm, position)
         frames = starts[:, None] + self._offsets[None, :]
         if self._cache is not None:
             u = self._cache[slots[:, None], frames]
@@ -113,11 +119,11 @@ class WindowLoader(Iterator[dict]):
             data = self._dataset.read(self._traj[wanted])
             u = data[inverse.reshape(-1)[:, None], frames]
         return {"u": np.ascontiguousarray(u, dtype=np.float32), "nu": self._nu[slots],
-                "dt": np.full(ids.size, self._dt, np.float32)}
+                "dt": np.full(slots.size, self._dt, np.float32)}
 
     def _produce(self, epoch: int, position: int):
         while True:
-            perm = self._permutation(epoch)
+            perm = np.random.default_rng(self.seed + epoch).permutation(self.num_windows)   # not the cache: a thread
             for pos in range(position, self.batches_per_epoch):
                 yield epoch, pos, self._batch(perm, pos)
             epoch, position = epoch + 1, 0
@@ -146,6 +152,26 @@ class WindowLoader(Iterator[dict]):
         epoch, position, batch = item
         self._advance(epoch, position)
         return batch
+
+    # ---- device-resident training (training/step.py) ----
+    @property
+    def resident(self) -> dict | None:
+        """The cached split as the batches' arrays are cut from it — {'u': (n_traj, nt, nx) physical values,
+        'nu': (n_traj,), 'dt': ()} — or None without ``cache_in_memory``. A trainer that keeps it on the device
+        takes :meth:`next_indices` instead of batches."""
+        if self._cache is None:
+            return None
+        return {"u": self._cache, "nu": self._nu, "dt": self._dt}
+
+    def next_indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next batch as window indices into :attr:`resident` — (slots (B,), start frames (B,)) — advancing
+        the position exactly as ``next()`` does (same permutation, same resume state)."""
+        if self._thread is not None:      # the prefetcher would be ahead of the position: stop it
+            self._shutdown()
+        epoch, position = self._epoch, self._position
+        slots, starts = self._indices(self._permutation(epoch), position)
+        self._advance(epoch, position)
+        return slots, starts
 
     # ---- background thread ----
     def _start(self) -> None:

@@ -171,62 +171,17 @@ def _load_data(cfg, skip_data: bool, notes: list):
 
 
 def _stage_parts(cfg, data, model, i: int, name: str):
-    """What ``train_and_evaluate`` builds for stage ``i``: (stage cfg, train step, initial args, loader, batch
-    function). The batch function turns loader batches into one update's batch as ``run_stage`` does
-    (``accum_steps`` micro-batches stacked, split over the data-parallel devices)."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
+    """What ``train_and_evaluate`` + ``run_stage`` build for stage ``i``: (stage cfg, ``training.step.StageStep``,
+    its initial train state, loader). ``runner.run(state, key, step0, runner.next_inputs(n))`` is one dispatch of
+    n updates, exactly as the loop calls it (device-resident windows, ``steps_per_dispatch``)."""
+    from ups_jax.training.pipeline import stage_step_for
 
-    from ups_jax.checks import data_parallel_size
-    from ups_jax.data.loader import WindowLoader
-    from ups_jax.training.loop import make_mesh, make_train_step, next_update_batch, place_on_device, trainable_filter
-    from ups_jax.training.optim import make_optimizer
-    from ups_jax.training.stages import stage_kind
-
-    sc, kind = cfg.stages[name], stage_kind(name)
-    loss_fn = kind.loss(cfg, sc, jnp.asarray(data.x01))
-    loader = WindowLoader(data.dataset, data.splits["train"], window=kind.window(cfg, sc, data.dataset.nt),
-                          batch_size=sc.batch_size, seed=cfg.seed + 1000 * i, prefetch=cfg.data.prefetch)
-    graphdef, params, rest = nnx.split(model, trainable_filter(tuple(sc.trainable)), ...)
-    tx = make_optimizer(sc)
-    n, _ = data_parallel_size(cfg.runtime.data_parallel, [cfg.stages[s].batch_size for s in cfg.stage_order],
-                              jax.local_device_count())
-    mesh = make_mesh(n)
-    A = int(sc.accum_steps)
-    step = make_train_step(graphdef, loss_fn, tx, float(sc.ema_decay), accum_steps=A,
-                           compute_dtype=str(cfg.runtime.compute_dtype), mesh=mesh)
-
-    def update_batch(it):
-        return next_update_batch(it, data.prepare_batch, A, mesh)
-
-    return sc, step, place_on_device((params, tx.init(params), params, rest), mesh), loader, update_batch
-
-
-def _step_arg_names(step) -> list[str]:
-    """Parameter names of ``make_train_step``'s step; fails loudly if the trainer's step grew an argument the
-    dry run does not know how to pass."""
-    import inspect
-
-    names = list(inspect.signature(inspect.unwrap(step)).parameters)
-    unknown = [n for n in names if n not in ("params", "opt_state", "ema", "rest", "batch", "rng", "step")]
-    if unknown:
-        raise RuntimeError(f"dry-run does not know train_step argument(s) {unknown}: update "
-                           f"ups_jax/driver/dry_run.py:_step_args to match ups_jax/training/loop.py")
-    return names
-
-
-def _step_args(names, params, opt_state, ema, rest, batch, rng, k: int) -> tuple:
-    """The step's positional arguments as ``run_stage`` passes them (``k``: the loop's step counter)."""
-    import jax.numpy as jnp
-
-    known = {"params": params, "opt_state": opt_state, "ema": ema, "rest": rest, "batch": batch, "rng": rng}
-    return tuple(known[n] if n != "step" else jnp.float32(k) for n in names)
+    return stage_step_for(cfg, data, model, i, name)
 
 
 def compiled_stage_memory(cfg) -> dict:
-    """XLA memory and FLOPs of each stage's compiled train step (no execution); used by ``validate --compile``."""
-    import jax
+    """XLA memory and FLOPs of each stage's compiled train step (no execution); used by ``validate --compile``.
+    Per optimizer update: a dispatch of N updates is analysed and divided by N."""
     from flax import nnx
 
     from ups_jax.models import build_model
@@ -235,13 +190,12 @@ def compiled_stage_memory(cfg) -> dict:
     model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
     out = {}
     for i, name in enumerate(cfg.stage_order):
-        sc, step, state, loader, update_batch = _stage_parts(cfg, data, model, i, name)
+        sc, runner, state, loader = _stage_parts(cfg, data, model, i, name)
         try:
-            batch = update_batch(iter(loader))
+            compiled = runner.lower(state, runner.steps_per_dispatch).compile()
         finally:
             loader.close()
-        compiled = step.lower(*_step_args(_step_arg_names(step), *state, batch, jax.random.key(0), 0)).compile()
-        out[name] = {**_memory(compiled), "flops": _flops(compiled)}
+        out[name] = {**_memory(compiled), "flops": _flops(compiled) / runner.steps_per_dispatch}
     return out
 
 
@@ -310,57 +264,48 @@ def _stage_estimate(cfg, data, model, i, name, *, estimate_only, timing_steps, m
 
     t0 = time.perf_counter()
     validate, _ = make_validator(name, cfg, data, model)
-    sc, step, state, loader, update_batch = _stage_parts(cfg, data, model, i, name)
+    sc, runner, state, loader = _stage_parts(cfg, data, model, i, name)
     updates = int(sc.steps)    # optimizer updates (each scans accum_steps micro-batches)
     n_evals = -(-updates // int(sc.eval_every))
+    N = runner.steps_per_dispatch
+    key = runner.place(jax.random.key(cfg.seed + i))
     try:
-        it = iter(loader)
-        batch = update_batch(it)
         setup_s = time.perf_counter() - t0
-        names = _step_arg_names(step)
-        params, opt_state, ema, rest = state
-        rng, sub = jax.random.split(jax.random.key(cfg.seed + i))
-        args0 = _step_args(names, params, opt_state, ema, rest, batch, sub, 0)
-        st = {"steps": updates, "evals": n_evals, "setup_s": setup_s}
+        st = {"steps": updates, "evals": n_evals, "setup_s": setup_s, "steps_per_dispatch": N}
         if estimate_only:
             t0 = time.perf_counter()
-            compiled = step.lower(*args0).compile()
+            compiled = runner.lower(state, N).compile()
             st["compile_s"] = time.perf_counter() - t0
-            st.update(flops_per_step=_flops(compiled), **_memory(compiled))
+            st.update(flops_per_step=_flops(compiled) / N, **_memory(compiled))
             return st
-        first_calls = []
-        for k in range(WARMUP_STEPS):   # the loop's first steps: compile (+ any recompile) + run
-            if k:
-                batch = update_batch(it)
-                rng, sub = jax.random.split(rng)
+        first_calls, k = [], 0
+        for _ in range(WARMUP_STEPS):   # the loop's first dispatches: compile (+ any recompile) + run
             t0 = time.perf_counter()
-            params, opt_state, ema, out = step(*(args0 if k == 0 else _step_args(
-                names, params, opt_state, ema, rest, batch, sub, k)))
-            jax.block_until_ready((params, opt_state, ema, out))
+            state, out = runner.run(state, key, k, runner.next_inputs(N))
+            jax.block_until_ready((state, out))
             first_calls.append(time.perf_counter() - t0)
-        compiled = step.lower(*args0).compile()     # cached: the analysis of what the first call compiled
-        st.update(flops_per_step=_flops(compiled), **_memory(compiled))
-        del args0, compiled
-        t0, k = time.perf_counter(), 0
-        chunk = max(int(timing_steps), 1)
+            k += N
+        compiled = runner.lower(state, N).compile()     # cached: the analysis of what the first call compiled
+        st.update(flops_per_step=_flops(compiled) / N, **_memory(compiled))
+        del compiled
+        t0, done = time.perf_counter(), 0
+        chunk = max(-(-int(timing_steps) // N), 1)      # dispatches between syncs
         while True:   # the body of run_stage's loop
-            batch = update_batch(it)
-            rng, sub = jax.random.split(rng)
-            params, opt_state, ema, out = step(*_step_args(names, params, opt_state, ema, rest, batch, sub,
-                                                           WARMUP_STEPS + k))
-            k += 1
-            if k % chunk == 0:
-                jax.block_until_ready((params, opt_state, ema, out))
-                if time.perf_counter() - t0 >= min_timing_s or k >= 50 * chunk:
+            state, out = runner.run(state, key, k, runner.next_inputs(N))
+            k, done = k + N, done + 1
+            if done % chunk == 0:
+                jax.block_until_ready((state, out))
+                if time.perf_counter() - t0 >= min_timing_s or done >= 50 * chunk:
                     break
-        st["timed_steps"] = k
-        st["step_s"] = (time.perf_counter() - t0) / k
+        st["timed_steps"] = done * N
+        st["step_s"] = (time.perf_counter() - t0) / (done * N)
         st["first_steps_s"] = first_calls
-        st["compile_s"] = max(sum(first_calls) - WARMUP_STEPS * st["step_s"], 0.0)
-        if first_calls[1] > max(1.0, 20 * st["step_s"]):
+        st["compile_s"] = max(sum(first_calls) - WARMUP_STEPS * N * st["step_s"], 0.0)
+        if first_calls[1] > max(1.0, 20 * N * st["step_s"]):
             st["recompiled"] = True
     finally:
         loader.close()
+    opt_state = state.opt
     st.update(_time_validation_and_checkpoint(cfg, name, validate, model, opt_state, n_evals))
     st["train_s"] = updates * st["step_s"]
     st["total_s"] = (st["setup_s"] + st["compile_s"] + st["train_s"] + st["val_compile_s"]
@@ -494,6 +439,9 @@ def main(argv) -> int:
     if args.steps < 1 or args.min_time < 0:
         raise UserError("dry-run: --steps must be ≥ 1 and --min-time ≥ 0")
     cfg = load_config(spec, overrides)
+    from ups_jax.compilation import enable_cache_from_config
+
+    enable_cache_from_config(cfg)       # the second dry run of a config reuses the first one's compilations
     r = dry_run(cfg, skip_data=args.skip_data, estimate_only=args.estimate_only, timing_steps=args.steps,
                 min_timing_s=args.min_time, t_process_start=t_start)
     print(json.dumps(r, indent=1, default=float) if args.json else format_report(r))

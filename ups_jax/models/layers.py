@@ -76,24 +76,26 @@ class MLP(nnx.Module):
 
 
 class AdaLN(nnx.Module):
-    """AdaLN-Zero modulation: ``(shift, scale, gate) = Linear(cond_dim → 3·features)(c)``, zero-initialised.
+    """AdaLN-Zero modulation: ``(shift, scale, gate) = Linear(cond_dim → 3·features)(c)`` per residual branch,
+    zero-initialised; ``branches`` triples come from one projection (one matmul for a layer's attention and FF).
 
     ``modulate(x̂) = x̂·(1 + scale) + shift`` and a residual branch is multiplied by ``gate``. With the zero init every
     gated branch starts switched off (DiT's adaLN-Zero), so the block is the identity at initialisation and the
     conditioning only acts once training has moved the projection away from zero.
     """
 
-    def __init__(self, cond_dim: int, features: int, *, rngs: nnx.Rngs):
-        self.features = features
-        self.proj = nnx.Linear(cond_dim, 3 * features, kernel_init=nnx.initializers.zeros,
+    def __init__(self, cond_dim: int, features: int, *, branches: int = 1, rngs: nnx.Rngs):
+        self.features, self.branches = features, int(branches)
+        self.proj = nnx.Linear(cond_dim, 3 * self.branches * features, kernel_init=nnx.initializers.zeros,
                                bias_init=nnx.initializers.zeros, rngs=rngs)
 
-    def __call__(self, c: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """``c``: (B, cond_dim) → shift, scale, gate each (B, 1, features) (broadcast over tokens)."""
+    def __call__(self, c: jax.Array):
+        """``c``: (B, cond_dim) → shift, scale, gate each (B, 1, features) (broadcast over tokens); with
+        ``branches`` > 1 a tuple of such triples."""
         chex.assert_rank(c, 2)
-        out = self.proj(c)[:, None, :]
-        shift, scale, gate = jnp.split(out, 3, axis=-1)
-        return shift, scale, gate
+        parts = jnp.split(self.proj(c)[:, None, :], 3 * self.branches, axis=-1)
+        triples = [tuple(parts[3 * i:3 * i + 3]) for i in range(self.branches)]
+        return triples[0] if self.branches == 1 else tuple(triples)
 
     @staticmethod
     def modulate(x_hat: jax.Array, shift: jax.Array, scale: jax.Array) -> jax.Array:

@@ -183,10 +183,24 @@ def check_compatible(workdir, stage: str, step: int, state: dict, *, model_shape
     unreadable checkpoint raises whatever orbax raises (the caller treats that as corruption, not a mismatch).
     ``opt_like()`` builds the optimizer-state target (only needed, and only called, for an unfinished stage)."""
     where = f"{stage_dir(workdir, stage)}/{step}"
+    check_format(state, where)
     check_param_shapes(checkpoint_param_shapes(workdir, stage, step), model_shapes, where=where)
     if not state.get("finished") and opt_like is not None:
         check_opt_state(leaf_shapes(_item_metadata_tree(workdir, stage, step, "opt")), leaf_shapes(opt_like()),
                         where=where, stage=stage, saved_cfg=state.get("stage_config"), stage_cfg=stage_cfg)
+
+
+def check_format(state: dict, where: str) -> None:
+    """A checkpoint of an older train-state format (``loop.TRAIN_STATE_FORMAT``) → one line saying why."""
+    from ups_jax.training.loop import TRAIN_STATE_FORMAT
+
+    found = int(state.get("format", 1))
+    if found != TRAIN_STATE_FORMAT:
+        raise CheckpointError(
+            f"{where}: written with train-state format {found}, this ups_jax reads format {TRAIN_STATE_FORMAT} "
+            f"(since format 2 the optimizer state is one flat vector and the operator's q/k/v and AdaLN projections "
+            f"are fused parameters; the old layout cannot be mapped); retrain with --fresh (the old run is set "
+            f"aside) or use another --workdir")
 
 
 def newest_readable_state(mngr: ocp.CheckpointManager) -> tuple[int, dict] | None:

@@ -6,9 +6,10 @@ small models on CPU and identical in NNX graph and tree mode. Frozen teachers/su
 ``rest``. EMA params are kept beside the live params; validation, checkpoint selection and the weights
 handed to the next stage are the EMA ones.
 
-One loop iteration = one optimizer update: with ``accum_steps`` = A the step scans A micro-batches and averages
-their gradients, so the EMA, the learning-rate schedule and every cadence (``log_every``, ``eval_every``,
-checkpoints, the progress bar, ``steps``) count optimizer updates.
+One loop iteration = one dispatch of ``runtime.steps_per_dispatch`` optimizer updates (training/step.py: flat
+donated state, device-resident data, ``lax.scan``); with ``accum_steps`` = A each update scans A micro-batches and
+averages their gradients, so the EMA, the learning-rate schedule and every cadence (``log_every``, ``eval_every``,
+checkpoints, the progress bar, ``steps``) count optimizer updates, and land between dispatches.
 
 Reliability (issue 10):
 
@@ -18,9 +19,10 @@ Reliability (issue 10):
   ``checkpoint_every_minutes``; a damaged newest checkpoint falls back to the previous one
   (``checkpoints.restore_for_resume``);
 * preemption: a SIGTERM (``preemption``) checkpoints the current step and raises ``errors.Preempted``;
-* NaN guard: a non-finite loss or gradient skips the update (``optax.apply_if_finite``; the EMA is not moved
-  either), is counted in the ``train`` records, and ``max_nonfinite_steps`` in a row stop the run
-  (``errors.TrainingDiverged``); non-finite weights are never checkpointed;
+* NaN guard: a non-finite loss or gradient skips the update (a select in training/step.py; the EMA and the
+  optimizer state are not moved either), is counted in the ``train`` records, and ``max_nonfinite_steps`` in a
+  row stop the run (``errors.TrainingDiverged``, checked between dispatches); non-finite weights are never
+  checkpointed;
 * data parallel: with ``data_parallel`` = N > 1 the batch is split over a 1-D ``jax.sharding`` mesh of N local
   devices and the train state is replicated (XLA inserts the gradient all-reduce);
 * mixed precision: ``compute_dtype='bfloat16'`` runs the forward/backward pass in bf16; params, gradients,
@@ -44,12 +46,18 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ups_jax.compilation import RecompileWatch
 from ups_jax.errors import CheckpointError, ConfigError, Preempted, TrainingDiverged, storage_error_message
 from ups_jax.models import param_shapes
 from ups_jax.training import checkpoints as ckpt
 from ups_jax.training import preemption
-from ups_jax.training.optim import (ema_update, last_update_applied, learning_rate_schedule, make_optimizer,
-                                    nonfinite_counts)
+from ups_jax.training.optim import learning_rate_schedule, make_optimizer
+from ups_jax.training.step import StageStep, resolve_steps_per_dispatch
+
+# What a checkpoint's train state is (state JSON 'format'): 2 = flat parameter / optimizer vectors with the guard
+# counts in the JSON state (training/step.py) and the fused q/k/v + AdaLN parameters (models/pdet.py). Format 1
+# (no 'format' key) is refused with the reason: its optimizer state and parameter layout cannot be mapped.
+TRAIN_STATE_FORMAT = 2
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +85,15 @@ class LoopOptions:
     max_nonfinite_steps: int = 20           # consecutive skipped non-finite updates before the run stops
     checkpoint_every_steps: int = 0         # extra resume points (0 = only at validations)
     checkpoint_every_minutes: float = 0.0   # extra resume points by wall clock (0 = off)
+    steps_per_dispatch: Any = "auto"        # optimizer updates per compiled call ('auto': training/step.py)
 
     @classmethod
     def from_config(cls, cfg, data_parallel: int = 1) -> "LoopOptions":
         return cls(data_parallel=data_parallel, compute_dtype=str(cfg.runtime.compute_dtype),
                    max_nonfinite_steps=int(cfg.runtime.max_nonfinite_steps),
                    checkpoint_every_steps=int(cfg.checkpoint.every_steps),
-                   checkpoint_every_minutes=float(cfg.checkpoint.every_minutes))
+                   checkpoint_every_minutes=float(cfg.checkpoint.every_minutes),
+                   steps_per_dispatch=cfg.runtime.get("steps_per_dispatch", "auto"))
 
 
 @dataclasses.dataclass
@@ -134,82 +144,6 @@ def place_on_device(tree, mesh: Mesh | None = None):
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
-def shard_batch(batch, mesh: Mesh | None, accumulated: bool):
-    """Splits the batch axis (axis 1 under accumulation, else 0) over the mesh's 'data' axis."""
-    if mesh is None:
-        return batch
-    spec = PartitionSpec(None, "data") if accumulated else PartitionSpec("data")
-    return jax.device_put(batch, NamedSharding(mesh, spec))
-
-
-def next_update_batch(it, prepare_batch, accum_steps: int, mesh: Mesh | None = None):
-    """One optimizer update's batch from the loader iterator: ``accum_steps`` prepared micro-batches (stacked on
-    a leading axis when > 1), split over ``mesh``."""
-    micro = [prepare_batch(next(it)) for _ in range(accum_steps)]
-    batch = micro[0] if accum_steps == 1 else jax.tree.map(lambda *xs: jnp.stack(xs), *micro)
-    return shard_batch(batch, mesh, accum_steps > 1)
-
-
-def _cast_floats(tree, dtype):
-    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
-
-
-# ------------------------------------------------------------------------------------------------ the step
-def make_train_step(graphdef, loss_fn, tx, ema_decay: float, *, accum_steps: int = 1,
-                    compute_dtype: str = "float32", mesh: Mesh | None = None):
-    """``train_step(params, opt_state, ema, rest, batch, rng, step) -> (params, opt_state, ema, out)``: one
-    optimizer update. ``batch`` leaves are (B, ...) or, with ``accum_steps`` = A > 1, (A, B, ...). ``out`` holds
-    device scalars: loss, its terms, grad_norm and ``skipped`` (the NaN guard skipped this update)."""
-    traces = []
-    A = int(accum_steps)
-    low = None if compute_dtype in (None, "float32") else jnp.dtype(compute_dtype)
-
-    def grads_of(params, rest, batch, rng):
-        def loss_of(p):
-            r, b = rest, batch
-            if low is not None:     # bf16 forward/backward; the cast's transpose returns float32 gradients
-                p, r, b = _cast_floats(p, low), _cast_floats(r, low), _cast_floats(b, low)
-            loss, terms = loss_fn(nnx.merge(graphdef, p, r), b, rng)
-            return loss.astype(jnp.float32), {k: v.astype(jnp.float32) for k, v in terms.items()}
-
-        (loss, terms), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
-        return loss, terms, grads
-
-    def train_step(params, opt_state, ema, rest, batch, rng, step):
-        # One compile per stage: a retrace means a batch shape or dtype changed, i.e. a bug that would
-        # silently cost a recompile every time. (chex.assert_max_traces counts per code location, so it
-        # cannot tell the closures of two stages apart.)
-        traces.append(1)
-        if len(traces) > 1:
-            raise AssertionError("train_step traced twice: batch shapes/dtypes must be fixed within a stage")
-        if A == 1:
-            loss, terms, grads = grads_of(params, rest, batch, rng)
-        else:                       # gradient accumulation: mean over A micro-batches, one update
-            rngs = jax.random.split(rng, A)
-            first = jax.tree.map(lambda x: x[0], batch)
-            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                 jax.eval_shape(grads_of, params, rest, first, rngs[0]))
-
-            def body(acc, xs):
-                return jax.tree.map(jnp.add, acc, grads_of(params, rest, *xs)), None
-
-            total, _ = jax.lax.scan(body, zeros, (batch, rngs))
-            loss, terms, grads = jax.tree.map(lambda x: x / A, total)
-        # a non-finite loss must skip the update even if its gradient happens to be finite
-        grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
-        updates, opt_state = tx.update(grads, opt_state, params)   # apply_if_finite: zero update if non-finite
-        params = optax.apply_updates(params, updates)
-        applied = last_update_applied(opt_state)
-        new_ema = ema_update(ema, params, ema_decay, step)
-        ema = jax.tree.map(lambda new, old: jnp.where(applied, new, old), new_ema, ema)
-        out = {"loss": loss, "grad_norm": optax.global_norm(grads), **terms, "skipped": jnp.logical_not(applied)}
-        return params, opt_state, ema, out
-
-    if mesh is None:
-        return jax.jit(train_step)
-    return jax.jit(train_step, out_shardings=NamedSharding(mesh, PartitionSpec()))   # state stays replicated
-
-
 # ------------------------------------------------------------------------------------------------ the loop
 def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Callable[[dict], dict], workdir,
               logger, seed: int, ckpt_metadata: dict | None = None, keep_latest: int = 2, keep_best: int = 2,
@@ -226,12 +160,15 @@ def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Call
     'kind'}`` (kind: 'eval', 'end', 'resume_point', 'preempt', 'interrupted'): the hook a Ray Tune trial uses to
     report metrics together with a checkpoint directory. Raises ``Preempted`` after the checkpoint of a preemption
     and ``TrainingDiverged`` after ``options.max_nonfinite_steps`` consecutive non-finite updates.
+
+    Updates run ``steps_per_dispatch`` at a time (training/step.py); logging, validation, checkpoints and the
+    SIGTERM check happen between dispatches, i.e. on multiples of it (the config checks make it divide every
+    cadence, and ``max_steps`` or a stage end off that grid run the remainder one update at a time).
     """
     c, opts = spec.cfg, options or LoopOptions()
-    total_steps, A = int(c.steps), int(c.accum_steps)
     t_start = time.time()
     filt = trainable_filter(spec.trainable)
-    graphdef, params, rest = nnx.split(model, filt, ...)
+    _, params, _ = nnx.split(model, filt, ...)
     if not jax.tree.leaves(params):  # a config error (stages.<name>.trainable), not a bug
         raise ConfigError(f"stage {spec.name!r}: stages.{spec.name}.trainable={spec.trainable} selects no "
                           f"parameters")
@@ -239,8 +176,8 @@ def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Call
     mngr = ckpt.open_manager(workdir, spec.name, keep_latest=keep_latest, keep_best=keep_best,
                              metadata=ckpt_metadata)
     try:
-        result = _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, graphdef, params, rest,
-                      progress, check_resume, max_steps, on_checkpoint, opts, total_steps, A, t_start)
+        result = _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, progress, check_resume,
+                      max_steps, on_checkpoint, opts, t_start)
         mngr.close()    # waits for a save in flight: a write error surfaces here at the latest
         return result
     except Exception as e:
@@ -257,18 +194,20 @@ def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Call
                               f"again to resume") from e
 
 
-def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, graphdef, params, rest, progress,
-         check_resume, max_steps, on_checkpoint, opts: LoopOptions, total_steps: int, A: int, t_start: float):
+def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, progress, check_resume, max_steps,
+         on_checkpoint, opts: LoopOptions, t_start: float):
     c, name = spec.cfg, spec.name
+    total_steps, A = int(c.steps), int(c.accum_steps)
     filt = trainable_filter(spec.trainable)
-    step, rng = 0, jax.random.key(seed)
+    step, key = 0, jax.random.key(seed)
     best_val, best_step, evals_since_best, stopped_early = math.inf, -1, 0, False
 
     def warn_unreadable(msg):
         log.warning(msg)
         logger.log("checkpoint_unreadable", stage=name, message=msg)
 
-    shapes, opt_like = param_shapes(model), (lambda: jax.eval_shape(tx.init, params))
+    shapes = param_shapes(model)
+    opt_like = (lambda: abstract_opt_state(model, spec.trainable, tx))
 
     def check(step_, state):   # a checkpoint of another config: one line, before any array is read
         ckpt.check_compatible(workdir, name, step_, state, model_shapes=shapes, opt_like=opt_like,
@@ -278,7 +217,7 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, gr
 
     found = ckpt.restore_for_resume(mngr, workdir, name, params_like=param_dict(model), opt_like=opt_like,
                                     check=check, warn=warn_unreadable)
-    last_saved = None
+    last_saved, resumed = None, None
     if found is not None:
         latest, st, items = found
         if st.get("finished"):
@@ -287,36 +226,42 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, gr
             logger.log("stage_skip", stage=name, step=st["step"], best_step=best, reason="finished in an earlier run")
             return StageResult(name, best, st["best_val"], st["step"], st.get("stopped_early", False), True, 0.0,
                                st.get("nonfinite_total", 0))
+        ema_model = nnx.merge(*nnx.split(model), copy=True)
+        load_param_dict(ema_model, items["ema"])
         load_param_dict(model, items["params"])
-        graphdef, params, rest = nnx.split(model, filt, ...)
-        ema_model = nnx.merge(graphdef, params, rest, copy=True)   # without copy, merge aliases `params`' Variables
-        load_param_dict(ema_model, items["ema"])                     # and this would overwrite them with the EMA
-        _, ema, _ = nnx.split(ema_model, filt, ...)
-        opt_state = items["opt"]
+        resumed = (nnx.split(ema_model, filt, ...)[1], items["opt"], st)
         step = last_saved = int(st["step"])
-        rng = jax.random.wrap_key_data(jnp.asarray(np.array(st["rng"], dtype=np.uint32)))
+        key = jax.random.wrap_key_data(jnp.asarray(np.array(st["rng"], dtype=np.uint32)))
         best_val, best_step = st["best_val"], st["best_step"]
         evals_since_best = st["evals_since_best"]
         loader.restore(st["loader"])
         logger.log("resume", stage=name, step=step)
-    else:
-        opt_state, ema = tx.init(params), params
 
     mesh = make_mesh(opts.data_parallel)
-    params, opt_state, ema, rest = place_on_device((params, opt_state, ema, rest), mesh)
-    train_step = make_train_step(graphdef, spec.loss_fn, tx, float(c.ema_decay), accum_steps=A,
-                                 compute_dtype=opts.compute_dtype, mesh=mesh)
+    per_dispatch = resolve_steps_per_dispatch(opts.steps_per_dispatch, c, opts.checkpoint_every_steps)
+    runner = StageStep(model, filt, spec.loss_fn, tx, float(c.ema_decay), loader=loader,
+                       prepare_batch=prepare_batch, accum_steps=A, compute_dtype=opts.compute_dtype, mesh=mesh,
+                       steps_per_dispatch=per_dispatch)
+    if resumed is None:
+        train = runner.initial_state()
+    else:
+        ema_params, opt_saved, st = resumed
+        guard = st.get("guard", [0, st.get("nonfinite_total", 0)])
+        train = runner.state_from(nnx.split(model, filt, ...)[1], ema_params, opt_saved, guard)
+    key = runner.place(key)
     schedule = learning_rate_schedule(c)
     bar = _progress(total_steps, step, name, progress)
-    it: Iterator = iter(loader)
     stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
     fault = _fault_from_env()
-    pending: list[dict] = []           # the step outputs (device scalars) since the last train record
+    pending: list[dict] = []           # the stacked step outputs (device arrays) since the last train record
     t_log, t_ckpt = time.perf_counter(), time.monotonic()
-    batch_size = 0
+    batch_size = int(c.batch_size)
+    watch = RecompileWatch(f"stage {name}")
+    log.info(f"[{name}] {runner.num_params:,} trainable parameters; {per_dispatch} update(s) per dispatch"
+             + ("" if runner.window is None else "; training split resident on the device"))
 
     def nonfinite() -> tuple[int, int]:
-        consecutive, total = jax.device_get(nonfinite_counts(opt_state))
+        consecutive, total = jax.device_get((train.guard.consecutive, train.guard.total))
         return int(consecutive), int(total)
 
     def stop_if_diverged():
@@ -332,23 +277,30 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, gr
 
     def log_interval():
         nonlocal t_log
-        vals = jax.device_get(pending)   # the only host sync between evals
+        stacked = jax.device_get(pending)   # the only host sync between evals
         pending.clear()
+        vals = {k: np.concatenate([np.atleast_1d(o[k]) for o in stacked]) for k in stacked[0]}
+        n = len(vals["skipped"])
         now = time.perf_counter()
-        sps = len(vals) / max(now - t_log, 1e-9)
+        sps = n / max(now - t_log, 1e-9)
         t_log = now
-        ok = [v for v in vals if not v["skipped"]]
-        means = {k: float(np.mean([v[k] for v in ok])) if ok else math.nan for k in vals[-1] if k != "skipped"}
+        ok = ~vals["skipped"].astype(bool)
+        means = {k: float(np.mean(v[ok])) if ok.any() else math.nan for k, v in vals.items() if k != "skipped"}
         consecutive, total = nonfinite()
-        if len(ok) < len(vals):
-            log.warning(f"stage {name}: {len(vals) - len(ok)} non-finite step(s) skipped in steps "
-                        f"{step - len(vals) + 1}..{step} ({total} in this stage so far)")
+        if not ok.all():
+            log.warning(f"stage {name}: {int((~ok).sum())} non-finite step(s) skipped in steps "
+                        f"{step - n + 1}..{step} ({total} in this stage so far)")
         logger.log("train", stage=name, step=step, lr=float(schedule(step - total)), steps_per_sec=sps,
-                   samples_per_sec=sps * batch_size * A, step_time_ms=1e3 / sps, skipped_steps=len(vals) - len(ok),
+                   samples_per_sec=sps * batch_size * A, step_time_ms=1e3 / sps, skipped_steps=int((~ok).sum()),
                    nonfinite_total=total, **means)
         if bar is not None:
             bar.set_postfix(loss=f"{means['loss']:.3e}", it_s=f"{sps:.1f}")
+        watch.check()
         stop_if_diverged()
+
+    def validation_model():
+        ema_state = runner.params_flat.unravel(train.ema)
+        return nnx.merge(runner.graphdef, ema_state, runner.rest_state())
 
     def checkpoint(kind: str) -> bool:
         """Validates (kind 'eval'/'end'), checkpoints, calls on_checkpoint; True when the stage is over.
@@ -358,7 +310,7 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, gr
         step — and the weights handed to the next stage — are the same as in an uninterrupted run."""
         nonlocal best_val, best_step, evals_since_best, stopped_early, last_saved, t_ckpt
         if kind in ("eval", "end"):
-            metrics = spec.validate(nnx.merge(graphdef, ema, rest))
+            metrics = spec.validate(validation_model())
             val = float(metrics[spec.val_metric])
             is_best = val < best_val
             if is_best:
@@ -368,16 +320,23 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, gr
             if kind == "eval" and c.patience and evals_since_best >= int(c.patience):
                 stopped_early = True
             logger.log("val", stage=name, step=step, val_metric=spec.val_metric, is_best=is_best, **metrics)
+            if watch.base is None:     # the dispatch and the validation have compiled: anything after is a recompile
+                watch.arm()
         else:
             metrics, val = {}, math.inf
         stop_if_diverged()
         finished = kind == "end" or stopped_early
-        ckpt.save(mngr, step, params=param_dict(nnx.merge(graphdef, params, rest)),
-                  ema=param_dict(nnx.merge(graphdef, ema, rest)), opt_state=opt_state, val=val, state=dict(
-                      step=step, rng=np.asarray(jax.random.key_data(rng)).tolist(), best_val=best_val,
+        rest = runner.rest_state()
+        consecutive, total = nonfinite()
+        # fresh arrays (unravel copies): the donated train state may be overwritten while orbax writes these
+        ckpt.save(mngr, step, params=param_dict(nnx.merge(runner.graphdef, runner.unravel(train.params), rest)),
+                  ema=param_dict(nnx.merge(runner.graphdef, runner.unravel(train.ema), rest)),
+                  opt_state=jax.tree.map(lambda x: jnp.array(x, copy=True), train.opt), val=val, state=dict(
+                      step=step, rng=np.asarray(jax.random.key_data(key)).tolist(), best_val=best_val,
                       best_step=best_step, evals_since_best=evals_since_best, loader=loader.state(),
                       finished=finished, stopped_early=stopped_early, stage=name, metrics=metrics,
-                      nonfinite_total=nonfinite()[1], stage_config=c.to_dict()))
+                      nonfinite_total=total, guard=[consecutive, total], stage_config=c.to_dict(),
+                      format=TRAIN_STATE_FORMAT))
         last_saved, t_ckpt = step, time.monotonic()
         _fault(fault, name, step, "save")
         if on_checkpoint is not None or kind == "preempt":
@@ -407,17 +366,17 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, gr
             reason = preemption.requested()
             if reason:
                 preempt(reason)
-            batch = next_update_batch(it, prepare_batch, A, mesh)
-            batch_size = int(batch["u"].shape[1 if A > 1 else 0])
-            rng, sub = jax.random.split(rng)
-            params, opt_state, ema, out = train_step(params, opt_state, ema, rest, batch, sub, jnp.float32(step))
-            step += 1
+            # a full dispatch when it fits before the stop, else single updates (max_steps off the grid)
+            n = per_dispatch if step % per_dispatch == 0 and step + per_dispatch <= stop_at else 1
+            train, out = runner.run(train, key, step, runner.next_inputs(n))
+            step += n
             pending.append(out)
-            _fault(fault, name, step, "step")
+            for s in range(step - n + 1, step + 1):
+                _fault(fault, name, s, "step")
             if step % int(c.log_every) == 0 or step == stop_at:
                 log_interval()
             if bar is not None:
-                bar.update(1)
+                bar.update(n)
             if step < total_steps:
                 if step % int(c.eval_every) == 0:
                     if checkpoint("eval"):
@@ -444,9 +403,17 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, gr
                    val_metric=spec.val_metric, stopped_early=stopped_early, nonfinite_total=total_nonfinite,
                    wall_s=time.time() - t_start)
     else:
-        nnx.update(model, nnx.state(nnx.merge(graphdef, params, rest)))
+        nnx.update(model, runner.unravel(train.params))
     return StageResult(name, best_step, best_val, step, stopped_early, False, time.time() - t_start,
                        total_nonfinite)
+
+
+def abstract_opt_state(model, trainable, tx):
+    """The optimizer state a stage training ``trainable`` keeps (shapes only): optax's state over the flat
+    parameter vector (training/step.py)."""
+    _, params, _ = nnx.split(model, trainable_filter(tuple(trainable)), ...)
+    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    return jax.eval_shape(tx.init, jax.ShapeDtypeStruct((n,), jnp.float32))
 
 
 def _fault_from_env():

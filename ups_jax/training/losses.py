@@ -53,15 +53,17 @@ def make_ups_loss(weights, *, x01: jax.Array, rollout_steps: int, query_points: 
             idx = jnp.arange(X)
         xq = x01[idx]
         terms = {}
-        if w["recon"] > 0 or w["latent"] > 0:   # the encoder's view of the windows W_0 .. W_{P+K}
+        z_next = None   # sg(E(W_{P+1})): the latent term's target
+        if w["recon"] > 0:   # the encoder's view of the windows W_0 .. W_{P+K}
             n_enc = P + K + 1
             windows = jnp.stack([u[:, k:k + h] for k in range(n_enc)], axis=1)  # (B, n_enc, h, X)
             z_all = model.encode_frames(windows.reshape(B * n_enc, h, X), x01)
             T, D = z_all.shape[-2:]
-            z_all = z_all.reshape(B, n_enc, T, D)
-            if w["recon"] > 0:
-                rec = model.decode(z_all.reshape(B * n_enc, T, D), xq)[..., 0]
-                terms["recon"] = _mse(rec, u[:, h - 1:h - 1 + n_enc][:, :, idx].reshape(B * n_enc, -1))
+            rec = model.decode(z_all, xq)[..., 0]
+            terms["recon"] = _mse(rec, u[:, h - 1:h - 1 + n_enc][:, :, idx].reshape(B * n_enc, -1))
+            z_next = z_all.reshape(B, n_enc, T, D)[:, P + 1]
+        elif w["latent"] > 0:   # only the window the latent term compares with (not all P + K + 1)
+            z_next = model.encode_frames(u[:, P + 1:P + 1 + h], x01)
         if need_dynamics:
             z0 = model.encode_frames(_noisy(u[:, :h], sigma, n_rng), x01)
             T, D = z0.shape[-2:]
@@ -74,7 +76,7 @@ def make_ups_loss(weights, *, x01: jax.Array, rollout_steps: int, query_points: 
                 terms["one_step"] = per_step[0]
                 terms["rollout"] = jnp.mean(per_step)
             if w["latent"] > 0:
-                terms["latent"] = _mse(zs[:, 0], jax.lax.stop_gradient(z_all[:, P + 1]))
+                terms["latent"] = _mse(zs[:, 0], jax.lax.stop_gradient(z_next))
         loss = sum(w[k] * v for k, v in terms.items() if w[k] > 0)
         return loss, {f"loss/{k}": v for k, v in terms.items() if w[k] > 0}
 

@@ -73,6 +73,28 @@ class RunData:
                 "nu": jnp.asarray(batch["nu"], jnp.float32)}
 
 
+def stage_step_for(cfg, data: RunData, model, i: int, name: str):
+    """What this pipeline and ``run_stage`` build for stage ``i`` of ``cfg.stage_order``, for ``driver dry-run``
+    and the benchmarks: (stage cfg, ``training.step.StageStep``, its initial state, the loader)."""
+    from ups_jax.checks import data_parallel_size
+    from ups_jax.training.loop import make_mesh, trainable_filter
+    from ups_jax.training.optim import make_optimizer
+    from ups_jax.training.step import StageStep, resolve_steps_per_dispatch
+
+    sc, kind = cfg.stages[name], stage_kind(name)
+    loader = WindowLoader(data.dataset, data.splits["train"], window=kind.window(cfg, sc, data.dataset.nt),
+                          batch_size=sc.batch_size, seed=cfg.seed + 1000 * i, prefetch=cfg.data.prefetch)
+    n, _ = data_parallel_size(cfg.runtime.data_parallel, [cfg.stages[s].batch_size for s in cfg.stage_order],
+                              jax.local_device_count())
+    per_dispatch = resolve_steps_per_dispatch(cfg.runtime.get("steps_per_dispatch", "auto"), sc,
+                                              int(cfg.checkpoint.every_steps))
+    runner = StageStep(model, trainable_filter(tuple(sc.trainable)), kind.loss(cfg, sc, jnp.asarray(data.x01)),
+                       make_optimizer(sc), float(sc.ema_decay), loader=loader, prepare_batch=data.prepare_batch,
+                       accum_steps=int(sc.accum_steps), compute_dtype=str(cfg.runtime.compute_dtype),
+                       mesh=make_mesh(n), steps_per_dispatch=per_dispatch)
+    return sc, runner, runner.initial_state(), loader
+
+
 def make_validator(stage_name: str, cfg, data: RunData, model):
     """Validation on the *val* split (never test); see training/stages.py."""
     from ups_jax.training.stages import make_validator as _make
@@ -163,6 +185,9 @@ def _stop_if_preempted(where: str) -> None:
 
 def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkpoint, stages) -> dict:
     t0 = time.time()
+    from ups_jax.compilation import enable_cache_from_config
+
+    enable_cache_from_config(cfg)
     workdir = Path(workdir).absolute()
     devices = preflight(cfg, data_paths)
     selection = selected_stages(cfg, stages)

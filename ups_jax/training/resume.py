@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import logging
 
-import jax
-from flax import nnx
 
 from ups_jax.errors import CheckpointError
 from ups_jax.models import param_shapes
 from ups_jax.training import checkpoints as ckpt
-from ups_jax.training.loop import trainable_filter
+from ups_jax.training.loop import abstract_opt_state as loop_abstract_opt_state
 from ups_jax.training.optim import make_optimizer
 
 log = logging.getLogger(__name__)
@@ -19,8 +17,7 @@ log = logging.getLogger(__name__)
 
 def abstract_opt_state(model, stage_cfg):
     """The optimizer-state structure (shapes only, nothing allocated) stage ``stage_cfg`` trains with."""
-    _, params, _ = nnx.split(model, trainable_filter(tuple(stage_cfg.trainable)), ...)
-    return jax.eval_shape(make_optimizer(stage_cfg).init, params)
+    return loop_abstract_opt_state(model, tuple(stage_cfg.trainable), make_optimizer(stage_cfg))
 
 
 def check_stage_resumable(workdir, cfg, model, stage: str) -> tuple[int, bool] | None:
