@@ -140,7 +140,7 @@ class _StageHarness:
     """One stage of the :test config wired to ``run_stage`` like the pipeline does, with a step counter (one
     ``prepare_batch`` call per micro-step), a record of the batches seen and an optional crafted validator."""
 
-    def __init__(self, h5file, *overrides, stage="codec", val_by_step=None, start_step=0):
+    def __init__(self, h5file, *overrides, stage="codec", val_by_step=None, start_step=0, resident=False):
         from flax import nnx
 
         from ups_jax.data.loader import WindowLoader
@@ -159,8 +159,11 @@ class _StageHarness:
                               trainable=tuple(sc.trainable),
                               loss_fn=make_ups_loss(sc.losses, x01=jnp.asarray(data.x01),
                                                     rollout_steps=sc.rollout_steps, query_points=sc.query_points))
+        # not cached (default): the loop then takes prepared host batches (one prepare call per micro-batch,
+        # counted above); ``resident``: window indices into the device-resident split (the pipeline's path)
         self.loader = WindowLoader(data.dataset, data.splits["train"], window=sc.rollout_steps + 1,
-                                   batch_size=sc.batch_size, seed=cfg.seed + 1000, prefetch=cfg.data.prefetch)
+                                   batch_size=sc.batch_size, seed=cfg.seed + 1000, prefetch=cfg.data.prefetch,
+                                   cache_in_memory=resident)
 
     def _validate(self, model):
         return {"val/crafted": float(self.val_by_step.get(self.step, 1.0 - 0.01 * self.step))}
@@ -207,56 +210,58 @@ def test_save_restore_is_bitwise_and_gives_the_same_next_step(tmp_path, burgers_
 
     from ups_jax.models import build_model
     from ups_jax.training import checkpoints as ckpt
-    from ups_jax.training.loop import load_param_dict, make_train_step, param_dict, trainable_filter
+    from ups_jax.training.loop import load_param_dict, param_dict, trainable_filter
     from ups_jax.training.optim import make_optimizer
+    from ups_jax.training.step import StageStep
 
     h = _StageHarness(burgers_file, *LOOP)
     sc, filt = h.sc, trainable_filter(h.spec.trainable)
-    graphdef, params, rest = nnx.split(h.model, filt, ...)
     tx = make_optimizer(sc)
-    opt, ema = tx.init(params), params
-    train_step = make_train_step(graphdef, h.spec.loss_fn, tx, float(sc.ema_decay))
-    batches = [h.data.prepare_batch(next(h.loader)) for _ in range(3)]
+
+    def runner_for(model):    # as run_stage builds it
+        return StageStep(model, filt, h.spec.loss_fn, tx, float(sc.ema_decay), loader=h.loader,
+                         prepare_batch=h.data.prepare_batch)
+
+    run1 = runner_for(h.model)
+    key = jax.random.key(3)
+    state, _ = run1.run(run1.initial_state(), key, 0, run1.next_inputs(2))
+    xs3 = run1.next_inputs(1)
     h.loader.close()
-    rng = jax.random.key(3)
-    for i, b in enumerate(batches[:2]):
-        params, opt, ema, _ = train_step(params, opt, ema, rest, b, rng, jnp.float32(i))   # as run_stage calls it
 
     mngr = ckpt.open_manager(tmp_path, "codec")
-    ckpt.save(mngr, 2, params=param_dict(nnx.merge(graphdef, params, rest)),
-              ema=param_dict(nnx.merge(graphdef, ema, rest)), opt_state=opt, state={"step": 2}, val=0.5)
+    rest = run1.rest_state()
+    ckpt.save(mngr, 2, params=param_dict(nnx.merge(run1.graphdef, run1.unravel(state.params), rest)),
+              ema=param_dict(nnx.merge(run1.graphdef, run1.unravel(state.ema), rest)), opt_state=state.opt,
+              state={"step": 2}, val=0.5)
     mngr.wait_until_finished()
     mngr.close()
 
     # restore into a model with *different* initial weights, through a new manager
     model2 = build_model(h.cfg, num_points=h.data.dataset.nx, rngs=nnx.Rngs(h.cfg.seed + 17))
-    _, p2, _ = nnx.split(model2, filt, ...)
-    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(p2), jax.tree.leaves(params)))
+    assert not np.array_equal(runner_for(model2).params_flat.vector, state.params)
     mngr = ckpt.open_manager(tmp_path, "codec", read_only=True)
-    r = ckpt.restore(mngr, 2, params_like=param_dict(model2), opt_state_like=tx.init(p2),
+    r = ckpt.restore(mngr, 2, params_like=param_dict(model2), opt_state_like=run1.abstract_opt(),
                      items=("params", "ema", "opt", "state"))
     mngr.close()
     assert r["state"] == {"step": 2}
-    load_param_dict(model2, r["params"])
-    g2, params2, rest2 = nnx.split(model2, filt, ...)
-    ema_model = nnx.merge(g2, params2, rest2, copy=True)   # copy: merge would otherwise alias params2
+    ema_model = nnx.merge(*nnx.split(model2), copy=True)
     load_param_dict(ema_model, r["ema"])
-    _, ema2, _ = nnx.split(ema_model, filt, ...)
-    opt2 = r["opt"]
+    load_param_dict(model2, r["params"])
+    run2 = runner_for(model2)
+    state2 = run2.state_from(nnx.split(model2, filt, ...)[1], nnx.split(ema_model, filt, ...)[1], r["opt"], (0, 0))
 
-    _assert_trees_equal(param_dict(model2), param_dict(nnx.merge(graphdef, params, rest)))
-    _assert_trees_equal(params2, params)
-    _assert_trees_equal(ema2, ema)
-    _assert_trees_equal(opt2, opt)
-    assert jax.tree.structure(opt2) == jax.tree.structure(opt)
-    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(params)))
+    np.testing.assert_array_equal(state2.params, state.params)
+    np.testing.assert_array_equal(state2.ema, state.ema)
+    _assert_trees_equal(state2.opt, state.opt)
+    assert jax.tree.structure(state2.opt) == jax.tree.structure(state.opt)
+    assert not np.array_equal(state.ema, state.params)
 
     # one more step from the original and from the restored state: same loss, same params, same EMA
-    a = train_step(params, opt, ema, rest, batches[2], rng, jnp.float32(2))
-    b = train_step(params2, opt2, ema2, rest2, batches[2], rng, jnp.float32(2))
-    assert float(a[3]["loss"]) == float(b[3]["loss"])
-    for x, y in zip(a[:3], b[:3]):
-        _assert_trees_equal(x, y)
+    a_state, a_out = run1.run(state, key, 2, xs3)
+    b_state, b_out = run2.run(state2, key, 2, xs3)
+    assert float(a_out["loss"][0]) == float(b_out["loss"][0])
+    for x, y in zip(jax.tree.leaves(a_state), jax.tree.leaves(b_state)):
+        np.testing.assert_array_equal(x, y)
 
 
 # ----------------------------------------------------------------------------------------------- 3. resume
@@ -600,7 +605,7 @@ def test_checkpoint_from_another_device_restores_onto_this_one(run_dir, tmp_path
 
     from ups_jax.models import build_model
     from ups_jax.training import checkpoints as ckpt
-    from ups_jax.training.loop import param_dict, trainable_filter
+    from ups_jax.training.loop import abstract_opt_state, param_dict
     from ups_jax.training.optim import make_optimizer
     from ups_jax.training.restore import load_run
 
@@ -623,8 +628,7 @@ def test_checkpoint_from_another_device_restores_onto_this_one(run_dir, tmp_path
     bare = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), like)
     with pytest.raises(ValueError, match="(?i)topology"):
         mngr.restore(step, args=ocp.args.Composite(ema=ocp.args.StandardRestore(bare)))
-    _, params, _ = nnx.split(model, trainable_filter(tuple(cfg.stages[stage].trainable)), ...)
-    opt_like = make_optimizer(cfg.stages[stage]).init(params)
+    opt_like = abstract_opt_state(model, tuple(cfg.stages[stage].trainable), make_optimizer(cfg.stages[stage]))
     got = ckpt.restore(mngr, step, params_like=like, opt_state_like=opt_like, items=("params", "ema", "opt", "state"))
     mngr.close()
     want = _restore_items(ref, stage, step, ("params", "ema", "state"))
