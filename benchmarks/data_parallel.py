@@ -5,7 +5,7 @@
 
 On a CPU the N devices are XLA host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, set for a
 child process); on a GPU node (``JAX_PLATFORMS=cuda``), the node's GPUs. For each stage it builds the train step
-exactly as the trainer does (``driver.dry_run._stage_parts``: loss, optimizer, accumulation, placement, batch
+exactly as the trainer does (``training.pipeline.stage_step_for``: loss, optimizer, accumulation, placement, batch
 sharding), warms it up,
 and times optimizer updates through the loop body (loader → normalise → shard → jitted step) on synthetic
 fields with the config's grid and batch size. Three runs per stage: a plain one-device process, and one process
@@ -32,7 +32,8 @@ def measure(spec: str, stages: list[str], settings: list[str], steps: int, min_t
     from flax import nnx
 
     from ups_jax.config import load_config
-    from ups_jax.driver.dry_run import _stage_parts, _SyntheticData
+    from ups_jax.driver.dry_run import _SyntheticData
+    from ups_jax.training.pipeline import stage_step_for as _stage_parts
     from ups_jax.models import build_model
 
     out = {}
@@ -44,26 +45,25 @@ def measure(spec: str, stages: list[str], settings: list[str], steps: int, min_t
         for i, name in enumerate(cfg.stage_order):
             if stages and name not in stages:
                 continue
-            sc, step, state, loader, update_batch = _stage_parts(cfg, data, model, i, name)
-            params, opt, ema, rest = state
-            rng = jax.random.key(0)
-            it = iter(loader)
+            sc, runner, state, loader = _stage_parts(cfg, data, model, i, name)
+            N = runner.steps_per_dispatch
+            key = runner.place(jax.random.key(0))
             try:
                 for k in range(2):     # compile + one more
-                    params, opt, ema, o = step(params, opt, ema, rest, update_batch(it), rng, jax.numpy.float32(k))
+                    state, o = runner.run(state, key, k * N, runner.next_inputs(N))
                 jax.block_until_ready(o)
                 n, t0 = 0, time.perf_counter()
                 while n < steps or time.perf_counter() - t0 < min_time:
-                    rng, sub = jax.random.split(rng)
-                    params, opt, ema, o = step(params, opt, ema, rest, update_batch(it), sub, jax.numpy.float32(n))
+                    state, o = runner.run(state, key, (2 + n) * N, runner.next_inputs(N))
                     n += 1
-                jax.block_until_ready((params, o))
+                jax.block_until_ready((state, o))
                 dt = time.perf_counter() - t0
+                n *= N
             finally:
                 loader.close()
             ups = n / dt
             out[setting][name] = {"updates_per_s": ups, "samples_per_s": ups * sc.batch_size * sc.accum_steps,
-                                  "devices": len(o["loss"].devices()) if hasattr(o["loss"], "devices") else 1,
+                                  "devices": len(state.params.devices()),
                                   "updates": n}
     return out
 

@@ -34,7 +34,8 @@ def train_throughput(spec: str, steps: int) -> list[str]:
     from flax import nnx
 
     from ups_jax.config import load_config
-    from ups_jax.driver.dry_run import _SyntheticData, _flops, _memory, _stage_parts
+    from ups_jax.driver.dry_run import _SyntheticData, _flops, _memory
+    from ups_jax.training.pipeline import stage_step_for as _stage_parts
     from ups_jax.models import build_model, count_params
 
     cfg = load_config(spec)
@@ -42,26 +43,25 @@ def train_throughput(spec: str, steps: int) -> list[str]:
     model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(0))
     rows = []
     for i, name in enumerate(cfg.stage_order):
-        sc, step, (params, opt, ema, rest), loader, update_batch = _stage_parts(cfg, data, model, i, name)
-        it = iter(loader)
-        batch = update_batch(it)
-        args = (params, opt, ema, rest, batch, jax.random.key(0), jnp.float32(0))
+        sc, runner, state, loader = _stage_parts(cfg, data, model, i, name)
+        N = runner.steps_per_dispatch
+        key = runner.place(jax.random.key(0))
         t0 = time.perf_counter()
-        compiled = step.lower(*args).compile()
+        compiled = runner.lower(state, N).compile()
         compile_s = time.perf_counter() - t0
-        params, opt, ema, _ = compiled(*args)
-        jax.block_until_ready(params)
+        state, out = runner.run(state, key, 0, runner.next_inputs(N))
+        jax.block_until_ready(out)
+        dispatches = max(-(-steps // N), 1)
         t0 = time.perf_counter()
-        for k in range(steps):   # a fresh batch each step, as in training (loader + prefetch thread)
-            batch = update_batch(it)
-            params, opt, ema, out = compiled(params, opt, ema, rest, batch, jax.random.key(k), jnp.float32(k))
-        jax.block_until_ready((params, out))
-        sps = steps / (time.perf_counter() - t0)
+        for k in range(dispatches):   # as the loop: window indices for N updates, one dispatch
+            state, out = runner.run(state, key, (k + 1) * N, runner.next_inputs(N))
+        jax.block_until_ready((state, out))
+        sps = dispatches * N / (time.perf_counter() - t0)
         loader.close()
         mem = _memory(compiled)
         rows.append(f"| `{spec.split('/')[-1]}` | {name} | {count_params(model)['total']:,} | {sc.batch_size} "
                     f"| {sc.rollout_steps} | {sps:.2f} | {sps * sc.batch_size:.1f} | {compile_s:.1f} "
-                    f"| {_flops(compiled) / 1e9:.2f} | {mem['peak_bytes'] / 2**20:.1f} |")
+                    f"| {_flops(compiled) / N / 1e9:.2f} | {mem['peak_bytes'] / 2**20:.1f} |")
     return rows
 
 
