@@ -83,7 +83,6 @@ def test_grf_has_the_fno_covariance():
 def _exponax_forced_ns(s, nu, dt, forcing, convection_scale):
     """exponax's NavierStokesVorticity with a constant vorticity forcing added to its nonlinear term (exponax has
     only Kolmogorov forcing built in)."""
-    import equinox as eqx  # noqa: F401 - exponax's modules are equinox modules
     import exponax as ex
     from exponax._spectral import fft
     from exponax.nonlin_fun import VorticityConvection2d
@@ -292,7 +291,8 @@ def test_nan_frames(ns2d_file, tmp_path, capsys):
     with h5py.File(bad, "a") as f:
         f["tensor"][2, 1] = np.nan
     rows = {r["check"]: r for r in validate_files(bad)}
-    assert rows["finite"]["status"] == "FAIL" and rows["finite"]["detail"] == "NaN/Inf in 1 of 3 samples (first: sample 2)"
+    assert rows["finite"]["status"] == "FAIL"
+    assert rows["finite"]["detail"] == "NaN/Inf in 1 of 3 samples (first: sample 2)"
     with pytest.raises(DataError, match="not finite"):
         compute_normalization(Field2DDataset(bad), [0, 1, 2])
     out = tmp_path / "blowup"
@@ -353,3 +353,21 @@ def test_2d_file_where_1d_is_expected(ns2d_file, tmp_path, capsys):
     rows = [r for r in validate_files([one_d, ns2d_file]) if r["check"] == "consistent"]
     assert rows[1]["status"] == "FAIL" and "is 2-D data but" in rows[1]["detail"]
 
+
+
+def test_accuracy_benchmark_script(capsys):
+    """benchmarks/ns2d_solver_accuracy.py (the docs' resolution table) on a tiny case; a bad --cases is one line,
+    exit 2."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ns2d_solver_accuracy.py"
+    spec = importlib.util.spec_from_file_location("ns2d_solver_accuracy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.run(1, 2, 16, (32, 4e-2), [(16, 8e-2)], 1e-3)
+    assert rows[0]["reference"] and [r["grid"] for r in rows] == [32, 16]
+    assert 1e-3 < rows[1]["rel_t1"] < 0.1            # 16^2 truncates the field's |k| > 5 modes: ~3 % off
+    assert run_cli(bench.main, ["--cases", "32"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'32' is not GRID:MAX_DT" in err

@@ -1,4 +1,4 @@
-"""Writes 2-D Navier–Stokes vorticity data (the FNO paper's problem, ``ups_jax.data.ns2d``) in the 2-D PDEBench layout.
+"""Writes 2-D Navier–Stokes vorticity data (the FNO paper's problem, ``ups_jax.data.ns2d``), 2-D PDEBench layout.
 
     python -m ups_jax.data.generate ns2d --samples 64 --frames 21 --out data/ns2d [--nu 1e-3] [--solve-grid 256]
         [--grid 64] [--max-dt auto] [--forcing-amplitude 0.1] [--seed 0] [--chunk 16] [--overwrite]

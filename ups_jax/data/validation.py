@@ -1,4 +1,5 @@
-"""Checks for PDEBench-layout HDF5 files; used by ``python -m ups_jax.driver validate-data`` and ``validate``.
+"""Checks for PDEBench-layout HDF5 files (1-D and 2-D) and FNO .mat files; used by ``python -m ups_jax.driver
+validate-data`` and ``validate``.
 
 ``validate_files(paths)`` returns one row per file per check::
 
@@ -18,6 +19,12 @@ finite     no NaN/Inf, scanned in chunks over *every* sample (the first bad samp
 bounded    max |u| <= ``max_abs`` (default 1e3)
 constant   the data is not constant (FAIL if the whole tensor is, WARN naming constant samples)
 ========== =====================================================================================================
+
+2-D files (``ups_jax.data.ns2d_reader``: a rank-4 ``tensor`` with ``y-coordinate``, or the FNO ``.mat`` keys
+``a``, ``u``, ``t``) get the same rows: ``keys`` lists the 2-D keys (for a ``.mat``: ``a``, ``u``, ``t``; a
+missing ``a``/``t`` is a WARN), ``nu`` (for a ``.mat``: from the file name, WARN if absent), ``tensor``/``coords``
+from the 2-D reader's own validation, ``consistent`` (FAIL across files of different dimensions) and the scan
+over every sample.
 
 A read error in the middle of a scan (truncated file) turns that check into a FAIL with the reason; nothing
 raises except a missing path or an empty directory (``DataError``: a usage error, exit code 2 in the CLI).
@@ -309,9 +316,10 @@ def _validate_2d(f, path, keys, rows, max_abs, chunk_samples):
     shape = (meta["nt"], meta["nx"], meta["ny"])
     rows.append(_row(path, "tensor", PASS, f"{meta['n']} x {' x '.join(map(str, shape))} (N, T, X, Y)"
                      + (f", frame 0 = 'a'" if meta["initial_frame"] else "")))
+    x0, dx = meta["x"][0], meta["x"][1] - meta["x"][0]
     rows.append(_row(path, "coords", PASS, f"x: {meta['nx']} points, y: {meta['ny']} points, domain "
-                                           f"[{meta['x'][0]:.4g}, {meta['x'][0] + meta['nx'] * (meta['x'][1] - meta['x'][0]):.4g})"
-                                           f"^2; t: {meta['nt']} frames, t0={meta['t0']:g}, dt={meta['dt']:g}"))
+                                           f"[{x0:.4g}, {x0 + meta['nx'] * dx:.4g})^2; t: {meta['nt']} frames, "
+                                           f"t0={meta['t0']:g}, dt={meta['dt']:g}"))
 
     def read(start, stop):
         return read_block(f, meta, np.arange(start, stop), 1, 1)
