@@ -371,3 +371,20 @@ def test_accuracy_benchmark_script(capsys):
     assert run_cli(bench.main, ["--cases", "32"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'32' is not GRID:MAX_DT" in err
+
+
+def test_train_with_a_1d_config_refuses_a_2d_file(ns2d_file, tmp_path, capsys):
+    """``python -m ups_jax.train`` with the 1-D Burgers config on a 2-D file: one line naming the file and the fix,
+    exit 2, no workdir made."""
+    from pathlib import Path
+
+    from ups_jax import train
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "burgers32.py"
+    workdir = tmp_path / "run"
+    code = run_cli(train.main, ["--config", f"{config}:test", "--workdir", str(workdir),
+                                f"--config.data.paths=('{ns2d_file}',)"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert str(ns2d_file) in err and "a 1-D config cannot use 2-D data" in err
+    assert not workdir.exists()
