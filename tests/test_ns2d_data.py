@@ -182,6 +182,9 @@ def test_generated_layout_round_trip(ns2d_file):
     assert (ds.num_trajectories, ds.nt, ds.nx, ds.ny, ds.dt) == (3, 3, 16, 16, 1.0)
     np.testing.assert_array_equal(ds.t, [0, 1, 2])
     np.testing.assert_array_equal(ds.read([2, 0, 2]), tensor[[2, 0, 2]])
+    import pickle
+
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(ds)).read([1]), tensor[[1]])   # no open handles pickled
     np.testing.assert_allclose(ds.nu, 1e-3)
     fp = ds.fingerprint()
     assert fp["dims"] == 2 and fp["shape"] == [3, 16, 16] and fp["layouts"] == ["pdebench-2d"]

@@ -287,13 +287,18 @@ class Field2DDataset(PDEBenchDataset):
         for fi in np.unique(file_idx):
             where = np.flatnonzero(file_idx == fi)
             wanted, inverse = np.unique(local[where], return_inverse=True)
-            try:
-                data = read_block(self._file(int(fi)), self._metas[int(fi)], wanted, self._rt, self._r)
-            except H5_ERRORS as e:
-                raise DataError(f"{self._files[fi]}: cannot read ({_short(e)}); is the file truncated or "
-                                f"corrupt?") from e
-            out[where] = data[inverse]
+            out[where] = self._read_sorted(int(fi), wanted)[inverse]
         return out
+
+    def _read_sorted(self, file_index: int, wanted: np.ndarray) -> np.ndarray:
+        try:
+            return read_block(self._file(file_index), self._metas[file_index], wanted, self._rt, self._r)
+        except H5_ERRORS as e:
+            raise DataError(f"{self._files[file_index]}: cannot read ({_short(e)}); is the file truncated or "
+                            f"corrupt?") from e
+
+    def _tensor(self, file_index: int):
+        raise NotImplementedError("2-D files are read by layout (read_block), not through one 'tensor' dataset")
 
 
 def open_dataset(paths, *, reduced_resolution: int = 1, reduced_resolution_t: int = 1, nu: float | None = None):
