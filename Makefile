@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "error: need Python >= 3.11 on PATH"; exit 1; }
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -c constraints.txt -e ".[dev,fleet,wandb,test]"
+	$(VPY) -m pip install -q -c constraints.txt -e ".[dev,fleet,wandb,test,ns2d]"
 	@touch $(STAMP)
 
 # Test-only: PDEBench's own Burgers generator (tests/test_pdebench_reference.py calls it). The wheel declares

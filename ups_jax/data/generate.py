@@ -1,9 +1,10 @@
-"""Generate PDEBench-layout 1D Burgers data with the JAX solver.
+"""Generate PDEBench-layout data with the JAX solvers: 1-D Burgers (here) and 2-D Navier–Stokes (``ns2d``).
 
     python -m ups_jax.data.generate burgers1d --nu 0.01 --samples 512 --nx 1024 --out data/burgers_nu0.01 \\
         [--seed 2022] [--x-min -1 --x-max 1] [--advective-scale 2] [--chunk 64] [--overwrite]
     python -m ups_jax.data.generate burgers1d --initial-from FILE (--out DIR | --check) \\
         [--nu NU] [--nx NX] [--samples N] [--frames K] [--advective-scale 2]
+    python -m ups_jax.data.generate ns2d --samples N --frames T --out DIR [...]   (ups_jax.data.ns2d_generate)
 
 The first form writes ``OUT/1D_Burgers_Sols_Nu0.01.hdf5`` in the layout of PDEBench's files:
 
@@ -122,8 +123,13 @@ def generate_burgers_file(out_dir, *, nu: float, samples: int, nx: int, seed: in
 
 
 def _output_path(out_dir, nu: float, overwrite: bool) -> Path:
+    return _output_path_named(out_dir, burgers_filename(nu), overwrite)
+
+
+def _output_path_named(out_dir, name: str, overwrite: bool) -> Path:
+    """``out_dir/name``, refused if it exists and not ``overwrite``; creates ``out_dir``."""
     out_dir = Path(out_dir)
-    out = out_dir / burgers_filename(nu)
+    out = out_dir / name
     if out.exists() and not overwrite:
         raise DataError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
     try:
@@ -322,6 +328,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--chunk", type=int, default=64, help="samples solved together (default 64)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from ups_jax.data import ns2d_generate
+
+    ns2d_generate.add_parser(sub)
     return p
 
 
@@ -351,8 +360,13 @@ def _check_summary(res: dict) -> str:
 
 def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
-    _usage(args)
     t0 = time.perf_counter()
+    if args.pde == "ns2d":
+        from ups_jax.data import ns2d_generate
+
+        print(f"{ns2d_generate.main(args)} in {time.perf_counter() - t0:.1f} s")
+        return 0
+    _usage(args)
     progress = not args.no_progress
     if args.initial_from is not None:
         res = resolve_initial_states(args.initial_from, args.out, nu=args.nu, nx=args.nx, samples=args.samples,

@@ -78,13 +78,23 @@ def _file_meta(path: Path) -> dict:
                         f"(check it: python -m ups_jax.driver validate-data {path})") from e
 
 
+# A 2-D file (ups_jax.data.ns2d_reader's layouts) given where 1-D data is expected: what to do instead.
+TWO_D_FIX = ("a 1-D config cannot use 2-D data: give a 1-D PDEBench file (tensor (N, T, X)), or read it with "
+             "ups_jax.data.ns2d_reader.open_dataset (2-D configs)")
+
+
 def _file_meta_unchecked(path: Path) -> dict:
     with _open(path) as f:
+        if TENSOR_KEY not in f and "u" in f:
+            raise DataError(f"{path}: is 2-D data in the FNO .mat layout (keys {sorted(f.keys())}); {TWO_D_FIX}")
         for key in (TENSOR_KEY, X_KEY):
             if key not in f:
                 raise DataError(f"{path}: missing dataset '{key}' (PDEBench layout: tensor, x-coordinate, "
                                 f"t-coordinate, attribute Nu); found {sorted(f.keys())}")
         d = f[TENSOR_KEY]
+        if hasattr(d, "shape") and d.ndim == 4 and "y-coordinate" in f:
+            raise DataError(f"{path}: dataset '{TENSOR_KEY}' must be (samples, time, x); got shape {d.shape}: "
+                            f"2-D data (samples, time, x, y); {TWO_D_FIX}")
         if not hasattr(d, "shape") or d.ndim != 3:
             raise DataError(f"{path}: dataset '{TENSOR_KEY}' must be (samples, time, x); got shape "
                             f"{getattr(d, 'shape', 'a group')}")

@@ -1,4 +1,5 @@
-"""Checks for PDEBench-layout HDF5 files; used by ``python -m ups_jax.driver validate-data`` and ``validate``.
+"""Checks for PDEBench-layout HDF5 files (1-D and 2-D) and FNO .mat files; used by ``python -m ups_jax.driver
+validate-data`` and ``validate``.
 
 ``validate_files(paths)`` returns one row per file per check::
 
@@ -18,6 +19,12 @@ finite     no NaN/Inf, scanned in chunks over *every* sample (the first bad samp
 bounded    max |u| <= ``max_abs`` (default 1e3)
 constant   the data is not constant (FAIL if the whole tensor is, WARN naming constant samples)
 ========== =====================================================================================================
+
+2-D files (``ups_jax.data.ns2d_reader``: a rank-4 ``tensor`` with ``y-coordinate``, or the FNO ``.mat`` keys
+``a``, ``u``, ``t``) get the same rows: ``keys`` lists the 2-D keys (for a ``.mat``: ``a``, ``u``, ``t``; a
+missing ``a``/``t`` is a WARN), ``nu`` (for a ``.mat``: from the file name, WARN if absent), ``tensor``/``coords``
+from the 2-D reader's own validation, ``consistent`` (FAIL across files of different dimensions) and the scan
+over every sample.
 
 A read error in the middle of a scan (truncated file) turns that check into a FAIL with the reason; nothing
 raises except a missing path or an empty directory (``DataError``: a usage error, exit code 2 in the CLI).
@@ -74,6 +81,15 @@ def _index_after(rows, check) -> int:
 
 
 def _consistency(path, info, ref) -> dict:
+    dims, ref_dims = info.get("dims", 1), ref.get("dims", 1)
+    if dims != ref_dims:
+        return _row(path, "consistent", FAIL, f"is {dims}-D data but {ref['path']} is {ref_dims}-D; give files of "
+                                              f"one dimension")
+    if dims == 2:
+        if info["shape"] != ref["shape"]:
+            return _row(path, "consistent", FAIL, f"trajectories are (N, {', '.join(map(str, info['shape']))}) but "
+                                                  f"{ref['path']} has (N, {', '.join(map(str, ref['shape']))})")
+        return _row(path, "consistent", PASS, f"matches {Path(ref['path']).name}")
     if (info["nt"], info["nx"]) != (ref["nt"], ref["nx"]):
         return _row(path, "consistent", FAIL, f"tensor is (N, {info['nt']}, {info['nx']}) but {ref['path']} is "
                                               f"(N, {ref['nt']}, {ref['nx']})")
@@ -97,6 +113,8 @@ def _validate_one(path: Path, max_abs: float, chunk_samples: int | None):
     try:
         with f:
             keys = set(f.keys())
+            if _is_2d(f, keys):
+                return _validate_2d(f, path, keys, rows, max_abs, chunk_samples)
             missing = [k for k in (TENSOR_KEY, X_KEY, T_KEY) if k not in keys]
             rows.append(_row(path, "keys", FAIL if missing else PASS,
                              f"missing {', '.join(missing)} (found {', '.join(sorted(keys)) or 'nothing'})"
@@ -184,28 +202,34 @@ def _check_coords(f, path, keys, nt, nx):
 
 def _scan(d, path, max_abs, chunk_samples):
     """finite / bounded / constant rows from one chunked pass over every sample."""
-    n, nt, nx = d.shape
-    chunk = chunk_samples or max(1, _SCAN_BYTES // max(1, nt * nx * d.dtype.itemsize))
+    return _scan_samples(lambda start, stop: np.asarray(d[start:stop]), d.shape[0],
+                         int(np.prod(d.shape[1:])) * d.dtype.itemsize, path, max_abs, chunk_samples)
+
+
+def _scan_samples(read, n, sample_bytes, path, max_abs, chunk_samples):
+    """:func:`_scan` over ``read(start, stop)`` -> ``(stop - start, ...)`` blocks of any rank."""
+    chunk = chunk_samples or max(1, _SCAN_BYTES // max(1, sample_bytes))
     bad_count, first_bad = 0, None
     max_val, max_at = 0.0, None
     constant_samples = []
     global_min, global_max = np.inf, -np.inf
     try:
         for start in range(0, n, chunk):
-            block = np.asarray(d[start:start + chunk])
+            block = read(start, min(start + chunk, n))
+            axes = tuple(range(1, block.ndim))
             finite = np.isfinite(block)
-            bad = ~finite.all(axis=(1, 2))
+            bad = ~finite.all(axis=axes)
             if bad.any():
                 bad_count += int(bad.sum())
                 if first_bad is None:
                     first_bad = start + int(np.flatnonzero(bad)[0])
             magnitude = np.where(finite, np.abs(block), 0.0)
-            per_sample = magnitude.max(axis=(1, 2))
+            per_sample = magnitude.max(axis=axes)
             i = int(per_sample.argmax())
             if per_sample[i] > max_val:
                 max_val, max_at = float(per_sample[i]), start + i
-            lo = np.where(finite, block, np.inf).min(axis=(1, 2))
-            hi = np.where(finite, block, -np.inf).max(axis=(1, 2))
+            lo = np.where(finite, block, np.inf).min(axis=axes)
+            hi = np.where(finite, block, -np.inf).max(axis=axes)
             constant_samples.extend((start + np.flatnonzero((lo == hi) & ~bad)).tolist())
             global_min, global_max = min(global_min, float(lo.min())), max(global_max, float(hi.max()))
     except H5_ERRORS as e:
@@ -247,3 +271,59 @@ def format_table(rows: list[dict]) -> str:
     warns = sum(r["status"] == WARN for r in rows)
     lines.append(f"{files} file(s): {fails} FAIL, {warns} WARN -> {'FAILED' if fails else 'OK'}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 2-D files (ups_jax.data.ns2d_reader's layouts: the 2-D PDEBench layout and the FNO .mat layout)
+# --------------------------------------------------------------------------------------------------------------
+def _is_2d(f, keys) -> bool:
+    """A rank-4 ``tensor`` with a ``y-coordinate``, or the FNO ``.mat`` keys (``u`` without ``tensor``)."""
+    from ups_jax.data.ns2d_reader import Y_KEY, detect_layout
+
+    layout = detect_layout(f)
+    return (layout == "pdebench-2d" and Y_KEY in keys) or layout == "fno-mat"
+
+
+def _validate_2d(f, path, keys, rows, max_abs, chunk_samples):
+    """The same checks for a 2-D file: keys, nu, tensor + coords (the reader's own validation), the scan."""
+    from ups_jax.data.ns2d_reader import MAT_KEYS, Y_KEY, describe, read_block
+
+    from ups_jax.errors import DataError
+
+    mat = TENSOR_KEY not in keys
+    expected = MAT_KEYS if mat else (TENSOR_KEY, X_KEY, Y_KEY, T_KEY)
+    missing = [k for k in expected if k not in keys]
+    status = (WARN if mat else FAIL) if missing else PASS
+    layout = "FNO .mat layout" if mat else "2-D PDEBench layout"
+    rows.append(_row(path, "keys", status, f"{layout}: {', '.join(expected)}" + (
+        f"; missing {', '.join(missing)} (found {', '.join(sorted(keys))})" if missing else "")))
+    if mat:
+        try:
+            nu = describe(path)["nu"]
+            rows.append(_row(path, "nu", PASS, f"Nu={nu:g} (from the file name)"))
+        except DataError as e:
+            if "viscosity" not in str(e):
+                rows.append(_row(path, "tensor", FAIL, str(e).removeprefix(f"{path}: ")))
+                return rows, None
+            rows.append(_row(path, "nu", WARN, "viscosity not recorded (no _V<nu>_ in the name): readers need nu="))
+    else:
+        rows.append(_check_nu(f, path))
+    try:
+        meta = describe(path, nu=0.0 if mat else None)
+    except DataError as e:
+        rows.append(_row(path, "tensor", FAIL, str(e).removeprefix(f"{path}: ")))
+        return rows, None
+    shape = (meta["nt"], meta["nx"], meta["ny"])
+    rows.append(_row(path, "tensor", PASS, f"{meta['n']} x {' x '.join(map(str, shape))} (N, T, X, Y)"
+                     + (f", frame 0 = 'a'" if meta["initial_frame"] else "")))
+    x0, dx = meta["x"][0], meta["x"][1] - meta["x"][0]
+    rows.append(_row(path, "coords", PASS, f"x: {meta['nx']} points, y: {meta['ny']} points, domain "
+                                           f"[{x0:.4g}, {x0 + meta['nx'] * dx:.4g})^2; t: {meta['nt']} frames, "
+                                           f"t0={meta['t0']:g}, dt={meta['dt']:g}"))
+
+    def read(start, stop):
+        return read_block(f, meta, np.arange(start, stop), 1, 1)
+
+    sample_bytes = 4 * int(np.prod(shape))
+    rows.extend(_scan_samples(read, meta["n"], sample_bytes, path, max_abs, chunk_samples))
+    return rows, {"nt": meta["nt"], "nx": meta["nx"], "x": None, "dims": 2, "shape": shape}
