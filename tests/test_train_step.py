@@ -87,7 +87,7 @@ def test_nan_guard_skips_inside_a_dispatch_and_counts(tmp_path, burgers_file):
     ("many", "runtime.steps_per_dispatch='many' must be 'auto' or a positive integer"),
 ])
 def test_steps_per_dispatch_that_does_not_fit_is_refused_in_one_line(value, message):
-    from ups_jax.training.step import steps_per_dispatch_problem
+    from ups_jax.dispatch import steps_per_dispatch_problem
     from test_training import _cfg
 
     cfg = _cfg(*SIX)
@@ -98,7 +98,7 @@ def test_steps_per_dispatch_that_does_not_fit_is_refused_in_one_line(value, mess
 
 def test_auto_steps_per_dispatch_divides_every_cadence():
     from ups_jax.config import load_config
-    from ups_jax.training.step import auto_steps_per_dispatch
+    from ups_jax.dispatch import auto_steps_per_dispatch
 
     cfg = load_config(str(ROOT / "configs" / "burgers32.py"))
     assert auto_steps_per_dispatch(cfg.stages.operator) == 25          # 6000 steps, log 50, eval 250

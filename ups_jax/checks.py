@@ -559,7 +559,7 @@ def check_runtime(cfg, c: Checks):
         if r.compute_dtype == "bfloat16" and jax.devices()[0].platform == "cpu":
             c.add(H, "bf16 on CPU", False, "runtime.compute_dtype=bfloat16 on a CPU: no faster than float32 "
                   "there and less accurate", "use float32 on CPUs; bfloat16 is for GPUs", severity="warning")
-    from ups_jax.training.step import resolve_steps_per_dispatch, steps_per_dispatch_problem
+    from ups_jax.dispatch import resolve_steps_per_dispatch, steps_per_dispatch_problem
 
     spd = r.get("steps_per_dispatch", "auto")
     every = int(cfg.checkpoint.every_steps)

@@ -45,6 +45,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ups_jax.data.outputs import first_line as _first_line
+from ups_jax.data.outputs import output_path_named
+from ups_jax.data.outputs import publish as _publish
 from ups_jax.errors import DataError, UserError, run_cli
 
 FRAMES_DT = 0.01
@@ -123,20 +126,7 @@ def generate_burgers_file(out_dir, *, nu: float, samples: int, nx: int, seed: in
 
 
 def _output_path(out_dir, nu: float, overwrite: bool) -> Path:
-    return _output_path_named(out_dir, burgers_filename(nu), overwrite)
-
-
-def _output_path_named(out_dir, name: str, overwrite: bool) -> Path:
-    """``out_dir/name``, refused if it exists and not ``overwrite``; creates ``out_dir``."""
-    out_dir = Path(out_dir)
-    out = out_dir / name
-    if out.exists() and not overwrite:
-        raise DataError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"{out_dir}: cannot create output directory ({e.strerror or e})") from e
-    return out
+    return output_path_named(out_dir, burgers_filename(nu), overwrite)
 
 
 def _solve_chunks(u0_all: np.ndarray, *, dx: float, nu: float, t_frames: np.ndarray, advective_scale: float,
@@ -275,25 +265,6 @@ def resolve_initial_states(source, out_dir=None, *, nu: float | None = None, nx:
                 rel[start:start + n] = err / np.sqrt(np.sum(ref ** 2, axis=2))
     return {"rel_l2": rel, "nu": nu, "advective_scale": float(advective_scale), "nx": int(x.size),
             "t": t_frames, "source": str(source)}
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]
-
-
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Atomic rename into place; without ``overwrite`` never replaces a file that appeared meanwhile."""
-    if overwrite:
-        os.replace(tmp, out)
-        return
-    try:
-        os.link(tmp, out)                       # atomic and fails if ``out`` exists
-    except FileExistsError as e:
-        raise DataError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out") from e
-    except OSError:                             # filesystem without hard links
-        if out.exists():
-            raise DataError(f"{out}: already exists; pass --overwrite to replace it, or choose another --out")
-        os.replace(tmp, out)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -76,14 +76,14 @@ def generate_ns2d_file(out_dir, *, samples: int, frames: int, nu: float = DEFAUL
     import jax
 
     from ups_jax.data import ns2d
-    from ups_jax.data.generate import _output_path_named
+    from ups_jax.data.outputs import output_path_named
 
     samples, frames, solve_grid, grid, chunk = int(samples), int(frames), int(solve_grid), int(grid), int(chunk)
     nu, forcing_amplitude = float(nu), float(forcing_amplitude)
     max_dt = auto_max_dt(solve_grid) if max_dt is None else float(max_dt)
     store_every = check_args(nu=nu, samples=samples, frames=frames, solve_grid=solve_grid, grid=grid, chunk=chunk,
                              max_dt=max_dt, forcing_amplitude=forcing_amplitude)
-    out = _output_path_named(out_dir, filename(nu), overwrite)
+    out = output_path_named(out_dir, filename(nu), overwrite)
     n_sub = ns2d.steps_per_frame(1.0, max_dt)
     forcing = ns2d.fno_forcing(solve_grid, forcing_amplitude, np.float64) if forcing_amplitude else None
     chunk = min(chunk, samples)
@@ -111,7 +111,8 @@ def _write(out: Path, solver, initial, *, samples, frames, grid, chunk, attrs, o
 
     from ups_jax import __version__
     from ups_jax.data import ns2d
-    from ups_jax.data.generate import _first_line, _publish
+    from ups_jax.data.outputs import first_line as _first_line
+    from ups_jax.data.outputs import publish as _publish
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     try:

@@ -39,6 +39,12 @@ from ups_jax.files import write_json_atomic
 UNREADABLE_DIR = "checkpoints_unreadable"     # WORKDIR/<this>/<stage>/<step>: unreadable checkpoints set aside
 
 
+# What a checkpoint's train state is (state JSON 'format'): 2 = flat parameter / optimizer vectors with the guard
+# counts in the JSON state (training/step.py) and the fused q/k/v + AdaLN parameters (models/pdet.py). Format 1
+# (no 'format' key) is refused with the reason: its optimizer state and parameter layout cannot be mapped.
+TRAIN_STATE_FORMAT = 2
+
+
 def stage_dir(workdir: str | Path, stage: str) -> Path:
     return Path(workdir).absolute() / "checkpoints" / stage
 
@@ -191,9 +197,7 @@ def check_compatible(workdir, stage: str, step: int, state: dict, *, model_shape
 
 
 def check_format(state: dict, where: str) -> None:
-    """A checkpoint of an older train-state format (``loop.TRAIN_STATE_FORMAT``) → one line saying why."""
-    from ups_jax.training.loop import TRAIN_STATE_FORMAT
-
+    """A checkpoint of an older train-state format (``TRAIN_STATE_FORMAT``) → one line saying why."""
     found = int(state.get("format", 1))
     if found != TRAIN_STATE_FORMAT:
         raise CheckpointError(

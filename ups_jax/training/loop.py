@@ -52,12 +52,9 @@ from ups_jax.models import param_shapes
 from ups_jax.training import checkpoints as ckpt
 from ups_jax.training import preemption
 from ups_jax.training.optim import learning_rate_schedule, make_optimizer
-from ups_jax.training.step import StageStep, resolve_steps_per_dispatch
+from ups_jax.dispatch import resolve_steps_per_dispatch
+from ups_jax.training.step import StageStep
 
-# What a checkpoint's train state is (state JSON 'format'): 2 = flat parameter / optimizer vectors with the guard
-# counts in the JSON state (training/step.py) and the fused q/k/v + AdaLN parameters (models/pdet.py). Format 1
-# (no 'format' key) is refused with the reason: its optimizer state and parameter layout cannot be mapped.
-TRAIN_STATE_FORMAT = 2
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +333,7 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, pr
                       best_step=best_step, evals_since_best=evals_since_best, loader=loader.state(),
                       finished=finished, stopped_early=stopped_early, stage=name, metrics=metrics,
                       nonfinite_total=total, guard=[consecutive, total], stage_config=c.to_dict(),
-                      format=TRAIN_STATE_FORMAT))
+                      format=ckpt.TRAIN_STATE_FORMAT))
         last_saved, t_ckpt = step, time.monotonic()
         _fault(fault, name, step, "save")
         if on_checkpoint is not None or kind == "preempt":

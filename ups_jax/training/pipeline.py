@@ -77,9 +77,10 @@ def stage_step_for(cfg, data: RunData, model, i: int, name: str):
     """What this pipeline and ``run_stage`` build for stage ``i`` of ``cfg.stage_order``, for ``driver dry-run``
     and the benchmarks: (stage cfg, ``training.step.StageStep``, its initial state, the loader)."""
     from ups_jax.checks import data_parallel_size
+    from ups_jax.dispatch import resolve_steps_per_dispatch
     from ups_jax.training.loop import make_mesh, trainable_filter
     from ups_jax.training.optim import make_optimizer
-    from ups_jax.training.step import StageStep, resolve_steps_per_dispatch
+    from ups_jax.training.step import StageStep
 
     sc, kind = cfg.stages[name], stage_kind(name)
     loader = WindowLoader(data.dataset, data.splits["train"], window=kind.window(cfg, sc, data.dataset.nt),
