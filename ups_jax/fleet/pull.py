@@ -38,7 +38,8 @@ def main(argv) -> int:
     dest = Path(args.to).expanduser().absolute()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UserError(f"--to {args.to}: exists and is not empty; pull into a new directory (nothing was changed)")
-    described = json.loads(st.read_text(st.join(args.experiment, "fleet_experiment.json")) or "{}")
+    described = st.read_json(st.join(args.experiment, "fleet_experiment.json"),
+                             what="the sweep's experiment record") or {}
     metric = args.metric or described.get("metric", "val/nrmse")
     mode = args.mode or described.get("mode", "min")
     trial, row = choose_trial(args.experiment, metric, mode, args.trial)

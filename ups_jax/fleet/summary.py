@@ -76,7 +76,8 @@ def _jsonable(v):
 def load(experiment_path: str) -> dict:
     """The table of the sweep at ``experiment_path``, from its storage alone (``fleet_experiment.json`` + Tune's
     trial results): works for a running, interrupted or finished sweep, from any machine."""
-    described = json.loads(storage.read_text(storage.join(experiment_path, "fleet_experiment.json")) or "null")
+    described = storage.read_json(storage.join(experiment_path, "fleet_experiment.json"),
+                                  what="the sweep's experiment record")
     if described is None:
         raise UserError(f"{experiment_path}: no fleet_experiment.json; not a sweep started by ups_jax.fleet.sweep "
                         f"(the experiment directory is <storage>/<name>)")

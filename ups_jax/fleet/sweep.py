@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 
+from ups_jax.config import config_from_dict
 from ups_jax.errors import UserError, run_cli
 
 
@@ -56,13 +57,21 @@ def main(argv) -> int:
     elif st.exists(path):
         raise UserError(f"{path}: a sweep named '{exp.name}' already exists there; continue it with --resume, or "
                         f"pass --name NEW (nothing was changed)")
+    record = ex.describe(exp, cfg)
+    if args.resume:
+        record = frozen_experiment(path, record, exp.source)
+        cfg = config_from_dict(record["base_config"])
     cluster.connect(args.address)
     import jax   # the driver never needs a GPU: keep its JAX (data generation, checks) off the trials' GPUs
 
     jax.config.update("jax_platforms", "cpu")
+    from ups_jax.fleet import preflight
+
+    preflight.run(storage, cpus=exp.cpus, gpus=exp.gpus, allow_cpu_fallback=bool(exp.allow_cpu_fallback))
     _prepare_data(cfg)
 
-    st.write_text(st.join(path, "fleet_experiment.json"), json.dumps(ex.describe(exp, cfg), indent=1))
+    if not args.resume:                # frozen at the start: status, pull and --resume read this record
+        st.write_text(st.join(path, "fleet_experiment.json"), json.dumps(record, indent=1))
     trainable = make_trainable(exp, cfg)
     if args.resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
@@ -71,6 +80,24 @@ def main(argv) -> int:
                            run_config=run_config(exp, storage))
     tuner.fit()
     return report(exp, path)
+
+
+def frozen_experiment(path: str, current: dict, source: str) -> dict:
+    """The experiment as the sweep started it (``fleet_experiment.json``). ``--resume`` continues that sweep: an
+    experiment file (or base config) edited since then is an error naming what changed, nothing is written."""
+    from ups_jax.fleet import storage as st
+
+    where = st.join(path, "fleet_experiment.json")
+    frozen = st.read_json(where, what="the sweep's experiment record")
+    if frozen is None:
+        raise UserError(f"{where}: missing; this sweep was not started by ups_jax.fleet.sweep (nothing was changed)")
+    changed = sorted(k for k in set(frozen) | set(current) if k not in ("source", "preflight")
+                     and frozen.get(k) != current.get(k))
+    if changed:
+        raise UserError(f"{source}: changed since the sweep in {path} started ({', '.join(changed)} differ); "
+                        f"--resume continues the sweep as it was started: restore the file (the started version "
+                        f"is recorded in {where}), or start a new sweep with --name NEW (nothing was changed)")
+    return frozen
 
 
 def _prepare_data(cfg) -> None:

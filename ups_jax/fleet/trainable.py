@@ -8,6 +8,17 @@ to the sweep's storage before returning. A restarted trial (failure retry, lost 
 ``tune.get_checkpoint()`` back into a fresh scratch directory and calls ``train_and_evaluate`` again, which
 resumes with the same step sequence.
 
+Preemption: Tune runs the function in a thread of the trial's worker process, where Python cannot install a
+signal handler. ``PreemptibleTrial`` (Tune's ``__mixins__`` hook: it becomes a base of the trainable class Tune
+makes from :func:`run_trial`) installs one in ``setup``, which Ray runs on the worker's main thread: a SIGTERM
+to the worker process (a spot reclaim, ``ray stop``, Kubernetes) then asks the training loop, which polls
+``preemption.requested()`` every update, to checkpoint the current step and report it (kind 'preempt'); the
+trial then fails with ``errors.Preempted`` and Tune's retry (``max_failures``) resumes from that checkpoint.
+
+Reports of checkpoints without a validation (kinds 'resume_point', 'preempt', 'interrupted') carry the sweep
+metric as NaN and no ``global_step`` (their step is ``checkpoint_step``): ASHA ignores a result without its time
+attribute, so such a report can never take a trial's place on a rung.
+
 A trial stops after the last stage's final checkpoint: selection uses validation only, and the chosen run is
 evaluated on the test split after ``fleet.pull`` (``python -m ups_jax.evaluate``), not inside every trial.
 """
@@ -23,6 +34,7 @@ from pathlib import Path
 from ups_jax.errors import ConfigError
 
 RUN_FILES = ("config.json", "run_meta.json", "metrics.jsonl")
+VALIDATED_KINDS = ("eval", "end")          # loop.run_stage's checkpoint kinds that carry a validation
 
 
 class _LastStageDone(Exception):
@@ -62,7 +74,10 @@ class TuneReporter:
             raise ConfigError(f"the last stage '{stage}' validates with '{info['val_metric']}' but the sweep's metric "
                               f"is '{self.metric}'; set metric='{info['val_metric']}' in the experiment")
         value = float(metrics.get(self.metric, math.nan)) if stage == self.last else math.nan
-        return {self.metric: value, "global_step": self.offsets[stage] + int(info["step"]), "stage": stage,
+        validated = info.get("kind", "eval") in VALIDATED_KINDS
+        step = self.offsets[stage] + int(info["step"])
+        return {self.metric: value, ("global_step" if validated else "checkpoint_step"): step,
+                "checkpoint_kind": info.get("kind", "eval"), "stage": stage,
                 "stage_step": int(info["step"]), "stage_finished": bool(info["finished"]),
                 **{f"{stage}/{k}": float(v) for k, v in metrics.items()},
                 **{f"worker/{k}": v for k, v in self.worker.items()}}
@@ -76,6 +91,34 @@ class TuneReporter:
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(str(snap)))
         if info["stage"] == self.last and info["finished"]:
             raise _LastStageDone
+
+
+class PreemptibleTrial:
+    """Mixin of the trial's trainable class: SIGTERM to the worker process checkpoints the trial (see above)."""
+
+    def setup(self, config, *args, **kwargs):
+        import threading
+
+        from ups_jax.training import preemption
+
+        preemption.clear()                               # a fresh trial in this process: no stale request
+        self._previous_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = preemption.handle_sigterm()
+        else:   # Ray ran the actor's task elsewhere (a threaded actor): SIGTERM keeps Ray's meaning
+            import logging
+
+            logging.getLogger(__name__).warning("trial setup off the main thread: SIGTERM will not checkpoint")
+        super().setup(config, *args, **kwargs)
+
+    def cleanup(self):
+        import signal
+
+        try:
+            super().cleanup()
+        finally:
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
 
 
 def run_trial(config: dict, base: dict | None = None, spec: dict | None = None) -> None:
@@ -116,3 +159,6 @@ def run_trial(config: dict, base: dict | None = None, spec: dict | None = None) 
 def _scratch_root() -> str | None:
     """Ray's per-trial working directory (the trial's cwd unless RAY_CHDIR_TO_TRIAL_DIR=0), else the temp dir."""
     return os.getcwd() if os.environ.get("RAY_CHDIR_TO_TRIAL_DIR", "1") != "0" else None
+
+
+run_trial.__mixins__ = (PreemptibleTrial,)    # read by ray.tune's wrap_function (kept by tune.with_parameters)
