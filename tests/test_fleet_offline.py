@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from fleet_helpers import ROOT
-from ups_jax.errors import ConfigError, run_cli
+from ups_jax.errors import ConfigError, UserError, run_cli
 
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.py"))
 CLUSTERS = sorted((ROOT / "ray_cluster").glob("*.yaml"))
@@ -187,6 +187,27 @@ def test_checkpoint_without_validation_is_not_on_asha_time_axis():
 
     assert asha.on_trial_result(None, Trial(), point) == "CONTINUE"
     assert all(not rung for _, rung in asha._brackets[0]._rungs)       # nothing recorded
+    # after a validation, such a report carries that value (a NaN after finite values would reset Tune's min)
+    rep.result({"stage": "operator", "step": 9, "finished": False, "val_metric": "val/nrmse", "kind": "eval",
+                "metrics": {"val/nrmse": 0.25}, "dir": "x"})
+    later = rep.result({"stage": "operator", "step": 10, "finished": False, "val_metric": "val/nrmse",
+                        "kind": "resume_point", "metrics": {}, "dir": "x"})
+    assert later["val/nrmse"] == 0.25 and "global_step" not in later
+
+
+def test_restored_reporter_starts_from_the_runs_last_validation(tmp_path):
+    import json
+
+    from ups_jax.config import load_config
+    from ups_jax.fleet.trainable import TuneReporter
+
+    cfg = load_config(f"{ROOT}/configs/burgers32.py:test", ["stage_order=codec,operator"])
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"kind": "val", "stage": "codec", "step": 3, "val/recon_nrmse": 0.9},
+        {"kind": "val", "stage": "operator", "step": 3, "val/nrmse": 0.5},
+        {"kind": "val", "stage": "operator", "step": 6, "val/nrmse": 0.4}]) + "\n")
+    assert TuneReporter(cfg, "val/nrmse", tmp_path, {}).last_value == 0.4
+    assert math.isnan(TuneReporter(cfg, "val/nrmse", tmp_path / "fresh", {}).last_value)
 
 
 def test_stage_metric_from_the_stage_table(tmp_path):
@@ -431,7 +452,6 @@ def test_cost_table_known_answer():
     assert [r["cost"] for r in s["trials"]] == pytest.approx([0.945, 0.4725, 0.189])
     assert [r["state"] for r in s["trials"]] == ["done", "stopped early", "error"]
     assert s["totals"]["cost"] == pytest.approx(1.6065) and s["totals"]["retries"] == 3
-    assert sm.best_trial(s, "min")["trial_id"] == "a_00000"
     table = sm.format_table(s)
     assert "GPU-h (A100)" in table and "| total " in table and "1 done, 1 error, 1 stopped early" in table
     assert "error: FloatingPointError: loss became nan" in table
@@ -694,3 +714,90 @@ def _ray_flags(words) -> str:
     for w in words:
         cmd = cmd.commands[w]
     return " ".join(o for p in cmd.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", []))
+
+
+# ------------------------------------------------------------------------------------------------ data
+def test_data_staged_once_fetched_by_content(tmp_path, monkeypatch):
+    """Driver: each file hashed and uploaded once to <experiment>/data/<sha256>/<name>; trial: fetched into the
+    node-local cache and checked against the hash; a changed copy or a resume on other data is refused."""
+    import hashlib
+
+    from ups_jax.fleet import datasets
+
+    monkeypatch.setenv(datasets.CACHE_ENV, str(tmp_path / "cache"))
+    src = tmp_path / "local" / "burgers.hdf5"
+    src.parent.mkdir()
+    src.write_bytes(b"trajectories" * 1000)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    bucket = tmp_path / "bucket" / "sweep"                     # a storage location (a local path stands in)
+    [entry] = datasets.stage([str(src.parent)], str(bucket), upload=True)
+    staged = bucket / "data" / digest / "burgers.hdf5"
+    assert entry == {"name": "burgers.hdf5", "sha256": digest, "uri": str(staged), "path": str(src)}
+    assert staged.read_bytes() == src.read_bytes()
+    mtime = staged.stat().st_mtime_ns
+    datasets.stage([str(src)], str(bucket), upload=True)       # already there under its hash: not uploaded again
+    assert staged.stat().st_mtime_ns == mtime
+    [local] = datasets.fetch([entry])
+    assert local == str(tmp_path / "cache" / digest / "burgers.hdf5") and Path(local).read_bytes() == src.read_bytes()
+
+    run = tmp_path / "run"
+    datasets.check_resume(run, [entry])                         # records the hashes in the run directory
+    other = dict(entry, sha256="0" * 64)
+    with pytest.raises(ConfigError, match=r"run/fleet_data\.json: this trial was trained on other data "):
+        datasets.check_resume(run, [other])
+
+    (tmp_path / "cache").rename(tmp_path / "old_cache")         # another node: empty cache
+    staged.write_bytes(b"edited")
+    with pytest.raises(ConfigError, match="content differs from the sweep's"):
+        datasets.fetch([entry])
+    assert not (tmp_path / "cache" / digest).exists()           # nothing half-written left in the cache
+    with pytest.raises(UserError, match=r"data .*missing\.hdf5: not found; check the URI"):
+        datasets.download(str(tmp_path / "missing.hdf5"), None)
+    src.write_bytes(b"changed locally")                         # local (NFS) data edited after the start
+    with pytest.raises(ConfigError, match="its content changed after the sweep started"):
+        datasets.fetch([dict(entry, uri=None)])
+
+
+def test_node_cost_charges_whole_nodes_while_busy():
+    """Two half-GPU trials overlap on node a (1 x A10G) for part of their time, one trial on node b (2 x A100):
+    node a is billed for the union of its trials' time, whole; the GPU type comes from the reports."""
+    from ups_jax.fleet import cost
+
+    def rep(pid, node, t, dt, acc, gpus):
+        return {"pid": pid, "timestamp": t, "time_this_iter_s": dt, "worker/node_id": node,
+                "worker/accelerator_type": acc, "worker/node_gpus": gpus}
+
+    trials = {
+        "t0": [rep(1, "a", 1800, 1800, "A10G", 1), rep(1, "a", 3600, 1800, "A10G", 1)],      # 0 .. 1 h on a
+        "t1": [rep(2, "a", 5400, 3600, "A10G", 1)],                                          # 0.5 .. 1.5 h on a
+        "t2": [rep(3, "b", 3600, 1800, "A100", 2), rep(4, "b", 9000, 1800, None, 2)],        # 0.5..1 h, 2..2.5 h
+    }
+    table = cost.node_table(trials, {"A10G": 1.0, "A100": 2.0}, fallback_accelerator="A100")
+    a, b = table["nodes"]["a"], table["nodes"]["b"]
+    assert a["busy_hours"] == pytest.approx(1.5) and a["price_per_hour"] == 1.0 and a["cost"] == pytest.approx(1.5)
+    assert b["busy_hours"] == pytest.approx(1.0) and b["price_per_hour"] == 4.0 and b["cost"] == pytest.approx(4.0)
+    assert table["cost"] == pytest.approx(5.5) and table["wall_hours"] == pytest.approx(2.5)
+    unpriced = cost.node_table({"t": [rep(1, "c", 3600, 3600, "L4", 1)]}, {"A100": 2.0}, None)
+    assert unpriced["cost"] is None and unpriced["unpriced_nodes"] == ["c"]
+
+    stop = cost.BudgetStopper(5.0, {"A10G": 1.0, "A100": 2.0}, None)
+    for tid, results in trials.items():
+        flags = [stop(tid, r) for r in results]
+    assert flags[-1] is True and stop.stop_all() and stop.spent() == pytest.approx(5.5)
+    assert not cost.BudgetStopper(5.0, {}, None, spent_before=1.0).stop_all()
+
+
+def test_trial_snapshot_carries_wandb_id_and_data_record(tmp_path):
+    """A restored trial continues its W&B run (wandb.json) and is checked against its data (fleet_data.json)."""
+    from ups_jax.fleet.trainable import restore_run, snapshot_run
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "codec" / "3").mkdir(parents=True)
+    for name in ("config.json", "run_meta.json", "metrics.jsonl", "fleet_data.json", "wandb.json"):
+        (run / name).write_text(name)
+    (run / "wandb").mkdir()                                     # the live W&B directory stays behind
+    snap = snapshot_run(run, tmp_path / "snap")
+    assert sorted(p.name for p in snap.iterdir()) == ["checkpoints", "config.json", "fleet_data.json",
+                                                      "metrics.jsonl", "run_meta.json", "wandb.json"]
+    restore_run(snap, tmp_path / "restored")
+    assert (tmp_path / "restored" / "wandb.json").read_text() == "wandb.json"

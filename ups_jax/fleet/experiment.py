@@ -64,7 +64,7 @@ class Experiment:
     storage: str = "runs/sweeps"                   # local path (project-relative) or s3:// / gs:// URI
     checkpoints_to_keep: int = 2                   # Tune checkpoints (whole run snapshots) kept per trial
     search_seed: int | None = 0                    # seeds the sampling of the search space (None: unseeded)
-    data: Sequence[str] = ()                       # data files/dirs for every trial (default: the config's data)
+    data: Sequence[str] = ()                       # data files/dirs or s3:// gs:// URIs (default: the config's data)
     allow_cpu_fallback: bool = False               # a trial given GPUs but seeing none runs on CPU instead of failing
     callbacks: Sequence[Any] = ()                  # Tune callbacks
 
@@ -82,7 +82,7 @@ class Experiment:
     def base_config(self):
         """The base config with the fixed overrides and the experiment's data, every path made absolute."""
         cfg = load_config(self.config, list(self.overrides))
-        cfg.data.paths = tuple(str(project_path(p)) for p in (self.data or cfg.data.paths))
+        cfg.data.paths = tuple(p if "://" in str(p) else str(project_path(p)) for p in (self.data or cfg.data.paths))
         cfg.data.default_dir = str(project_path(cfg.data.default_dir))
         return cfg
 
@@ -237,7 +237,8 @@ def describe(exp: Experiment, cfg) -> dict:
               "scheduler": stable(exp.scheduler), "resources": dict(exp.resources), "max_failures": exp.max_failures,
               "allow_cpu_fallback": bool(exp.allow_cpu_fallback), "source": exp.source, "time_attr": TIME_ATTR,
               "table": {"total_steps": total_steps(cfg), "gpus": exp.gpus, "cpus": exp.cpus,
-                        "accelerator": exp.accelerator, "price_per_hour": price},
+                        "accelerator": exp.accelerator, "price_per_hour": price,
+                        "prices": {k: float(v) for k, v in cfg.cost.price_per_hour.items()}},
               "base_config": cfg.to_dict()}
     return json.loads(json.dumps(record, default=str))      # as read back (tuples are lists)
 
