@@ -801,3 +801,19 @@ def test_trial_snapshot_carries_wandb_id_and_data_record(tmp_path):
                                                       "metrics.jsonl", "run_meta.json", "wandb.json"]
     restore_run(snap, tmp_path / "restored")
     assert (tmp_path / "restored" / "wandb.json").read_text() == "wandb.json"
+
+
+def test_budget_bad_or_already_spent_is_one_line(tmp_path, capsys, monkeypatch):
+    from ups_jax.fleet import sweep
+
+    argv = ["--experiment", "experiments/smoke.py", "--storage", str(tmp_path / "sweeps")]
+    assert run_cli(sweep.main, argv + ["--budget-usd", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --budget-usd 0: give a positive amount in US dollars"
+    path = _started_sweep(tmp_path, ROOT / "experiments" / "smoke.py")
+    record = (path / "fleet_experiment.json").read_text()
+    monkeypatch.setattr(sweep, "_spent", lambda p: 12.5)        # what status reports for the sweep's nodes
+    assert run_cli(sweep.main, argv + ["--resume", "--budget-usd", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --budget-usd 10: this sweep's nodes already cost $12.50 (python -m ups_jax.fleet.status "
+                   f"--experiment {path}); raise the budget to continue (nothing was changed)")
+    assert (path / "fleet_experiment.json").read_text() == record

@@ -51,10 +51,18 @@ def test_smoke_sweep_via_ray_job_submit(smoke):
     last = _by_id(s, "_00003")
     assert last["config"] == {"stages.operator.lr": 1e-6}
     assert last["state"] == "stopped early" and last["global_step"] == 12
-    for r in s["trials"]:                           # cost = GPU-hours (time x 0.5 GPU) x the A100 price
+    for r in s["trials"]:                           # a trial's share = GPU-hours (time x 0.5 GPU) x the A100 price
         assert r["device_hours"] == pytest.approx(r["time_total_s"] * 0.5 / 3600)
         assert r["cost"] == pytest.approx(r["device_hours"] * 1.89)
-    assert s["totals"]["cost"] == pytest.approx(sum(r["cost"] for r in s["trials"]))
+    t = s["totals"]
+    assert t["trial_cost"] == pytest.approx(sum(r["cost"] for r in s["trials"]))
+    # the bill: the one (fake-GPU) node, whole, while any trial held it; no accelerator_type resource here, so
+    # the experiment's accelerator prices it
+    [node] = s["nodes"]["nodes"].values()
+    assert node["accelerator"] == "A100" and node["gpus"] == 1 and node["price_per_hour"] == pytest.approx(1.89)
+    assert t["cost"] == pytest.approx(node["busy_hours"] * 1.89)
+    assert node["busy_hours"] * 3600 >= max(r["time_total_s"] for r in s["trials"]) - 2   # timestamps: 1 s
+    assert t["cost"] >= t["trial_cost"] * 0.95       # two half-GPU trials at a time: the node costs at least both
     assert s["device"] == "GPU" and s["accelerator"] == "A100"
 
 
