@@ -209,15 +209,18 @@ def test_sigterm_to_a_trial_worker_checkpoints_and_the_trial_resumes_there(ray_h
     before = [r for r in rows if r["pid"] == first_pid]
     after = [r for r in rows if r["pid"] != first_pid]
     [trial_dir] = [d for d in (storage / "sigterm").iterdir() if d.name.startswith("trial_")]
+    # the first attempt ended with the loop's Preempted, naming the step it was at (the signal is handled on the
+    # main thread while the training thread runs on: that step is 5 or a little later)
+    import re
+
+    [stopped_at] = [int(m) for m in re.findall(r"Preempted: SIGTERM at stage codec step (\d+): checkpoint \S+/codec/"
+                                               r"\1 is complete", (trial_dir / "error.txt").read_text())]
+    assert 5 <= stopped_at < 12
     newest = max(trial_dir.glob("checkpoint_*"), key=lambda d: int(d.name.split("_")[-1]))
     log = [json.loads(line) for line in (newest / "metrics.jsonl").read_text().splitlines()]
-    [preempted] = [r for r in log if r["kind"] == "preempted"]
-    assert preempted["reason"] == "SIGTERM" and preempted["step"] >= 5
-    stopped_at = preempted["checkpoint_step"]
-    assert stopped_at == preempted["step"]                         # a checkpoint at the step it was at
-    assert [r["step"] for r in log if r["kind"] == "resume"] == [stopped_at]   # and the retry started there
+    assert [r["step"] for r in log if r["kind"] == "resume"] == [stopped_at]   # the retry started there
     last_reported = max(r.get("global_step", r.get("checkpoint_step")) for r in before)
-    assert last_reported == stopped_at                             # that checkpoint was reported to Tune
+    assert last_reported == stopped_at                             # that checkpoint had been reported to Tune
     if stopped_at % 3:                                             # off the eval grid: a 'preempt' report
         assert before[-1]["checkpoint_kind"] == "preempt" and "global_step" not in before[-1]
     assert [r["global_step"] for r in after] == [s for s in (6, 9, 12) if s > stopped_at]
