@@ -784,6 +784,9 @@ def test_node_cost_charges_whole_nodes_while_busy():
     for tid, results in trials.items():
         flags = [stop(tid, r) for r in results]
     assert flags[-1] is True and stop.stop_all() and stop.spent() == pytest.approx(5.5)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(stop)).spent() == pytest.approx(5.5)   # Tune saves it with the run config
     assert not cost.BudgetStopper(5.0, {}, None, spent_before=1.0).stop_all()
 
 

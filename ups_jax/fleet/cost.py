@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
+from ray.tune import Stopper   # this module is imported only where Ray is (fleet.summary / sweep / trainable)
+
 
 def node_resources() -> dict:
     """In a trial: its node, that node's GPU type (None when Ray did not detect one) and GPU count."""
@@ -83,9 +85,11 @@ def node_table(trials: dict[str, list[dict]], prices: dict, fallback_accelerator
             "wall_hours": max(0.0, last - first) / 3600.0 if last > first else 0.0}
 
 
-class BudgetStopper:
+class BudgetStopper(Stopper):
     """A Tune ``Stopper`` that stops the whole sweep once the node cost of the reports so far reaches
-    ``budget_usd`` (checked after every report; the trials end at their next report, their checkpoints kept)."""
+    ``budget_usd`` (checked after every report; the trials end at their next report, their checkpoints kept).
+    Tune saves it with the sweep's run config (module-level class: picklable); ``Tuner.restore`` restores that one,
+    so a ``--resume`` cannot install a new cap (``fleet.sweep`` refuses a budget already spent instead)."""
 
     def __init__(self, budget_usd: float, prices: dict, fallback_accelerator: str | None, spent_before: float = 0.0):
         self.budget, self.prices, self.fallback = float(budget_usd), dict(prices), fallback_accelerator

@@ -88,8 +88,11 @@ def main(argv) -> int:
         st.write_text(st.join(path, "fleet_experiment.json"), json.dumps(record, indent=1))
     trainable = make_trainable(exp, cfg, entries)
     stopper = None
-    if args.budget_usd is not None:
+    if args.budget_usd is not None and not args.resume:
         stopper = budget_stopper(args.budget_usd, record, spent)
+    elif args.budget_usd is not None:          # Tuner.restore keeps the run config (and stopper) of the start
+        print(f"note: --resume continues with the budget stopper saved when the sweep started (if any); "
+              f"--budget-usd {args.budget_usd:g} only checked the ${spent:.2f} already spent", file=sys.stderr)
     if args.resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
@@ -127,15 +130,10 @@ def _spent(path: str) -> float:
 
 
 def budget_stopper(budget_usd: float, record: dict, spent_before: float):
-    from ray.tune import Stopper
-
     from ups_jax.fleet.cost import BudgetStopper
 
-    class Budget(BudgetStopper, Stopper):
-        pass
-
     t = record["table"]
-    return Budget(budget_usd, t.get("prices", {}), t["accelerator"], spent_before)
+    return BudgetStopper(budget_usd, t.get("prices", {}), t["accelerator"], spent_before)
 
 
 def _prepare_data(cfg, path: str, *, upload: bool) -> list[dict]:
