@@ -9,15 +9,15 @@ experiment file.
 The metric and ASHA's time axis (a sweep trains the *whole* staged pipeline in every trial):
 
 * ``metric`` is the validation metric of the **last** stage, read from the stage table (``val/nrmse`` for the
-  operator and the refiners, ``val/recon_nrmse`` for the codec, ``val/final_nrmse`` for ``steady``). Earlier stages report it as NaN: their own validation
-  metric is a different quantity (a reconstruction error is not a rollout error) and must not enter the
-  comparison. Their values are reported under ``<stage>/val/...`` for the record.
+  operator and the refiners, ``val/recon_nrmse`` for the codec, ``val/final_nrmse`` for ``steady``). Earlier
+  stages report it as NaN: their own validation metric is a different quantity (a reconstruction error is not a
+  rollout error) and must not enter the comparison. Their values are reported under ``<stage>/val/...``.
 * The time attribute is ``global_step``: optimizer updates summed over the stages (``stages.<s>.steps``, whatever
-  ``accum_steps``; ``training.pipeline.stage_offsets``, the loop's and W&B's step), identical for every trial of the sweep and unchanged by a restart (it comes from the
-  checkpointed step, not from a report counter that a restored trial would recount). The default ASHA places its
-  first rung at the last stage's first validation (``grace_period = steps before the last stage + its
-  eval_every``) and ``max_t`` at the total, so rungs only ever compare last-stage metrics; a ``grace_period``
-  inside an earlier stage is rejected.
+  ``accum_steps``: ``training.pipeline.stage_offsets``, the loop's and W&B's step), identical for every trial of
+  the sweep and unchanged by a restart (it comes from the checkpointed step, not from a report counter that a
+  restored trial would recount). The default ASHA places its first rung at the last stage's first validation
+  (``grace_period = steps before the last stage + its eval_every``) and ``max_t`` at the total, so rungs only
+  ever compare last-stage metrics; a ``grace_period`` inside an earlier stage is rejected.
 """
 
 from __future__ import annotations

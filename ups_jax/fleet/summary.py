@@ -145,7 +145,8 @@ def format_table(summary: dict) -> str:
         for node, n in sorted(nodes["nodes"].items()):
             price = f"${n['price_per_hour']:.2f}/h" if n["price_per_hour"] is not None else "no price"
             out.append(f"node {node[:12]}: {n['gpus']:g} x {n['accelerator'] or 'unknown GPU'} ({price}), busy "
-                       f"{n['busy_hours']:.4f} h, cost {_num(n['cost'], '.4f')} (billed whole while any trial holds it)")
+                       f"{n['busy_hours']:.4f} h, cost {_num(n['cost'], '.4f')} "
+                       f"(billed whole while any trial holds it)")
         out.append(f"head and idle time: not in the reports; the sweep spanned {nodes['wall_hours']:.4f} h of "
                    f"wall-clock (price the head and any idle workers for that long)")
     return "\n".join(out)

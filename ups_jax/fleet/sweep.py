@@ -161,7 +161,8 @@ def make_trainable(exp, cfg, data: list[dict] | None = None):
     from ups_jax.fleet.trainable import run_trial
 
     spec = {"metric": exp.metric, "gpus": exp.gpus, "allow_cpu_fallback": bool(exp.allow_cpu_fallback),
-            "data": data, "data_for": list(cfg.data.paths), "sweep": exp.name}   # staged data replaces the base config's paths
+            # staged data replaces the base config's paths in every trial that keeps them
+            "data": data, "data_for": list(cfg.data.paths), "sweep": exp.name}
     return tune.with_resources(tune.with_parameters(run_trial, base=cfg.to_dict(), spec=spec),
                                {"cpu": exp.cpus, "gpu": exp.gpus})
 
