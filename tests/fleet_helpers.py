@@ -99,6 +99,24 @@ def get_experiment():
     return path
 
 
+def sigterm_experiment(path: Path, *, data_dir: Path) -> Path:
+    """One cheap codec-only trial that may be retried once (the SIGTERM test)."""
+    path.write_text(f'''
+from ray import tune
+
+from ups_jax.fleet import Experiment
+
+
+def get_experiment():
+    return Experiment(
+        name="sigterm", config="configs/burgers32.py:test",
+        overrides=["stage_order=codec", "stages.codec.steps=12", "data.default_dir={data_dir}"],
+        search_space={{"seed": tune.grid_search([0])}}, metric="val/recon_nrmse", mode="min",
+        resources={{"cpu": 1, "gpu": 0}}, max_failures=1)
+''')
+    return path
+
+
 def run(args, env, timeout=900, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in args], env=env, cwd=cwd or ROOT, capture_output=True, text=True,
                           timeout=timeout)

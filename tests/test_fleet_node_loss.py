@@ -2,7 +2,9 @@
 the sweep's storage on S3 (a moto server on 127.0.0.1), as on a real cluster where only cloud storage survives
 a node.
 
-Two identical codec-only trials run on two worker nodes. Right after trial 0 reports global step 6, the node it
+First the worker raylets start without the bucket's credentials (as on a cloud cluster whose worker nodes lack
+an instance profile / service account; the S3 server checks credentials): the sweep's preflight must stop it with
+one line naming the node, the storage and the fix. Then two identical codec-only trials run on two worker nodes. Right after trial 0 reports global step 6, the node it
 runs on is removed without warning and a fresh node is added. Tune had registered the checkpoint of step 3 (a
 report's own checkpoint is registered after the result callbacks run), so the trial must resume on the new node
 from that checkpoint, downloaded from S3, recompute step 6 identically, and finish; its final parameters must
@@ -46,27 +48,41 @@ def get_experiment():
 '''
 
 
+CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
 @pytest.fixture
 def s3(monkeypatch):
+    """A moto S3 server on 127.0.0.1 that checks credentials like S3 does (moto's IAM auth on): requests are
+    signed with an IAM user's key that may use S3; a request without credentials is refused."""
     import boto3
+    import moto.settings
     from moto.server import ThreadedMotoServer
 
     import logging
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)     # one log line per S3 request otherwise
+    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)  # one log line per S3 request (and refused one)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+    env = {"AWS_ACCESS_KEY_ID": "setup", "AWS_SECRET_ACCESS_KEY": "setup", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    iam = boto3.client("iam", endpoint_url=env["AWS_ENDPOINT_URL"])
+    iam.create_user(UserName="fleet")
+    iam.put_user_policy(UserName="fleet", PolicyName="bucket", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="fleet")["AccessKey"]
     boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"]).create_bucket(Bucket="fleet-test")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)   # from now on every request is checked
     yield "s3://fleet-test/sweeps"
     server.stop()
 
 
-def test_node_loss_resumes_on_a_new_node_with_s3_storage(s3, ray_env, tmp_path, monkeypatch):
+def test_node_loss_resumes_on_a_new_node_with_s3_storage(s3, ray_env, tmp_path, monkeypatch, capsys):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -75,6 +91,7 @@ def test_node_loss_resumes_on_a_new_node_with_s3_storage(s3, ray_env, tmp_path, 
 
     for k in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "JAX_PLATFORMS"):
         monkeypatch.setenv(k, ray_env[k])
+    monkeypatch.setenv("UPS_JAX_FLEET_DATA_CACHE", str(tmp_path / "node_cache"))   # the nodes' data cache
     exp = tmp_path / "nodeloss_test.py"
     exp.write_text(EXPERIMENT.format(data=tmp_path / "data"))
     from conftest import _free_port
@@ -83,6 +100,23 @@ def test_node_loss_resumes_on_a_new_node_with_s3_storage(s3, ray_env, tmp_path, 
         "num_cpus": 0, "include_dashboard": False, "object_store_memory": 100 * 2**20, "node_ip_address": LOOPBACK,
         "dashboard_agent_listen_port": _free_port()})
     try:
+        # First as on a real cluster whose worker nodes lack the bucket's credentials (Ray gives its IAM role to
+        # the head only): the raylet, and so every worker process, starts without them. The preflight stops the
+        # sweep in seconds with one line; nothing is written to the storage.
+        with monkeypatch.context() as m:
+            for k in CREDENTIALS:
+                m.delenv(k)
+            bare = cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20, node_ip_address=LOOPBACK)
+        ray.init(address=cluster.address, log_to_driver=False)
+        assert run_cli(sweep.main, ["--experiment", str(exp), "--storage", s3]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]           # (after ray.init's own log lines)
+        assert err.startswith(f"error: preflight on node {LOOPBACK} ("), err
+        assert f"cannot use the sweep's storage {s3} from a worker (" in err
+        assert "give the worker nodes access to the storage (AWS: IamInstanceProfile" in err
+        assert _s3_listing(s3) == []                                       # nothing written
+        ray.shutdown()
+        cluster.remove_node(bare)
+
         workers = [cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20, node_ip_address=LOOPBACK) for _ in range(2)]
 
         def remove(node_id):
@@ -102,6 +136,11 @@ def test_node_loss_resumes_on_a_new_node_with_s3_storage(s3, ray_env, tmp_path, 
         ray.shutdown()
         cluster.shutdown()
     assert "removed" in NODE_LOSS
+    # the data went to the bucket once, by content, and the trials took it from there into the node cache
+    [staged] = [p for p in _s3_listing(s3) if p.endswith(".hdf5")]
+    digest = staged.split("/")[-2]
+    assert staged.endswith(f"nodeloss/data/{digest}/1D_Burgers_Sols_Nu0.01.hdf5")
+    assert (tmp_path / "node_cache" / digest / "1D_Burgers_Sols_Nu0.01.hdf5").is_file()
     summary = json.loads(_s3_text(f"{s3}/nodeloss/fleet_summary.json"))
     assert [(r["state"], r["failures"]) for r in summary["trials"]] == [("done", 1), ("done", 0)]
     rows = _rows_from_s3(s3, tmp_path, "_00000")
@@ -114,6 +153,13 @@ def test_node_loss_resumes_on_a_new_node_with_s3_storage(s3, ray_env, tmp_path, 
     assert a.keys() == b.keys() and a
     for k in a:
         assert np.array_equal(a[k], b[k]), k                              # bitwise = the uninterrupted trial
+
+
+def _s3_listing(uri):
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return [i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))]
 
 
 def _s3_text(uri):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet_helpers import (ROOT, fleet_cli, interrupt_experiment, one_line_error, run, smoke_experiment,
-                           trial_rows)
+from fleet_helpers import (ROOT, fleet_cli, interrupt_experiment, one_line_error, run, sigterm_experiment,
+                           smoke_experiment, trial_rows)
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +51,18 @@ def test_smoke_sweep_via_ray_job_submit(smoke):
     last = _by_id(s, "_00003")
     assert last["config"] == {"stages.operator.lr": 1e-6}
     assert last["state"] == "stopped early" and last["global_step"] == 12
-    for r in s["trials"]:                           # cost = GPU-hours (time x 0.5 GPU) x the A100 price
+    for r in s["trials"]:                           # a trial's share = GPU-hours (time x 0.5 GPU) x the A100 price
         assert r["device_hours"] == pytest.approx(r["time_total_s"] * 0.5 / 3600)
         assert r["cost"] == pytest.approx(r["device_hours"] * 1.89)
-    assert s["totals"]["cost"] == pytest.approx(sum(r["cost"] for r in s["trials"]))
+    t = s["totals"]
+    assert t["trial_cost"] == pytest.approx(sum(r["cost"] for r in s["trials"]))
+    # the bill: the one (fake-GPU) node, whole, while any trial held it; no accelerator_type resource here, so
+    # the experiment's accelerator prices it
+    [node] = s["nodes"]["nodes"].values()
+    assert node["accelerator"] == "A100" and node["gpus"] == 1 and node["price_per_hour"] == pytest.approx(1.89)
+    assert t["cost"] == pytest.approx(node["busy_hours"] * 1.89)
+    assert node["busy_hours"] * 3600 >= max(r["time_total_s"] for r in s["trials"]) - 2   # timestamps: 1 s
+    assert t["cost"] >= t["trial_cost"] * 0.95       # two half-GPU trials at a time: the node costs at least both
     assert s["device"] == "GPU" and s["accelerator"] == "A100"
 
 
@@ -77,8 +85,12 @@ def test_trials_see_cpu_jax_with_the_gpu_share(smoke):
     row = trial_rows(smoke["dir"], "_00001")[0]
     assert row["worker/platform"] == "cpu"          # the fake GPU: allow_cpu_fallback=True in the test experiment
     assert row["worker/cuda_visible_devices"] == "0"  # Ray assigned the (fake) GPU
-    assert row["worker/XLA_CLIENT_MEM_FRACTION"] == "0.4"   # 0.8 x the 0.5 share, jaxlib 0.12's variable
-    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in json.dumps(row)
+    from ups_jax.fleet.env import MEM_FRACTION_VARS, mem_fraction_var
+
+    var = mem_fraction_var()                        # the installed jaxlib's name (renamed in jaxlib 0.12)
+    assert row[f"worker/{var}"] == "0.4"            # 0.8 x the 0.5 share
+    [other] = [v for v in MEM_FRACTION_VARS if v != var]
+    assert other not in json.dumps(row)             # jaxlib 0.12 refuses both at once
 
 
 def test_trials_share_one_copy_of_the_data(smoke):
@@ -175,6 +187,43 @@ def test_resume_finishes_from_checkpoints_and_reports_the_failed_trial(interrupt
     summary = json.loads((interrupted["dir"] / "fleet_summary.json").read_text())
     assert [r["state"] for r in summary["trials"]] == ["done", "error"]
     assert summary["trials"][1]["failures"] == 2       # failed in the first run, and again after --resume
+
+
+# ---------------------------------------------------------------------------------------------- SIGTERM
+def test_sigterm_to_a_trial_worker_checkpoints_and_the_trial_resumes_there(ray_head, tmp_path):
+    """The trial's worker process gets SIGTERM after its 5th update (sent by the process to itself from the
+    training thread through the loop's fault hook, UPS_JAX_TEST_FAULT, set for this job only). Tune trains in a
+    thread, so the signal reaches the loop only through the handler the trial installed on the main thread: the
+    loop checkpoints at the step it is at, reports it, and the retry resumes from exactly that step."""
+    exp = sigterm_experiment(tmp_path / "sigterm_test.py", data_dir=tmp_path / "data")
+    storage = tmp_path / "sweeps"
+    runtime_env = json.dumps({"env_vars": {"UPS_JAX_TEST_FAULT": "codec:5:TERM"}})
+    proc = run([Path(sys.executable).parent / "ray", "job", "submit", "--address", ray_head["dashboard"],
+                "--runtime-env-json", runtime_env, "--", "python", "-m", "ups_jax.fleet.sweep", "--experiment", exp,
+                "--storage", storage], env=ray_head["env"], timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    summary = json.loads((storage / "sigterm" / "fleet_summary.json").read_text())
+    assert [(r["state"], r["failures"]) for r in summary["trials"]] == [("done", 1)]
+    rows = trial_rows(storage / "sigterm", "_00000")
+    first_pid = rows[0]["pid"]
+    before = [r for r in rows if r["pid"] == first_pid]
+    after = [r for r in rows if r["pid"] != first_pid]
+    [trial_dir] = [d for d in (storage / "sigterm").iterdir() if d.name.startswith("trial_")]
+    # the first attempt ended with the loop's Preempted, naming the step it was at (the signal is handled on the
+    # main thread while the training thread runs on: that step is 5 or a little later)
+    import re
+
+    [stopped_at] = [int(m) for m in re.findall(r"Preempted: SIGTERM at stage codec step (\d+): checkpoint \S+/codec/"
+                                               r"\1 is complete", (trial_dir / "error.txt").read_text())]
+    assert 5 <= stopped_at < 12
+    newest = max(trial_dir.glob("checkpoint_*"), key=lambda d: int(d.name.split("_")[-1]))
+    log = [json.loads(line) for line in (newest / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "resume"] == [stopped_at]   # the retry started there
+    last_reported = max(r.get("global_step", r.get("checkpoint_step")) for r in before)
+    assert last_reported == stopped_at                             # that checkpoint had been reported to Tune
+    if stopped_at % 3:                                             # off the eval grid: a 'preempt' report
+        assert before[-1]["checkpoint_kind"] == "preempt" and "global_step" not in before[-1]
+    assert [r["global_step"] for r in after] == [s for s in (6, 9, 12) if s > stopped_at]
 
 
 # ---------------------------------------------------------------------------------------- long-run actor

@@ -67,6 +67,23 @@ def worker_info() -> dict:
             **{v: os.environ[v] for v in ("JAX_PLATFORMS", *MEM_FRACTION_VARS) if v in os.environ}}
 
 
+def code_version() -> dict:
+    """What this process runs: the git commit of the checkout (``$UPS_JAX_GIT_COMMIT`` in the Docker image, which
+    has no .git) and the container image (``$UPS_JAX_IMAGE``, set by the cluster YAML's docker run_options)."""
+    import subprocess
+
+    from ups_jax.paths import project_root
+
+    commit = os.environ.get("UPS_JAX_GIT_COMMIT")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True,
+                                    timeout=10).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    return {"git_commit": commit, "image": os.environ.get("UPS_JAX_IMAGE")}
+
+
 def _jaxlib_version() -> str:
     try:
         return metadata.version("jaxlib")

@@ -8,22 +8,23 @@ experiment file.
 
 The metric and ASHA's time axis (a sweep trains the *whole* staged pipeline in every trial):
 
-* ``metric`` is the validation metric of the **last** stage (``val/nrmse`` for the operator,
-  ``val/recon_nrmse`` when the last stage is the codec). Earlier stages report it as NaN: their own validation
-  metric is a different quantity (a reconstruction error is not a rollout error) and must not enter the
-  comparison. Their values are reported under ``<stage>/val/...`` for the record.
-* The time attribute is ``global_step``: micro-steps summed over the stages (``stages.<s>.steps *
-  accum_steps``), identical for every trial of the sweep and unchanged by a restart (it comes from the
-  checkpointed step, not from a report counter that a restored trial would recount). The default ASHA places its
-  first rung at the last stage's first validation (``grace_period = steps before the last stage + its
-  eval_every``) and ``max_t`` at the total, so rungs only ever compare last-stage metrics; a ``grace_period``
-  inside an earlier stage is rejected.
+* ``metric`` is the validation metric of the **last** stage, read from the stage table (``val/nrmse`` for the
+  operator and the refiners, ``val/recon_nrmse`` for the codec, ``val/final_nrmse`` for ``steady``). Earlier
+  stages report it as NaN: their own validation metric is a different quantity (a reconstruction error is not a
+  rollout error) and must not enter the comparison. Their values are reported under ``<stage>/val/...``.
+* The time attribute is ``global_step``: optimizer updates summed over the stages (``stages.<s>.steps``, whatever
+  ``accum_steps``: ``training.pipeline.stage_offsets``, the loop's and W&B's step), identical for every trial of
+  the sweep and unchanged by a restart (it comes from the checkpointed step, not from a report counter that a
+  restored trial would recount). The default ASHA places its first rung at the last stage's first validation
+  (``grace_period = steps before the last stage + its eval_every``) and ``max_t`` at the total, so rungs only
+  ever compare last-stage metrics; a ``grace_period`` inside an earlier stage is rejected.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,14 +32,19 @@ from ups_jax.config import check_key, import_user_file, load_config, set_value
 from ups_jax.errors import ConfigError
 from ups_jax.paths import project_path
 
-# The validation metric each stage logs (ups_jax.training.pipeline.make_validator); a trial checks it at run time.
-STAGE_VAL_METRIC = {"codec": "val/recon_nrmse"}
-DEFAULT_VAL_METRIC = "val/nrmse"
+# The validation metric of each validator kind of the stage table (``training.stages.KINDS[name].validator``):
+# what ``training.stages.make_validator`` returns as the stage's metric; a trial checks it again at run time.
+VALIDATOR_METRIC = {"recon": "val/recon_nrmse", "rollout": "val/nrmse", "steady": "val/final_nrmse"}
 TIME_ATTR = "global_step"
 
 
 def stage_val_metric(stage: str) -> str:
-    return STAGE_VAL_METRIC.get(stage, DEFAULT_VAL_METRIC)
+    """The validation metric stage ``stage`` logs, from the stage table (an unknown stage: ConfigError)."""
+    from ups_jax import stage_kinds
+    from ups_jax.training.stages import stage_kind
+
+    stage_kinds.check_known(stage)
+    return VALIDATOR_METRIC[stage_kind(stage).validator]
 
 
 @dataclasses.dataclass
@@ -58,7 +64,7 @@ class Experiment:
     storage: str = "runs/sweeps"                   # local path (project-relative) or s3:// / gs:// URI
     checkpoints_to_keep: int = 2                   # Tune checkpoints (whole run snapshots) kept per trial
     search_seed: int | None = 0                    # seeds the sampling of the search space (None: unseeded)
-    data: Sequence[str] = ()                       # data files/dirs for every trial (default: the config's data)
+    data: Sequence[str] = ()                       # data files/dirs or s3:// gs:// URIs (default: the config's data)
     allow_cpu_fallback: bool = False               # a trial given GPUs but seeing none runs on CPU instead of failing
     callbacks: Sequence[Any] = ()                  # Tune callbacks
 
@@ -76,7 +82,7 @@ class Experiment:
     def base_config(self):
         """The base config with the fixed overrides and the experiment's data, every path made absolute."""
         cfg = load_config(self.config, list(self.overrides))
-        cfg.data.paths = tuple(str(project_path(p)) for p in (self.data or cfg.data.paths))
+        cfg.data.paths = tuple(p if "://" in str(p) else str(project_path(p)) for p in (self.data or cfg.data.paths))
         cfg.data.default_dir = str(project_path(cfg.data.default_dir))
         return cfg
 
@@ -97,24 +103,24 @@ def load_experiment(path: str) -> Experiment:
 
 
 def stage_offsets(cfg) -> dict[str, int]:
-    """Global step at which each stage starts (micro-steps of the stages before it)."""
-    out, total = {}, 0
-    for name in cfg.stage_order:
-        out[name] = total
-        total += int(cfg.stages[name].steps) * int(cfg.stages[name].accum_steps)
-    return out
+    """Global step (optimizer updates) at which each stage starts: the trainer's own axis
+    (``training.pipeline.stage_offsets``), also W&B's step."""
+    from ups_jax.training.pipeline import stage_offsets as offsets
+
+    return offsets(cfg)
 
 
 def total_steps(cfg) -> int:
-    last = cfg.stage_order[-1]
-    return stage_offsets(cfg)[last] + int(cfg.stages[last].steps) * int(cfg.stages[last].accum_steps)
+    from ups_jax.training.pipeline import total_steps as total
+
+    return total(cfg)
 
 
 def first_rung(cfg) -> int:
     """The last stage's first validation, in global steps: the earliest point where trials can be compared."""
     last = cfg.stage_order[-1]
     s = cfg.stages[last]
-    return stage_offsets(cfg)[last] + min(int(s.eval_every), int(s.steps)) * int(s.accum_steps)
+    return stage_offsets(cfg)[last] + min(int(s.eval_every), int(s.steps))
 
 
 def validate(exp: Experiment, cfg) -> None:
@@ -222,15 +228,37 @@ def experiment_dir(storage: str, name: str) -> str:
 
 
 def describe(exp: Experiment, cfg) -> dict:
-    """JSON-safe record of the experiment, saved beside its results as ``fleet_experiment.json``: ``pull`` takes
-    metric/mode from it, ``status`` everything the table needs (so neither needs the experiment file)."""
+    """JSON-safe record of the experiment, saved beside its results as ``fleet_experiment.json`` when the sweep
+    starts: ``pull`` takes metric/mode from it, ``status`` everything the table needs (so neither needs the
+    experiment file), and ``--resume`` the base config of the trials (an edited experiment file is refused)."""
     price = float(cfg.cost.price_per_hour[exp.accelerator]) if exp.accelerator else None
-    return {"name": exp.name, "config": exp.config, "overrides": list(exp.overrides), "metric": exp.metric,
-            "mode": exp.mode, "search_space": {k: repr(v) for k, v in exp.search_space.items()},
-            "num_samples": exp.num_samples, "scheduler": repr(exp.scheduler), "resources": dict(exp.resources),
-            "max_failures": exp.max_failures, "source": exp.source, "time_attr": TIME_ATTR,
-            "table": {"total_steps": total_steps(cfg), "gpus": exp.gpus, "cpus": exp.cpus,
-                      "accelerator": exp.accelerator, "price_per_hour": price}}
+    record = {"name": exp.name, "config": exp.config, "overrides": list(exp.overrides), "metric": exp.metric,
+              "mode": exp.mode, "search_space": stable(exp.search_space), "num_samples": exp.num_samples,
+              "scheduler": stable(exp.scheduler), "resources": dict(exp.resources), "max_failures": exp.max_failures,
+              "allow_cpu_fallback": bool(exp.allow_cpu_fallback), "source": exp.source, "time_attr": TIME_ATTR,
+              "table": {"total_steps": total_steps(cfg), "gpus": exp.gpus, "cpus": exp.cpus,
+                        "accelerator": exp.accelerator, "price_per_hour": price,
+                        "prices": {k: float(v) for k, v in cfg.cost.price_per_hour.items()}},
+              "base_config": cfg.to_dict()}
+    return json.loads(json.dumps(record, default=str))      # as read back (tuples are lists)
+
+
+def stable(value, depth: int = 0):
+    """A JSON-safe description that is the same in every process (a Tune domain's ``repr`` has its address):
+    plain values as they are, objects as their type name and attributes."""
+    if isinstance(value, (str, bool, int, float, type(None))):
+        return value
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): stable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [stable(v, depth + 1) for v in value]
+    attrs = getattr(value, "__dict__", None)
+    if depth > 4 or not isinstance(attrs, dict) or callable(value):
+        return type(value).__name__
+    return {"type": type(value).__name__, **{k: stable(v, depth + 1) for k, v in sorted(attrs.items())
+                                              if not k.startswith("_")}}
 
 
 def resolve_storage(storage: str, *, from_cli: bool) -> str:

@@ -38,7 +38,8 @@ def main(argv) -> int:
     dest = Path(args.to).expanduser().absolute()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UserError(f"--to {args.to}: exists and is not empty; pull into a new directory (nothing was changed)")
-    described = json.loads(st.read_text(st.join(args.experiment, "fleet_experiment.json")) or "{}")
+    described = st.read_json(st.join(args.experiment, "fleet_experiment.json"),
+                             what="the sweep's experiment record") or {}
     metric = args.metric or described.get("metric", "val/nrmse")
     mode = args.mode or described.get("mode", "min")
     trial, row = choose_trial(args.experiment, metric, mode, args.trial)
@@ -47,6 +48,7 @@ def main(argv) -> int:
         "experiment": args.experiment, "trial_id": trial.trial_id, "status": trial.status, "metric": metric,
         "mode": mode, "best": row["best"], "best_step": row["best_step"], "checkpoint": str(checkpoint.path),
         "trained_on_host": row["hostname"], "pulled_on_host": socket.gethostname(),
+        "git_commit": row.get("git_commit"), "image": row.get("image"),     # the code that trained it
         "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "note": "run_meta.json's data_paths are paths on the training machine; evaluate with --data if they "
                 "are not present here"})
@@ -70,12 +72,12 @@ def choose_trial(experiment: str, metric: str, mode: str, trial_id: str | None):
             raise UserError(f"--trial {trial_id}: {'no' if not match else 'more than one'} trial matches; trials: "
                             f"{', '.join(sorted(trials))}")
         return match[0], rows[match[0].trial_id]
-    best = sm.best_trial({"trials": list(rows.values())}, mode)
-    if best is None:
+    best_id = sm.best_trial_id(experiment, metric, mode)
+    if best_id is None:
         states = ", ".join(f"{t.trial_id} {t.status.lower()}" for t in trials.values())
         raise UserError(f"{experiment}: no finished trial with a finite {metric} yet ({states}); wait for the sweep, "
                         f"or pull a running trial's latest checkpoint with --trial ID")
-    return trials[best["trial_id"]], best
+    return trials[best_id], rows[best_id]
 
 
 def latest_checkpoint(experiment: str, trial, metric: str, mode: str):

@@ -9,7 +9,10 @@ a file in this project.
 
 from __future__ import annotations
 
+import json
+import os
 import posixpath
+import tempfile
 from pathlib import Path
 
 from ups_jax.errors import UserError
@@ -66,18 +69,65 @@ def read_text(location: str) -> str | None:
 
 
 def write_text(location: str, text: str) -> None:
+    """Writes the whole file or nothing: a local file through a temporary sibling and ``os.replace``; an object in
+    a bucket is atomic by itself (S3 and GCS show an upload only once it is complete)."""
     fs, path = filesystem(location)
     try:
-        fs.create_dir(posixpath.dirname(path) if is_uri(location) else str(Path(path).parent), recursive=True)
-        with fs.open_output_stream(path) as f:
-            f.write(text.encode())
+        if is_uri(location):
+            fs.create_dir(posixpath.dirname(path), recursive=True)
+            with fs.open_output_stream(path) as f:
+                f.write(text.encode())
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(text.encode())
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     except OSError as e:
         raise unreachable(location, e) from None
 
 
-def unreachable(location: str, e: BaseException) -> UserError:
-    return UserError(f"{location}: storage not reachable ({first_line(e)}); check the URI, the network and the "
-                     f"credentials (AWS_* / GOOGLE_APPLICATION_CREDENTIALS), or use a local path")
+def delete(location: str) -> None:
+    """Removes a file (a missing one is fine)."""
+    fs, path = filesystem(location)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if "not found" not in str(e).lower() and "no such file" not in str(e).lower():
+            raise unreachable(location, e) from None
+
+
+def read_json(location: str, *, what: str):
+    """The parsed JSON file, None if it does not exist; a damaged file is a one-line error."""
+    text = read_text(location)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{location}: {what} is damaged ({e.msg} at character {e.pos}); it is rewritten at the end "
+                        f"of the sweep (python -m ups_jax.fleet.sweep ... --resume)") from None
+
+
+class StorageError(UserError):
+    """Storage not reachable or not writable; ``cause`` is the underlying error's first line."""
+
+    def __init__(self, message: str, cause: str = ""):
+        super().__init__(message)
+        self.cause = cause
+
+
+def unreachable(location: str, e: BaseException) -> StorageError:
+    return StorageError(f"{location}: storage not reachable ({first_line(e)}); check the URI, the network and "
+                        f"the credentials (AWS_* / GOOGLE_APPLICATION_CREDENTIALS, the node's instance profile or "
+                        f"service account), or use a local path", first_line(e))
 
 
 def first_line(e: BaseException) -> str:

@@ -2,9 +2,12 @@
 device-hours, cost) and the totals. Read from the sweep's storage with ``tune.ExperimentAnalysis``, so the same
 table comes out of a finished, an interrupted or a running sweep, from any machine that can read the storage.
 
-Device-hours = Tune's ``time_total_s`` of the trial (accumulated over restarts; excludes scheduling and
-start-up, and work lost between a trial's last checkpoint and a failure) x the GPUs per trial, or x the CPUs
-for CPU-only trials. Cost = GPU-hours x ``cfg.cost.price_per_hour[accelerator]`` (the driver dry-run's table).
+Per trial: device-hours = Tune's ``time_total_s`` of the trial (accumulated over restarts; excludes scheduling
+and start-up, and work lost between a trial's last checkpoint and a failure) x the GPUs per trial, or x the CPUs
+for CPU-only trials; its cost = its GPU-hours x the per-GPU price (its share, for comparing trials). The total is
+what the cloud bills for the workers: whole nodes while any trial holds them, priced by the GPU type Ray detected
+on each node (``fleet.cost``; the experiment's ``accelerator`` where Ray reports none), plus the sweep's
+wall-clock span (the head's time) listed unpriced.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def read_trials(experiment_path: str, metric: str, mode: str) -> list[dict[str, 
                      "config": {k: _jsonable(v) for k, v in (trial.config or {}).items()},
                      "best": best, "best_step": best_step, "global_step": last.get("global_step"),
                      "time_total_s": float(last.get("time_total_s", 0.0) or 0.0),
-                     "hostname": last.get("hostname"), "error": _error(trial)})
+                     "hostname": last.get("hostname"), "error": _error(trial),
+                     "git_commit": last.get("worker/git_commit"), "image": last.get("worker/image")})
     return sorted(rows, key=lambda r: r["trial_id"])
 
 
@@ -76,18 +80,26 @@ def _jsonable(v):
 def load(experiment_path: str) -> dict:
     """The table of the sweep at ``experiment_path``, from its storage alone (``fleet_experiment.json`` + Tune's
     trial results): works for a running, interrupted or finished sweep, from any machine."""
-    described = json.loads(storage.read_text(storage.join(experiment_path, "fleet_experiment.json")) or "null")
+    described = storage.read_json(storage.join(experiment_path, "fleet_experiment.json"),
+                                  what="the sweep's experiment record")
     if described is None:
         raise UserError(f"{experiment_path}: no fleet_experiment.json; not a sweep started by ups_jax.fleet.sweep "
                         f"(the experiment directory is <storage>/<name>)")
     t = described["table"]
     rows = read_trials(experiment_path, described["metric"], described["mode"])
+    nodes = None
+    if t["gpus"] > 0 and "prices" in t:
+        from ups_jax.fleet import cost
+
+        frames = open_analysis(experiment_path, described["metric"], described["mode"]).trial_dataframes
+        reports = {tid: df.to_dict("records") for tid, df in frames.items() if df is not None}
+        nodes = cost.node_table(reports, t["prices"], t["accelerator"])
     return summarize(rows, metric=described["metric"], total_steps=t["total_steps"], gpus=t["gpus"], cpus=t["cpus"],
-                     accelerator=t["accelerator"], price_per_hour=t["price_per_hour"])
+                     accelerator=t["accelerator"], price_per_hour=t["price_per_hour"], nodes=nodes)
 
 
 def summarize(rows: list[dict], *, metric: str, total_steps: int, gpus: float, cpus: float,
-              accelerator: str | None, price_per_hour: float | None) -> dict:
+              accelerator: str | None, price_per_hour: float | None, nodes: dict | None = None) -> dict:
     """Adds per-trial device-hours, cost and a readable status; computes the totals."""
     device = "GPU" if gpus > 0 else "CPU"
     per_trial = gpus if gpus > 0 else cpus
@@ -102,8 +114,11 @@ def summarize(rows: list[dict], *, metric: str, total_steps: int, gpus: float, c
               "cost": None if price is None else sum(r["cost"] for r in out),
               "by_state": {s: sum(r["state"] == s for r in out) for s in sorted({r["state"] for r in out})},
               "retries": sum(r["failures"] for r in out)}
+    if nodes is not None:          # what the cloud bills: whole worker nodes while busy (fleet.cost)
+        totals.update(trial_cost=totals["cost"], cost=nodes["cost"], node_hours=sum(
+            n["busy_hours"] for n in nodes["nodes"].values()), wall_hours=nodes["wall_hours"])
     return {"metric": metric, "device": device, "accelerator": accelerator, "price_per_hour": price,
-            "total_steps": total_steps, "trials": out, "totals": totals}
+            "total_steps": total_steps, "trials": out, "totals": totals, "nodes": nodes}
 
 
 def format_table(summary: dict) -> str:
@@ -125,14 +140,31 @@ def format_table(summary: dict) -> str:
     fmt = "| " + " | ".join(f"{{:{w}}}" for w in widths) + " |"
     out = [fmt.format(*head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [fmt.format(*row) for row in lines]
+    nodes = summary.get("nodes")
+    if nodes:
+        for node, n in sorted(nodes["nodes"].items()):
+            price = f"${n['price_per_hour']:.2f}/h" if n["price_per_hour"] is not None else "no price"
+            out.append(f"node {node[:12]}: {n['gpus']:g} x {n['accelerator'] or 'unknown GPU'} ({price}), busy "
+                       f"{n['busy_hours']:.4f} h, cost {_num(n['cost'], '.4f')} "
+                       f"(billed whole while any trial holds it)")
+        out.append(f"head and idle time: not in the reports; the sweep spanned {nodes['wall_hours']:.4f} h of "
+                   f"wall-clock (price the head and any idle workers for that long)")
     return "\n".join(out)
 
 
-def best_trial(summary: dict, mode: str) -> dict | None:
-    done = [r for r in summary["trials"] if _finite(r["best"]) and r["status"] == "TERMINATED"]
-    if not done:
+def best_trial_id(experiment_path: str, metric: str, mode: str) -> str | None:
+    """The finished trial with the best ``metric`` over its history (Ray's ``ResultGrid.get_best_result`` with
+    ``scope='all'``, NaN and inf ignored); None if no finished trial has a finite value."""
+    from ray.tune import ResultGrid
+
+    analysis = open_analysis(experiment_path, metric, mode)
+    # finished trials only (ResultGrid returns a lone trial without looking at its metric: filtered here too)
+    analysis.trials = [t for t in analysis.trials if t.status == "TERMINATED"
+                       and _finite(t.metric_analysis.get(metric, {}).get(mode))]
+    if not analysis.trials:
         return None
-    return (min if mode == "min" else max)(done, key=lambda r: r["best"])
+    best = ResultGrid(analysis).get_best_result(metric, mode, scope="all", filter_nan_and_inf=True)
+    return best.metrics["trial_id"]
 
 
 def save(summary: dict, experiment_path: str) -> tuple[str, str]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ups_jax.errors import ConfigError, run_cli
 
 
 def main(argv) -> int:
-    from ups_jax.config import load_config, split_config_args
+    from ups_jax.config import split_config_args
 
     spec, overrides, rest = split_config_args(argv)
     p = argparse.ArgumentParser(prog="python -m ups_jax.fleet.train", description=__doc__,
@@ -31,7 +32,7 @@ def main(argv) -> int:
     from ups_jax.fleet import cluster
 
     cluster.require_ray()
-    cfg = load_config(spec, overrides)
+    cfg = run_config(spec, overrides)
     cluster.connect(args.address)
     import ray
 
@@ -40,6 +41,16 @@ def main(argv) -> int:
     trainer = start_trainer(cfg, args.workdir, cpus=args.cpus, gpus=args.gpus, max_restarts=args.max_restarts)
     print(json.dumps(ray.get(trainer.fit.remote()), indent=1, default=str))
     return 0
+
+
+def run_config(spec: str, overrides) -> "ml_collections.ConfigDict":
+    """The config with ``data.paths`` made absolute: the actor runs in a Ray worker's own directory, so a path
+    typed on this command line is resolved against this command's directory here, not there."""
+    from ups_jax.config import load_config
+
+    cfg = load_config(spec, overrides)
+    cfg.data.paths = tuple(str(Path(p).expanduser().absolute()) for p in cfg.data.paths)
+    return cfg
 
 
 if __name__ == "__main__":

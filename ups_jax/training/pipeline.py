@@ -163,6 +163,21 @@ def preflight(cfg, data_paths=None) -> int:
     return n
 
 
+def stage_offsets(cfg) -> dict[str, int]:
+    """The run-wide step axis: optimizer updates done before each stage of ``cfg.stage_order`` starts (a stage's
+    ``steps`` count updates, whatever its ``accum_steps``). W&B's step and the fleet's ASHA time use it."""
+    offsets, total = {}, 0
+    for name in cfg.stage_order:
+        offsets[name], total = total, total + int(cfg.stages[name].steps)
+    return offsets
+
+
+def total_steps(cfg) -> int:
+    """Optimizer updates of the whole staged run (the end of the run-wide step axis)."""
+    last = cfg.stage_order[-1]
+    return stage_offsets(cfg)[last] + int(cfg.stages[last].steps)
+
+
 def train_and_evaluate(cfg, workdir, *, fresh: bool = False, max_steps: int | None = None,
                        data_paths=None, on_checkpoint=None, stages=()) -> dict:
     """Trains every stage of ``cfg.stage_order`` into ``workdir`` (resuming), the FNO baseline of
@@ -210,11 +225,8 @@ def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkp
              f"{data.dataset.nt}x{data.dataset.nx} (train/val/test {meta['splits']}) | params: "
              + ", ".join(f"{k}={v:,}" for k, v in counts.items())
              + (f" | data parallel over {devices} devices" if devices > 1 else ""))
-    offsets, total = {}, 0
-    for name in cfg.stage_order:      # W&B's run-wide step: the stages one after the other
-        offsets[name], total = total, total + int(cfg.stages[name].steps)
     logger = RunLogger(workdir, config=cfg.to_dict(), wandb_mode=cfg.logging.wandb_mode,
-                       wandb_project=cfg.logging.wandb_project, stage_offsets=offsets)
+                       wandb_project=cfg.logging.wandb_project, stage_offsets=stage_offsets(cfg))
     options = LoopOptions.from_config(cfg, data_parallel=devices)
     results = {"stages": {}, "plan": plan}
     with logger:

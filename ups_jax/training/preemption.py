@@ -2,9 +2,14 @@
 
 The handler only records the request; the stage loop checks it after every step, writes a checkpoint at the
 current step, waits for it to be complete, calls ``on_checkpoint`` and raises ``errors.Preempted`` — the command
-line then exits with ``errors.PREEMPTED_EXIT_CODE`` (75) and the same command resumes. Code that runs training
-outside the main thread (where Python cannot install signal handlers, e.g. a Ray Tune function trainable) can
-call :func:`request` itself.
+line then exits with ``errors.PREEMPTED_EXIT_CODE`` (75) and the same command resumes.
+
+Training outside the main thread (a Ray Tune function trainable runs in a thread of the worker process, where
+Python cannot install signal handlers): whoever owns the main thread installs the process-wide handler with
+:func:`handle_sigterm` (Ray runs an actor's tasks, e.g. a trainable's ``setup``, on the main thread; see
+``ups_jax.fleet.trainable``). Any thread may also call :func:`request`. The request is a process-wide flag that
+the loop polls every update (``requested()``); a thread other than the main one never clears it on entry, so a
+SIGTERM that arrives while the trial is still restoring its checkpoint is not lost.
 """
 
 from __future__ import annotations
@@ -36,20 +41,28 @@ def clear() -> None:
     _reason.clear()
 
 
+def _handler(signum, frame):
+    log.warning("SIGTERM received: checkpointing at the current step, then stopping")
+    request("SIGTERM")
+
+
+def handle_sigterm():
+    """Main thread only: from now on SIGTERM requests a checkpoint-and-stop (for training in any thread of this
+    process) instead of ending the process. Returns the previous handler (``signal.signal(SIGTERM, previous)``
+    restores it). Raises ValueError off the main thread (Python's rule for signal handlers)."""
+    return signal.signal(signal.SIGTERM, _handler)
+
+
 @contextlib.contextmanager
 def sigterm_checkpoints():
-    """While active (main thread only; elsewhere a no-op), SIGTERM requests a checkpoint-and-stop instead of
-    killing the process. The previous handler is restored on exit."""
-    clear()
+    """While active, SIGTERM requests a checkpoint-and-stop instead of killing the process; the previous handler
+    is restored on exit. Off the main thread it installs nothing and keeps a pending request (the process-wide
+    handler, if any, comes from :func:`handle_sigterm`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum, frame):
-        log.warning("SIGTERM received: checkpointing at the current step, then stopping")
-        request("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    clear()
+    previous = handle_sigterm()
     try:
         yield
     finally:
