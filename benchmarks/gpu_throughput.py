@@ -242,10 +242,11 @@ sys.path.insert(0, {root!r})
 sys.path.insert(0, {bench!r})
 import jax, jax.numpy as jnp
 from flax import nnx
-from gpu_throughput import count_instructions, count_kernels, count_lowered_ops
-from ups_jax.config import load_config
+from ups_jax.config import load_config          # the old code first: gpu_throughput puts this checkout on the path
 from ups_jax.driver.dry_run import _SyntheticData, _stage_parts, _step_arg_names, _step_args
 from ups_jax.models import build_model
+from gpu_throughput import count_instructions, count_kernels, count_lowered_ops
+assert __import__("ups_jax").__file__.startswith({root!r}), __import__("ups_jax").__file__
 out = []
 for spec, name, seconds in {plan!r}:
     cfg = load_config(spec, ["logging.wandb_mode=disabled", "logging.progress=False"])
