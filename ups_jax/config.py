@@ -12,6 +12,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import os
 from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
@@ -202,3 +203,19 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
+
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """``logging.wandb_mode`` → the mode W&B runs in. W&B is never required: without a key we log offline only
+    if asked (WANDB_MODE), else not at all."""
+    if mode == "auto":
+        env = os.environ.get("WANDB_MODE", "")
+        if env in WANDB_MODES[1:]:
+            return env
+        return "online" if os.environ.get("WANDB_API_KEY") else "disabled"
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"logging.wandb_mode={mode!r}: choose auto, online, offline or disabled")
+    return mode

@@ -5,22 +5,7 @@ from __future__ import annotations
 import os
 
 from ups_jax.checks.report import Checks
-from ups_jax.errors import ConfigError
-
-WANDB_MODES = ("auto", "online", "offline", "disabled")
-
-
-def resolve_wandb_mode(mode: str) -> str:
-    """``logging.wandb_mode`` → the mode W&B runs in. W&B is never required: without a key we log offline only
-    if asked (WANDB_MODE), else not at all."""
-    if mode == "auto":
-        env = os.environ.get("WANDB_MODE", "")
-        if env in WANDB_MODES[1:]:
-            return env
-        return "online" if os.environ.get("WANDB_API_KEY") else "disabled"
-    if mode not in WANDB_MODES:
-        raise ConfigError(f"logging.wandb_mode={mode!r}: choose auto, online, offline or disabled")
-    return mode
+from ups_jax.config import WANDB_MODES, resolve_wandb_mode
 
 
 def check_logging(cfg, c: Checks):

@@ -1,5 +1,5 @@
 """``train_and_evaluate(cfg, workdir)``: data → model → every configured stage → the FNO baseline (if configured)
-→ test evaluation → the comparison table (eval/comparison.py).
+→ test evaluation → the comparison table (training/comparison.py).
 
 Re-running the same command resumes: finished stages are skipped (their best EMA weights reloaded), an
 interrupted stage continues from its latest checkpoint with the same step sequence. ``stages=('corrector',)``
@@ -239,7 +239,7 @@ def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkp
             _stop_if_preempted("before the final evaluation")
             results["eval"] = run_evaluation(model, cfg, data, workdir, logger)
         if "eval" in results and model_kind(cfg) != "fno":   # a baseline run is a row of its caller's table
-            from ups_jax.eval.comparison import run_comparison
+            from ups_jax.training.comparison import run_comparison
             from ups_jax.eval.table import markdown
 
             results["table"] = run_comparison(model, cfg, data, workdir, done, baseline)

@@ -4,6 +4,9 @@ Rows, all on the same test trajectories: ``operator`` (the latent rollout alone)
 K+1 refiner calls per step), ``+student`` (S calls), ``+TTC(<preset>)`` (beam search over refiner samples, within its
 budget), ``FNO`` (the baseline run, cfg.baseline) and ``persistence``. A row whose stage is not finished is left out
 with a note saying why. Stochastic rows use ``cfg.seed`` for their noise, so the table is reproducible.
+
+It sits in ``training`` (with the pipeline that calls it), above ``eval`` and ``inference``: it uses both, and the
+steady prior's predictor from ``training.stages``.
 """
 
 from __future__ import annotations
