@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from ups_jax.cli import ArgumentParser  # noqa: E402
 from ups_jax.errors import UserError, run_cli  # noqa: E402
+from ups_jax.eval.metrics import per_sample_nrmse  # noqa: E402
 
 STEPS_SHOWN = (1, 2, 4, 8, 16, 31)
 
@@ -134,7 +135,7 @@ def probe(workdir: Path, steps: int, split: str, batch: int = 64, lr: float = 1e
     rows = {}
     for mode, name in enumerate(("operator", "+ CNN, field carried", "+ CNN, latent state only (D(E(û)))")):
         pred = np.asarray(rollout(model, net, jnp.asarray(u[:, h0 - 1]), jnp.asarray(nu), n, mode)) * std + mean
-        per_step = (np.sqrt(np.mean((pred - true) ** 2, -1)) / np.sqrt(np.mean(true ** 2, -1))).mean(0)
+        per_step = per_sample_nrmse(pred, true).mean(0)
         rows[name] = [float(v) for v in per_step]
     return {"workdir": str(workdir), "split": split, "fit_steps": steps, "fit_s": fit_s,
             "params": int(sum(np.size(v) for v in jax.tree.leaves(nnx.state(net, nnx.Param)))),

@@ -26,13 +26,10 @@ sys.path.insert(0, str(ROOT))
 from ups_jax.cli import ArgumentParser  # noqa: E402
 from ups_jax.errors import UserError, run_cli  # noqa: E402
 
+# (N, steps) per trajectory and step, normalised by the true frame's RMS (PDEBench nRMSE per step)
+from ups_jax.eval.metrics import per_sample_nrmse as _nrmse  # noqa: E402
+
 STEPS_SHOWN = (1, 2, 4, 8, 16, 31)
-
-
-
-def _nrmse(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """(N, steps) per trajectory and step, normalised by the true frame's RMS (PDEBench nRMSE per step)."""
-    return np.sqrt(np.mean((pred - true) ** 2, -1)) / np.sqrt(np.mean(true ** 2, -1))
 
 
 def diagnose(workdir: Path, split: str, batch: int = 256) -> dict:

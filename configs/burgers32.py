@@ -8,9 +8,10 @@ Every width comes from here; nothing in the models is hard-coded (ups-original.m
 
 import ml_collections as mlc
 
+from ups_jax.stage_kinds import REFINE_STAGES  # the stages on the frozen core, in training order
+
 # Stage names in training order: the core (codec, operator), then the stages on the frozen core (_refine_stages).
 STAGES = ("codec", "operator")
-REFINE_STAGES = ("corrector", "student", "steady")
 
 
 def _stage(**kw) -> mlc.ConfigDict:

@@ -13,6 +13,7 @@ import difflib
 import importlib.util
 import json
 import os
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
@@ -203,6 +204,12 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
+
+
+def run_name(spec: str) -> str:
+    """The name a run of config ``path.py[:arg]`` gets: the file's stem, then ``_arg`` (``burgers32_cpu``)."""
+    path, _, arg = spec.partition(":")
+    return Path(path).stem + (f"_{arg}" if arg else "")
 
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")

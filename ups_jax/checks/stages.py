@@ -7,7 +7,7 @@ from ups_jax.checks.model import _submodules
 from ups_jax.checks.report import Checks
 from ups_jax.errors import UserError
 
-LOSS_TERMS = ("recon", "one_step", "latent", "rollout")
+from ups_jax.stage_kinds import CORE_LOSS_TERMS as LOSS_TERMS  # the weighted terms of a core stage's loss
 
 
 def check_stages(cfg, c: Checks, nx, nt, n_train=None):

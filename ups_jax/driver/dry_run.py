@@ -123,7 +123,7 @@ def _stage_estimate(cfg, data, model, i, name, *, estimate_only, timing_steps, m
     the second step seeing differently placed inputs) is timed too; XLA's analysis reuses that compilation."""
     import jax
 
-    from ups_jax.training.pipeline import make_validator
+    from ups_jax.training.stages import make_validator
 
     t0 = time.perf_counter()
     validate, _ = make_validator(name, cfg, data, model)

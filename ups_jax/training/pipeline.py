@@ -36,8 +36,8 @@ from ups_jax.training import checkpoints as ckpt
 from ups_jax.training import preemption
 from ups_jax.training.logging import RunLogger
 from ups_jax.training.loop import LoopOptions, StageSpec, run_stage
-from ups_jax.training.stages import (BASELINE, plan_stages, restore_finished, restore_modules, selected_stages,
-                                    stage_kind)
+from ups_jax.training.stages import (BASELINE, make_validator, plan_stages, restore_finished, restore_modules,
+                                    selected_stages, stage_kind)
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,6 @@ class RunData:
         u = (np.asarray(batch["u"], np.float32) - self.norm["mean"]) / self.norm["std"]
         return {"u": jnp.asarray(u), "dt": jnp.asarray(batch["dt"], jnp.float32),
                 "nu": jnp.asarray(batch["nu"], jnp.float32)}
-
-
-def make_validator(stage_name: str, cfg, data: RunData, model):
-    """Validation on the *val* split (never test); see training/stages.py."""
-    from ups_jax.training.stages import make_validator as _make
-
-    return _make(stage_name, cfg, data, model)
 
 
 def _check_writable(workdir: Path) -> None:
