@@ -1,6 +1,6 @@
 """What the trained corrector does to a finished run, in numbers (physical space unless said otherwise):
 
-    .venv/bin/python benchmarks/refiner_diagnostics.py WORKDIR [WORKDIR ...] [--split test]
+    .venv/bin/python benchmarks/probes/refiner_diagnostics.py WORKDIR [WORKDIR ...] [--split test]
 
 Per run:
 - rollout nRMSE per predicted step (the run's protocol, PDEBench's 10 given frames in :cpu; mean over trajectories) of the operator alone,
@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from ups_jax.cli import ArgumentParser  # noqa: E402
@@ -113,7 +113,7 @@ def markdown(results: Sequence[dict]) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    p = ArgumentParser(prog="benchmarks/refiner_diagnostics.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="benchmarks/probes/refiner_diagnostics.py", description=__doc__.split("\n\n")[0])
     p.add_argument("workdirs", nargs="+", type=Path, help="finished runs with a trained corrector")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     args = p.parse_args(argv)

@@ -1,6 +1,6 @@
 """Probe: is the operator's one-step error learnable in *physical* space, where the latent corrector learns nothing?
 
-    .venv/bin/python benchmarks/field_corrector_probe.py --workdir RUN [--steps 2000] [--split val]
+    .venv/bin/python benchmarks/probes/field_corrector_probe.py --workdir RUN [--steps 2000] [--split val]
 
 On a finished run (frozen encoder, operator, decoder) this fits a small periodic 1D CNN (5 convolutions of
 width 64, kernel 5, residual, log ν as an input channel; ~60 k parameters) to the physical one-step residual
@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from ups_jax.cli import ArgumentParser  # noqa: E402
@@ -159,7 +159,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    p = ArgumentParser(prog="benchmarks/field_corrector_probe.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="benchmarks/probes/field_corrector_probe.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", required=True, type=Path, help="a finished run")
     p.add_argument("--steps", type=int, default=2000, help="CNN fitting steps")
     p.add_argument("--split", default="val", choices=("val", "test"))
