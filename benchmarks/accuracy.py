@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ups_jax.cli import ArgumentParser  # noqa: E402
+from ups_jax.config import run_name  # noqa: E402 (the workdir name train gives this config)
 from ups_jax.errors import UserError, run_cli  # noqa: E402
 
 # (label, key in the eval JSON's model/persistence block, where: protocol or full_horizon)
@@ -43,11 +44,6 @@ METRICS = (("nRMSE (31-step protocol)", "nrmse", "protocol"), ("nRMSE (full hori
            ("fRMSE mid", "frmse_mid", "protocol"), ("fRMSE high", "frmse_high", "protocol"),
            ("corr time (steps)", "corr_time", "protocol"))
 
-
-
-def run_name(spec: str) -> str:
-    path, _, arg = spec.partition(":")
-    return Path(path).stem + (f"_{arg}" if arg else "")
 
 
 def _config_dict(spec: str, overrides: Sequence[str], seed: int) -> dict:

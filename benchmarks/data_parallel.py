@@ -5,7 +5,7 @@
 
 On a CPU the N devices are XLA host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, set for a
 child process); on a GPU node (``JAX_PLATFORMS=cuda``), the node's GPUs. For each stage it builds the train step
-exactly as the trainer does (``training.pipeline.stage_step_for``: loss, optimizer, accumulation, placement, batch
+exactly as the trainer does (``driver.compiled_step.stage_parts``: loss, optimizer, accumulation, placement, batch
 sharding), warms it up,
 and times optimizer updates through the loop body (loader → normalise → shard → jitted step) on synthetic
 fields with the config's grid and batch size. Three runs per stage: a plain one-device process, and one process
@@ -32,20 +32,20 @@ def measure(spec: str, stages: list[str], settings: list[str], steps: int, min_t
     from flax import nnx
 
     from ups_jax.config import load_config
-    from ups_jax.driver.dry_run import _SyntheticData
-    from ups_jax.training.pipeline import stage_step_for as _stage_parts
+    from ups_jax.driver.compiled_step import stage_parts
+    from ups_jax.driver.synthetic_data import SyntheticData
     from ups_jax.models import build_model
 
     out = {}
     for setting in settings:
         cfg = load_config(spec, [f"runtime.data_parallel={setting}"])
-        data = _SyntheticData(cfg, max_per_file=256)
+        data = SyntheticData(cfg, max_per_file=256)
         model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
         out[setting] = {}
         for i, name in enumerate(cfg.stage_order):
             if stages and name not in stages:
                 continue
-            sc, runner, state, loader = _stage_parts(cfg, data, model, i, name)
+            sc, runner, state, loader = stage_parts(cfg, data, model, i, name)
             N = runner.steps_per_dispatch
             key = runner.place(jax.random.key(0))
             try:

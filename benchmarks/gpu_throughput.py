@@ -162,15 +162,15 @@ def _stage(spec: str, overrides: list[str], name: str):
     from flax import nnx
 
     from ups_jax.config import load_config
-    from ups_jax.driver.dry_run import _SyntheticData
+    from ups_jax.driver.compiled_step import stage_parts
+    from ups_jax.driver.synthetic_data import SyntheticData
     from ups_jax.models import build_model
-    from ups_jax.training.pipeline import stage_step_for
 
     cfg = load_config(spec, overrides + ["logging.wandb_mode=disabled", "logging.progress=False"])
-    data = _SyntheticData(cfg)
+    data = SyntheticData(cfg)
     model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(0))
     i = list(cfg.stage_order).index(name)
-    return cfg, data, model, stage_step_for(cfg, data, model, i, name)
+    return cfg, data, model, stage_parts(cfg, data, model, i, name)
 
 
 def stage_row(spec: str, name: str, per_dispatch, seconds: float) -> dict:
@@ -201,7 +201,7 @@ def stage_row(spec: str, name: str, per_dispatch, seconds: float) -> dict:
 def validation_checkpoint_rows(spec: str, name: str) -> list[dict]:
     from ups_jax.training import checkpoints as ckpt
     from ups_jax.training.loop import param_dict
-    from ups_jax.training.pipeline import make_validator
+    from ups_jax.training.stages import make_validator
 
     cfg, data, model, (sc, runner, state, loader) = _stage(spec, [], name)
     loader.close()

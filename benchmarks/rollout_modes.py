@@ -89,6 +89,7 @@ def superres_rows(workdir, steps: int) -> list[str]:
     from flax import nnx
 
     from ups_jax.data.pdebench import PDEBenchDataset
+    from ups_jax.eval.metrics import per_sample_nrmse
     from ups_jax.eval.rollout import Rollout
     from ups_jax.training.restore import load_run
 
@@ -110,7 +111,7 @@ def superres_rows(workdir, steps: int) -> list[str]:
         return np.stack([np.interp(x_fine, xc, f, period=L) for f in flat]).reshape(u.shape[:-1] + (len(x_fine),))
 
     def nrmse(p, y):
-        return float(np.mean(np.sqrt(np.mean((p - y) ** 2, -1)) / np.sqrt(np.mean(y ** 2, -1))))
+        return float(np.mean(per_sample_nrmse(p, y)))
 
     graphdef, state = nnx.split(model)
     mean, std = float(data.norm["mean"]), float(data.norm["std"])

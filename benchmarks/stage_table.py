@@ -27,12 +27,12 @@ from accuracy import _pm, mean_std  # noqa: E402
 
 from ups_jax.cli import ArgumentParser  # noqa: E402
 from ups_jax.errors import UserError, run_cli  # noqa: E402
+from ups_jax.stage_kinds import REFINE_STAGES  # noqa: E402
 
 COLUMNS = (("nRMSE", "protocol", "nrmse"), ("nRMSE full", "full_horizon", "nrmse"),
            ("fRMSE low", "protocol", "frmse_low"), ("fRMSE mid", "protocol", "frmse_mid"),
            ("fRMSE high", "protocol", "frmse_high"), ("corr. time", "protocol", "corr_time"),
            ("s / traj", None, "wall_s_per_trajectory"), ("evals / step", None, "evaluations_per_step"))
-REFINE_STAGES = ("corrector", "student", "steady")
 
 
 

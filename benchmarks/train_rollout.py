@@ -34,16 +34,16 @@ def train_throughput(spec: str, steps: int) -> list[str]:
     from flax import nnx
 
     from ups_jax.config import load_config
-    from ups_jax.driver.dry_run import _SyntheticData, _flops, _memory
-    from ups_jax.training.pipeline import stage_step_for as _stage_parts
+    from ups_jax.driver.compiled_step import compiled_cost, stage_parts
+    from ups_jax.driver.synthetic_data import SyntheticData
     from ups_jax.models import build_model, count_params
 
     cfg = load_config(spec)
-    data = _SyntheticData(cfg)
+    data = SyntheticData(cfg)
     model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(0))
     rows = []
     for i, name in enumerate(cfg.stage_order):
-        sc, runner, state, loader = _stage_parts(cfg, data, model, i, name)
+        sc, runner, state, loader = stage_parts(cfg, data, model, i, name)
         N = runner.steps_per_dispatch
         key = runner.place(jax.random.key(0))
         t0 = time.perf_counter()
@@ -58,10 +58,10 @@ def train_throughput(spec: str, steps: int) -> list[str]:
         jax.block_until_ready((state, out))
         sps = dispatches * N / (time.perf_counter() - t0)
         loader.close()
-        mem = _memory(compiled)
+        mem = compiled_cost(compiled)
         rows.append(f"| `{spec.split('/')[-1]}` | {name} | {count_params(model)['total']:,} | {sc.batch_size} "
                     f"| {sc.rollout_steps} | {sps:.2f} | {sps * sc.batch_size:.1f} | {compile_s:.1f} "
-                    f"| {_flops(compiled) / N / 1e9:.2f} | {mem['peak_bytes'] / 2**20:.1f} |")
+                    f"| {mem['flops'] / N / 1e9:.2f} | {mem['peak_bytes'] / 2**20:.1f} |")
     return rows
 
 

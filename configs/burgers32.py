@@ -8,9 +8,10 @@ Every width comes from here; nothing in the models is hard-coded (ups-original.m
 
 import ml_collections as mlc
 
+from ups_jax.stage_kinds import REFINE_STAGES  # the stages on the frozen core, in training order
+
 # Stage names in training order: the core (codec, operator), then the stages on the frozen core (_refine_stages).
 STAGES = ("codec", "operator")
-REFINE_STAGES = ("corrector", "student", "steady")
 
 
 def _stage(**kw) -> mlc.ConfigDict:
@@ -173,7 +174,7 @@ def get_config(arg=None):
 def _refine_stages(cfg, arg):
     """Diffusion residual corrector, its distilled student and the steady prior (models/corrector.py,
     models/steady.py, training/refiner_losses.py), test-time compute presets (inference/ttc.py) and the FNO
-    baseline trained by the same command for the comparison table (eval/comparison.py)."""
+    baseline trained by the same command for the comparison table (training/comparison.py)."""
     refiner = dict(hidden_dim=64, group_size=8, num_heads=2, depths=(1, 1, 1), mlp_ratio=2.0, cond_dim=32)
     cfg.model.corrector = mlc.ConfigDict(dict(
         refiner,

@@ -1,5 +1,5 @@
 """benchmarks/accuracy.py (seeds, reuse, reproducibility, bad input), benchmarks/rollout_vs_solver.py and the
-refiner benchmarks (stage_table.py, refiner_diagnostics.py, field_corrector_probe.py), on the
+refiner benchmarks (stage_table.py, probes/refiner_diagnostics.py, probes/field_corrector_probe.py), on the
 tiny ``:test`` config and the session's ``burgers_file`` (12 trajectories x 201 frames x 64 cells)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "probes"))      # the one-off probes
 
 import accuracy  # noqa: E402
 import field_corrector_probe  # noqa: E402

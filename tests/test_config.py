@@ -74,3 +74,11 @@ def test_train_cli_bad_override_is_one_line():
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: {CFG}: unknown config key 'model.nope'"
     assert "Traceback" not in r.stderr
+
+
+def test_run_name_is_the_default_workdir_and_the_benchmarks_run_name():
+    from ups_jax.config import run_name
+    from ups_jax.train import default_workdir
+
+    assert run_name("configs/burgers32.py:cpu") == "burgers32_cpu" and run_name("configs/fno_burgers.py") == "fno_burgers"
+    assert default_workdir("configs/burgers32.py:cpu") == str(__import__("pathlib").Path("runs") / "burgers32_cpu")

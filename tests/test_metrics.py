@@ -231,3 +231,18 @@ def test_gmean_nrmse():
     assert gmean_nrmse([0.0, 1.0]) == 0.0
     with pytest.raises(ValueError):
         gmean_nrmse([])
+
+
+def test_per_sample_nrmse_known_answers():
+    """RMS(pred − true) / RMS(true) per sample over the grid: the one definition validators and tables use."""
+    from ups_jax.eval.metrics import MetricAccumulator, per_sample_nrmse
+
+    true = np.array([[3.0, 4.0, 3.0, 4.0], [1.0, -1.0, 1.0, -1.0]])          # RMS 3.5355…, 1
+    pred = np.array([[3.0, 4.0, 3.0, 4.0], [2.0, -2.0, 2.0, -2.0]])          # exact; error RMS 1
+    np.testing.assert_allclose(per_sample_nrmse(pred, true), [0.0, 1.0])
+    np.testing.assert_allclose(per_sample_nrmse(2 * true, true), [1.0, 1.0])
+    np.testing.assert_allclose(per_sample_nrmse(pred.T, true.T, axis=0), [0.0, 1.0])
+    # the evaluation's headline nRMSE of one step is its mean over trajectories
+    acc = MetricAccumulator(1.0)
+    acc.update(pred[:, None, :], true[:, None, :])
+    assert acc.result()["nrmse"] == pytest.approx(per_sample_nrmse(pred, true).mean())

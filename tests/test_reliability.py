@@ -317,17 +317,59 @@ def test_wandb_run_id_is_stored_and_reused_and_every_log_has_a_step(tmp_path, mo
     assert all(step is not None for step in steps)
 
 
-def test_import_graph_has_no_cycle():
-    """Module-level import graph of ups_jax (every import statement, also inside functions) is acyclic."""
-    pkg = ROOT / "ups_jax"
-    mods = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in pkg.rglob("*.py")}
-    graph = {m: set() for m in mods}
+# The package's layers, lowest first. A module imports only modules of its own package or of a lower layer
+# (imports inside functions count too: a lazy import is still a dependency). The order follows the data's path
+# through the code (data → models → training → driver → fleet, entry points on top) and what the code needs:
+# ``eval`` (rollouts, metrics, reports) sits below ``training`` because training validates with eval's rollouts
+# and scores; ``inference`` (test-time computing) builds on eval's Rollout; the config checks read the data, the
+# models, the static stage table and the TTC presets, and ``training.pipeline`` runs them before it starts; the
+# end-of-run comparison table (training/comparison.py) uses eval and inference and lives with the pipeline.
+LAYERS = (
+    ("ups_jax", "errors", "paths", "files",    # the package root (version) and helpers importing no ups_jax module
+     "compilation", "dispatch"),               # the XLA cache / recompile log; steps_per_dispatch rules
+    ("config",),                               # config files, overrides, the W&B mode
+    ("cli",),                                  # the argument parser every command shares
+    ("data",),                                 # PDEBench files, the solver, the loaders
+    ("models",),
+    ("stage_kinds",),                          # the static stage table (what each stage trains, its window)
+    ("eval",),                                 # rollouts, metrics, reports
+    ("inference",),                            # test-time computing (TTC), on eval's Rollout
+    ("checks",),                               # the config checks (train's preflight, driver validate)
+    ("training",),                             # stages, loop, checkpoints, the pipeline and its comparison table
+    ("driver",),                               # validate / validate-data / dry-run / analyze / compare
+    ("fleet",),                                # Ray: the pipeline on a cluster
+    ("train", "evaluate", "infer"),            # entry points: none imports another
+)
+
+
+def _import_graph(root: Path, package: str = "ups_jax") -> tuple[dict, dict]:
+    """({module: {imported ups_jax modules}}, {module: [(imported module, name), ...] of from-imports}) of every
+    ``.py`` under ``root/package`` (module names dotted from ``root``), every import statement included."""
+    mods = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in (root / package).rglob("*.py")}
+    known = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+             for p in (ROOT / "ups_jax").rglob("*.py")}
+    graph, names_from = {m: set() for m in mods}, {m: [] for m in mods}
     for m, path in mods.items():
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            graph[m] |= {n for n in names if n in mods and n != m}
+                names_from[m] += [(node.module, a.name) for a in node.names]
+            graph[m] |= {n for n in names if n in known and n != m}
+    return graph, names_from
+
+
+def _package(module: str) -> str:
+    """``ups_jax`` for the root, else the first name below it (``ups_jax.driver.analyze`` → ``driver``)."""
+    parts = module.split(".")
+    return parts[0] if len(parts) == 1 or parts[0] != "ups_jax" else parts[1]
+
+
+def test_import_graph_has_no_cycle_and_every_package_imports_only_lower_layers():
+    """Module-level import graph of ups_jax (every import statement, also inside functions) is acyclic, and each
+    package imports only itself and the packages of lower layers (LAYERS)."""
+    graph, names_from = _import_graph(ROOT)
     state: dict[str, int] = {}
 
     def visit(m, path):
@@ -341,10 +383,18 @@ def test_import_graph_has_no_cycle():
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
-    # the checks sit below training and the driver (they read the static stage table ups_jax.stage_kinds)
-    assert "ups_jax.checks" in graph and not any(d.startswith(("ups_jax.training", "ups_jax.driver"))
-                                                 for d in graph["ups_jax.checks"])
-    assert not any(d.startswith(("ups_jax.training", "ups_jax.driver")) for d in graph["ups_jax.stage_kinds"])
+    layer = {pkg: i for i, pkgs in enumerate(LAYERS) for pkg in pkgs}
+    assert sorted({_package(m) for m in graph} - set(layer)) == [], "a package without a layer: add it to LAYERS"
+    upward = sorted(f"{m} imports {d} ({_package(m)} is layer {layer[_package(m)]}, {_package(d)} is layer "
+                    f"{layer[_package(d)]})" for m, deps in graph.items() for d in deps
+                    if _package(d) != _package(m) and layer[_package(d)] >= layer[_package(m)])
+    assert upward == []
+    # no private name (``_x``) crosses a package boundary, from the package or from the benchmarks
+    _, bench_from = _import_graph(ROOT, "benchmarks")
+    private = sorted(f"{m} imports {name} from {src}" for m, pairs in {**names_from, **bench_from}.items()
+                     for src, name in pairs if src.startswith("ups_jax") and name.startswith("_")
+                     and not name.startswith("__") and _package(src) != _package(m))
+    assert private == []
 
 
 def test_importing_ups_jax_changes_no_global_state():

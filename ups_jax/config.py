@@ -12,6 +12,8 @@ import ast
 import difflib
 import importlib.util
 import json
+import os
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import ml_collections
@@ -202,3 +204,25 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
+
+
+def run_name(spec: str) -> str:
+    """The name a run of config ``path.py[:arg]`` gets: the file's stem, then ``_arg`` (``burgers32_cpu``)."""
+    path, _, arg = spec.partition(":")
+    return Path(path).stem + (f"_{arg}" if arg else "")
+
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """``logging.wandb_mode`` → the mode W&B runs in. W&B is never required: without a key we log offline only
+    if asked (WANDB_MODE), else not at all."""
+    if mode == "auto":
+        env = os.environ.get("WANDB_MODE", "")
+        if env in WANDB_MODES[1:]:
+            return env
+        return "online" if os.environ.get("WANDB_API_KEY") else "disabled"
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"logging.wandb_mode={mode!r}: choose auto, online, offline or disabled")
+    return mode

@@ -9,31 +9,12 @@ the traceback); 1 a bug.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from ups_jax.cli import ArgumentParser
-from ups_jax.errors import DataError, run_cli
-
-
-def check_recorded_data(workdir: Path) -> None:
-    """Without --data the run's own data paths are used; they are paths on the machine that trained it (a run
-    pulled from a sweep, a copied directory). If they are not here, say so in one line and ask for --data."""
-    try:
-        paths = json.loads((workdir / "run_meta.json").read_text()).get("data_paths") or []
-    except (OSError, ValueError):
-        return                                    # not a run directory: load_run gives that error
-    missing = [p for p in paths if not Path(p).exists()]
-    if not missing:
-        return
-    origin = ""
-    pulled = workdir / "pulled.json"
-    if pulled.is_file():
-        record = json.loads(pulled.read_text())
-        origin = f" (trained on host {record.get('trained_on_host')}, pulled from {record.get('experiment')})"
-    raise DataError(f"{workdir}: the run's data {missing[0]} is not on this machine{origin}; pass --data PATH... "
-                    f"(the same files, or any with the training grid)")
+from ups_jax.errors import run_cli
+from ups_jax.training.recorded_data import check_recorded_data
 
 
 def main(argv) -> int:

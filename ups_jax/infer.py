@@ -200,9 +200,8 @@ def main(argv) -> int:
     from flax import nnx
 
     from ups_jax.eval.rollout import Rollout
+    from ups_jax.training.recorded_data import check_recorded_data
     from ups_jax.training.restore import load_run
-
-    from ups_jax.evaluate import check_recorded_data
 
     if not args.data:
         check_recorded_data(workdir)

@@ -12,6 +12,8 @@ from typing import Callable
 from ups_jax.errors import ConfigError
 
 CORE_LOSS_TERMS = ("recon", "one_step", "latent", "rollout")
+# The stages that train on the frozen core (codec, operator), in training order.
+REFINE_STAGES = ("corrector", "student", "steady")
 
 
 def context_frames_of(cfg) -> int:

@@ -18,13 +18,12 @@ import sys
 from pathlib import Path
 
 from ups_jax.cli import ArgumentParser
-from ups_jax.config import load_config
+from ups_jax.config import load_config, run_name
 from ups_jax.errors import run_cli
 
 
 def default_workdir(spec: str) -> str:
-    path, _, arg = spec.partition(":")
-    return str(Path("runs") / (Path(path).stem + (f"_{arg}" if arg else "")))
+    return str(Path("runs") / run_name(spec))
 
 
 def _stage_selection(overrides: list[str]) -> tuple[list[str], tuple[str, ...] | None]:

@@ -31,7 +31,8 @@ from ups_jax.config import flatten
 from ups_jax.driver import runlog
 from ups_jax.cli import ArgumentParser
 from ups_jax.files import write_text_atomic
-from ups_jax.driver.analyze import DEFAULT_THRESHOLDS, _dur, _fmt, _jsonable, analyze_eval, analyze_stage
+from ups_jax.driver.formatting import _dur, _fmt, _jsonable
+from ups_jax.driver.heuristics import DEFAULT_THRESHOLDS, analyze_eval, analyze_stage
 from ups_jax.driver.runlog import Run
 from ups_jax.errors import UserError
 

@@ -35,23 +35,23 @@ Exit 0 with an estimate; 1 when the config fails validation (one line: the first
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
 import math
 import os
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ups_jax.cli import ArgumentParser
 from ups_jax.config import load_config
 from ups_jax.errors import UserError
+from ups_jax.driver.compiled_step import _flops, _memory, peak_rss_bytes, stage_parts
+from ups_jax.driver.compiled_step import compiled_stage_memory, device_memory_bytes  # noqa: F401 (public names, moved)
+from ups_jax.driver.synthetic_data import _load_data
+
 
 # Dense peak FLOP/s for float32 matmuls (TF32 tensor cores, which XLA uses for f32 on these GPUs) and memory.
 GPU_TABLE = {
@@ -60,143 +60,6 @@ GPU_TABLE = {
     "H200": {"tflops": 494.7, "memory_gb": 141},
 }
 WARMUP_STEPS = 2
-
-
-def device_memory_bytes() -> int:
-    import jax
-
-    stats = jax.devices()[0].memory_stats()
-    if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"])
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")   # CPU: host memory
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux reports KiB
-
-
-def _flops(compiled) -> float:
-    try:
-        ca = compiled.cost_analysis()
-    except Exception:  # noqa: BLE001 — some backends do not implement it
-        return float("nan")
-    if isinstance(ca, (list, tuple)):      # jax < 0.4.30 returned a list of dicts
-        ca = ca[0] if ca else {}
-    return float((ca or {}).get("flops", float("nan")))
-
-
-def _memory(compiled) -> dict:
-    try:
-        m = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001
-        m = None
-    if m is None:
-        return {"argument_bytes": 0, "output_bytes": 0, "temp_bytes": 0, "alias_bytes": 0, "peak_bytes": 0}
-    out = {"argument_bytes": int(m.argument_size_in_bytes), "output_bytes": int(m.output_size_in_bytes),
-           "temp_bytes": int(m.temp_size_in_bytes), "alias_bytes": int(m.alias_size_in_bytes)}
-    out["peak_bytes"] = out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] - out["alias_bytes"]
-    return out
-
-
-class _SyntheticDataset:
-    """The reader interface WindowLoader needs (nt, nx, nu, dt, read), over in-memory fields."""
-
-    def __init__(self, traj: np.ndarray, nu: np.ndarray, dt: float):
-        self._traj = traj
-        self.nu = nu
-        self.dt = dt
-        self.num_trajectories, self.nt, self.nx = traj.shape
-        self.trajectories_per_file = [self.num_trajectories]
-
-    def read(self, indices) -> np.ndarray:
-        return self._traj[np.asarray(indices, np.int64)]
-
-
-class _SyntheticData:
-    """Stand-in for ``RunData`` with the config's grid, splits and batch shapes (--skip-data, or the default
-    data is not generated yet): the same programs compile and run, only the values differ."""
-
-    synthetic = True
-
-    def __init__(self, cfg, *, use_files: bool = False, max_per_file: int = 0):
-        from ups_jax.checks import grid
-        from ups_jax.data.pdebench import make_splits
-
-        nx, nt, counts = grid(cfg, use_files=use_files)
-        if max_per_file:          # shapes only (validate --compile): a few trajectories per file suffice
-            counts = [min(int(c), max_per_file) for c in counts]
-        n = int(sum(counts))
-        rng = np.random.default_rng(0)
-        x = (np.arange(nx) + 0.5) / nx
-        k = rng.integers(1, 4, size=(n, 1, 1))
-        t = np.arange(nt)[None, :, None] * 0.05
-        traj = (np.sin(2 * np.pi * k * (x[None, None] - 0.1 * t)) * np.exp(-t)).astype(np.float32)
-        self.dataset = _SyntheticDataset(traj, np.full((n,), cfg.data.generate.nu, np.float32), 0.05)
-        self.splits = make_splits(counts, test_fraction=cfg.data.test_fraction, val_fraction=cfg.data.val_fraction)
-        self.norm = {"mean": float(traj[self.splits["train"]].mean()), "std": float(traj[self.splits["train"]].std())}
-        self.x = (x * 2 - 1).astype(np.float32)
-        self.x01 = x.astype(np.float32)
-        self.Lx = 2.0
-        self.paths = []
-
-    def trajectories(self, split, limit=0):
-        idx = np.asarray(self.splits[split])
-        idx = idx[:limit] if limit else idx
-        return self.dataset.read(idx), self.dataset.nu[idx]
-
-    def prepare_batch(self, batch):
-        from ups_jax.training.pipeline import RunData
-
-        return RunData.prepare_batch(self, batch)
-
-
-def _load_data(cfg, skip_data: bool, notes: list):
-    if skip_data:
-        notes.append("--skip-data: synthetic fields with the grid of data.generate (no data file read; data "
-                     "loading and validate-data are not in the estimate)")
-        return _SyntheticData(cfg)
-    if not cfg.data.paths:
-        from ups_jax.data.default import default_data_path
-
-        if not default_data_path(cfg).exists():
-            notes.append(f"default data not generated yet ({default_data_path(cfg)}): train will generate it first "
-                         "(not in the estimate; see docs/benchmarks.md); timing on synthetic fields with the same "
-                         "grid")
-            return _SyntheticData(cfg)
-    from ups_jax.training.pipeline import RunData
-
-    data = RunData(cfg)
-    data.synthetic = False
-    return data
-
-
-def _stage_parts(cfg, data, model, i: int, name: str):
-    """What ``train_and_evaluate`` + ``run_stage`` build for stage ``i``: (stage cfg, ``training.step.StageStep``,
-    its initial train state, loader). ``runner.run(state, key, step0, runner.next_inputs(n))`` is one dispatch of
-    n updates, exactly as the loop calls it (device-resident windows, ``steps_per_dispatch``)."""
-    from ups_jax.training.pipeline import stage_step_for
-
-    return stage_step_for(cfg, data, model, i, name)
-
-
-def compiled_stage_memory(cfg) -> dict:
-    """XLA memory and FLOPs of each stage's compiled train step (no execution); used by ``validate --compile``.
-    Per optimizer update: a dispatch of N updates is analysed and divided by N."""
-    from flax import nnx
-
-    from ups_jax.models import build_model
-
-    data = _SyntheticData(cfg, use_files=True, max_per_file=256)
-    model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
-    out = {}
-    for i, name in enumerate(cfg.stage_order):
-        sc, runner, state, loader = _stage_parts(cfg, data, model, i, name)
-        try:
-            compiled = runner.lower(state, runner.steps_per_dispatch).compile()
-        finally:
-            loader.close()
-        out[name] = {**_memory(compiled), "flops": _flops(compiled) / runner.steps_per_dispatch}
-    return out
 
 
 def dry_run(cfg, *, skip_data: bool = False, estimate_only: bool = False, timing_steps: int = 10,
@@ -260,11 +123,11 @@ def _stage_estimate(cfg, data, model, i, name, *, estimate_only, timing_steps, m
     the second step seeing differently placed inputs) is timed too; XLA's analysis reuses that compilation."""
     import jax
 
-    from ups_jax.training.pipeline import make_validator
+    from ups_jax.training.stages import make_validator
 
     t0 = time.perf_counter()
     validate, _ = make_validator(name, cfg, data, model)
-    sc, runner, state, loader = _stage_parts(cfg, data, model, i, name)
+    sc, runner, state, loader = stage_parts(cfg, data, model, i, name)
     updates = int(sc.steps)    # optimizer updates (each scans accum_steps micro-batches)
     n_evals = -(-updates // int(sc.eval_every))
     N = runner.steps_per_dispatch

@@ -94,7 +94,7 @@ def check_workdir(cfg, c: Checks, workdir, nx):
 
 
 def check_memory(cfg, c: Checks):
-    from ups_jax.driver.dry_run import compiled_stage_memory, device_memory_bytes
+    from ups_jax.driver.compiled_step import compiled_stage_memory, device_memory_bytes
 
     H = "hardware"
     limit = device_memory_bytes()

@@ -83,6 +83,13 @@ def _band_mean(err_f: np.ndarray, lo: int, hi: int | None) -> np.ndarray:
     return band.mean(axis=1)
 
 
+def per_sample_nrmse(pred: Any, true: Any, axis: int = -1) -> np.ndarray:
+    """nRMSE of each sample over ``axis`` (the grid): RMS(pred − true) / RMS(true), PDEBench's nRMSE before any
+    mean over samples or steps. The one definition the validators, the steady table and the benchmarks use."""
+    pred, true = np.asarray(pred), np.asarray(true)
+    return np.sqrt(np.mean((pred - true) ** 2, axis)) / np.sqrt(np.mean(true ** 2, axis))
+
+
 def pdebench_batch_metrics(
     pred: Any, true: Any, *, Lx: float, i_low: int = 4, i_high: int = 12
 ) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ups_jax.checks import resolve_wandb_mode
+from ups_jax.config import resolve_wandb_mode
 from ups_jax.files import write_json_atomic
 
 WANDB_ID_FILE = "wandb.json"

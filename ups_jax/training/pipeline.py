@@ -1,5 +1,5 @@
 """``train_and_evaluate(cfg, workdir)``: data → model → every configured stage → the FNO baseline (if configured)
-→ test evaluation → the comparison table (eval/comparison.py).
+→ test evaluation → the comparison table (training/comparison.py).
 
 Re-running the same command resumes: finished stages are skipped (their best EMA weights reloaded), an
 interrupted stage continues from its latest checkpoint with the same step sequence. ``stages=('corrector',)``
@@ -36,8 +36,8 @@ from ups_jax.training import checkpoints as ckpt
 from ups_jax.training import preemption
 from ups_jax.training.logging import RunLogger
 from ups_jax.training.loop import LoopOptions, StageSpec, run_stage
-from ups_jax.training.stages import (BASELINE, plan_stages, restore_finished, restore_modules, selected_stages,
-                                    stage_kind)
+from ups_jax.training.stages import (BASELINE, make_validator, plan_stages, restore_finished, restore_modules,
+                                    selected_stages, stage_kind)
 
 log = logging.getLogger(__name__)
 
@@ -71,36 +71,6 @@ class RunData:
         u = (np.asarray(batch["u"], np.float32) - self.norm["mean"]) / self.norm["std"]
         return {"u": jnp.asarray(u), "dt": jnp.asarray(batch["dt"], jnp.float32),
                 "nu": jnp.asarray(batch["nu"], jnp.float32)}
-
-
-def stage_step_for(cfg, data: RunData, model, i: int, name: str):
-    """What this pipeline and ``run_stage`` build for stage ``i`` of ``cfg.stage_order``, for ``driver dry-run``
-    and the benchmarks: (stage cfg, ``training.step.StageStep``, its initial state, the loader)."""
-    from ups_jax.checks import data_parallel_size
-    from ups_jax.dispatch import resolve_steps_per_dispatch
-    from ups_jax.training.loop import make_mesh, trainable_filter
-    from ups_jax.training.optim import make_optimizer
-    from ups_jax.training.step import StageStep
-
-    sc, kind = cfg.stages[name], stage_kind(name)
-    loader = WindowLoader(data.dataset, data.splits["train"], window=kind.window(cfg, sc, data.dataset.nt),
-                          batch_size=sc.batch_size, seed=cfg.seed + 1000 * i, prefetch=cfg.data.prefetch)
-    n, _ = data_parallel_size(cfg.runtime.data_parallel, [cfg.stages[s].batch_size for s in cfg.stage_order],
-                              jax.local_device_count())
-    per_dispatch = resolve_steps_per_dispatch(cfg.runtime.get("steps_per_dispatch", "auto"), sc,
-                                              int(cfg.checkpoint.every_steps))
-    runner = StageStep(model, trainable_filter(tuple(sc.trainable)), kind.loss(cfg, sc, jnp.asarray(data.x01)),
-                       make_optimizer(sc), float(sc.ema_decay), loader=loader, prepare_batch=data.prepare_batch,
-                       accum_steps=int(sc.accum_steps), compute_dtype=str(cfg.runtime.compute_dtype),
-                       mesh=make_mesh(n), steps_per_dispatch=per_dispatch)
-    return sc, runner, runner.initial_state(), loader
-
-
-def make_validator(stage_name: str, cfg, data: RunData, model):
-    """Validation on the *val* split (never test); see training/stages.py."""
-    from ups_jax.training.stages import make_validator as _make
-
-    return _make(stage_name, cfg, data, model)
 
 
 def _check_writable(workdir: Path) -> None:
@@ -277,7 +247,7 @@ def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkp
             _stop_if_preempted("before the final evaluation")
             results["eval"] = run_evaluation(model, cfg, data, workdir, logger)
         if "eval" in results and model_kind(cfg) != "fno":   # a baseline run is a row of its caller's table
-            from ups_jax.eval.comparison import run_comparison
+            from ups_jax.training.comparison import run_comparison
             from ups_jax.eval.table import markdown
 
             results["table"] = run_comparison(model, cfg, data, workdir, done, baseline)

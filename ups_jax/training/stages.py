@@ -31,6 +31,7 @@ from flax import nnx
 from ups_jax import stage_kinds
 from ups_jax.errors import CheckpointError, ConfigError
 from ups_jax.eval.evaluate import score
+from ups_jax.eval.metrics import per_sample_nrmse as _nrmse
 from ups_jax.eval.rollout import Rollout
 from ups_jax.stage_kinds import teachers
 from ups_jax.training import checkpoints as ckpt
@@ -200,11 +201,6 @@ def make_validator(name: str, cfg, data, model):
     if kind.validator == "steady":
         return _steady_validator(traj, nu, data, model)
     return _rollout_validator(cfg, traj, nu, data, model, kind.refine)
-
-
-def _nrmse(pred, true) -> np.ndarray:
-    """Per-sample nRMSE over the last axis."""
-    return np.sqrt(np.mean((pred - true) ** 2, -1)) / np.sqrt(np.mean(true ** 2, -1))
 
 
 def _recon_validator(traj, data, model):

@@ -1,6 +1,6 @@
 """What the trained corrector does to a finished run, in numbers (physical space unless said otherwise):
 
-    .venv/bin/python benchmarks/refiner_diagnostics.py WORKDIR [WORKDIR ...] [--split test]
+    .venv/bin/python benchmarks/probes/refiner_diagnostics.py WORKDIR [WORKDIR ...] [--split test]
 
 Per run:
 - rollout nRMSE per predicted step (the run's protocol, PDEBench's 10 given frames in :cpu; mean over trajectories) of the operator alone,
@@ -20,19 +20,16 @@ from typing import Sequence
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from ups_jax.cli import ArgumentParser  # noqa: E402
 from ups_jax.errors import UserError, run_cli  # noqa: E402
 
+# (N, steps) per trajectory and step, normalised by the true frame's RMS (PDEBench nRMSE per step)
+from ups_jax.eval.metrics import per_sample_nrmse as _nrmse  # noqa: E402
+
 STEPS_SHOWN = (1, 2, 4, 8, 16, 31)
-
-
-
-def _nrmse(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """(N, steps) per trajectory and step, normalised by the true frame's RMS (PDEBench nRMSE per step)."""
-    return np.sqrt(np.mean((pred - true) ** 2, -1)) / np.sqrt(np.mean(true ** 2, -1))
 
 
 def diagnose(workdir: Path, split: str, batch: int = 256) -> dict:
@@ -116,7 +113,7 @@ def markdown(results: Sequence[dict]) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    p = ArgumentParser(prog="benchmarks/refiner_diagnostics.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="benchmarks/probes/refiner_diagnostics.py", description=__doc__.split("\n\n")[0])
     p.add_argument("workdirs", nargs="+", type=Path, help="finished runs with a trained corrector")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     args = p.parse_args(argv)

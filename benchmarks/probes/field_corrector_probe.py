@@ -1,6 +1,6 @@
 """Probe: is the operator's one-step error learnable in *physical* space, where the latent corrector learns nothing?
 
-    .venv/bin/python benchmarks/field_corrector_probe.py --workdir RUN [--steps 2000] [--split val]
+    .venv/bin/python benchmarks/probes/field_corrector_probe.py --workdir RUN [--steps 2000] [--split val]
 
 On a finished run (frozen encoder, operator, decoder) this fits a small periodic 1D CNN (5 convolutions of
 width 64, kernel 5, residual, log ν as an input channel; ~60 k parameters) to the physical one-step residual
@@ -27,11 +27,12 @@ from typing import Sequence
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from ups_jax.cli import ArgumentParser  # noqa: E402
 from ups_jax.errors import UserError, run_cli  # noqa: E402
+from ups_jax.eval.metrics import per_sample_nrmse  # noqa: E402
 
 STEPS_SHOWN = (1, 2, 4, 8, 16, 31)
 
@@ -134,7 +135,7 @@ def probe(workdir: Path, steps: int, split: str, batch: int = 64, lr: float = 1e
     rows = {}
     for mode, name in enumerate(("operator", "+ CNN, field carried", "+ CNN, latent state only (D(E(û)))")):
         pred = np.asarray(rollout(model, net, jnp.asarray(u[:, h0 - 1]), jnp.asarray(nu), n, mode)) * std + mean
-        per_step = (np.sqrt(np.mean((pred - true) ** 2, -1)) / np.sqrt(np.mean(true ** 2, -1))).mean(0)
+        per_step = per_sample_nrmse(pred, true).mean(0)
         rows[name] = [float(v) for v in per_step]
     return {"workdir": str(workdir), "split": split, "fit_steps": steps, "fit_s": fit_s,
             "params": int(sum(np.size(v) for v in jax.tree.leaves(nnx.state(net, nnx.Param)))),
@@ -158,7 +159,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    p = ArgumentParser(prog="benchmarks/field_corrector_probe.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="benchmarks/probes/field_corrector_probe.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", required=True, type=Path, help="a finished run")
     p.add_argument("--steps", type=int, default=2000, help="CNN fitting steps")
     p.add_argument("--split", default="val", choices=("val", "test"))

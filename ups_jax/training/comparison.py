@@ -4,6 +4,9 @@ Rows, all on the same test trajectories: ``operator`` (the latent rollout alone)
 K+1 refiner calls per step), ``+student`` (S calls), ``+TTC(<preset>)`` (beam search over refiner samples, within its
 budget), ``FNO`` (the baseline run, cfg.baseline) and ``persistence``. A row whose stage is not finished is left out
 with a note saying why. Stochastic rows use ``cfg.seed`` for their noise, so the table is reproducible.
+
+It sits in ``training`` (with the pipeline that calls it), above ``eval`` and ``inference``: it uses both, and the
+steady prior's predictor from ``training.stages``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ups_jax.checks import baseline_spec
+from ups_jax.eval.metrics import per_sample_nrmse
 from ups_jax.eval.rollout import Rollout
 from ups_jax.eval.table import evaluate_row, persistence_row, write_table
 
@@ -94,7 +98,7 @@ def steady_table(model, data, traj, nu, batch_size: int, op_rollout) -> dict:
     final = traj[:, -1]
 
     def nrmse(pred):
-        return float(np.mean(np.sqrt(np.mean((pred - final) ** 2, -1)) / np.sqrt(np.mean(final ** 2, -1))))
+        return float(np.mean(per_sample_nrmse(pred, final)))
 
     predict = steady_predictor(model, data, batch_size)
     b = min(batch_size, len(traj))

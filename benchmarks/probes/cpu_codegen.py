@@ -1,6 +1,6 @@
 """Does the result depend on the CPU's instruction set? Data generation and training under several XLA_FLAGS.
 
-    .venv/bin/python benchmarks/cpu_codegen.py [--flags "" "" "--xla_cpu_max_isa=AVX"] [--codec-steps 300]
+    .venv/bin/python benchmarks/probes/cpu_codegen.py [--flags "" "" "--xla_cpu_max_isa=AVX"] [--codec-steps 300]
         [--samples 16] [--workdir /tmp/cpu_codegen]
 
 XLA compiles for the host CPU; ``--xla_cpu_max_isa=AVX`` (no AVX2/FMA) or ``SSE4_2`` emulates an older or
@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
