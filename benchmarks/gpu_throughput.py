@@ -8,8 +8,10 @@ Rows (on a GPU the full sizes; on a CPU, or with ``--small``, the same rows smal
    depths 1/1/1, group 12, 6 heads; AdamW, clip 1.0; random latent pairs; forward + backward + update in one
    compiled step, 10 updates per dispatch), batch 256 and 4096 (CPU: 16 and 64), float32 and bfloat16: ms/update.
 2. ``stage``: ``configs/burgers32.py`` (the production config, batch 32) codec and operator stages and the
-   ``:cpu`` config's operator stage, through the trainer's own ``StageStep`` (device-resident windows, flat
-   donated state) at ``steps_per_dispatch`` 1 and at the config's default: updates/s.
+   ``:cpu`` config's operator stage (small sizes: only the latter), through the trainer's own ``StageStep``
+   (device-resident windows, flat donated state) at ``steps_per_dispatch`` 1 and at the config's default:
+   updates/s; with ``--legacy-root`` also the ``:cpu`` stage as the code before issue 16 ran it.
+   ``test-config``: the same for ``:test`` (tiny, dispatch-bound on any machine).
 3. ``validation`` / ``checkpoint``: one validation of the production operator stage (compiled before timing) and
    one checkpoint as the loop writes it (params, EMA, optimizer state, JSON state; written and waited for).
 4. ``hlo``: kernels per operator update from the compiled HLO (top-level instructions reachable from the entry
@@ -188,7 +190,7 @@ def stage_row(spec: str, name: str, per_dispatch, seconds: float) -> dict:
     while True:
         state, out = runner.run(state, key, step, runner.next_inputs(N))
         step += N
-        if (step // N) % 4 == 0:
+        if (step // N) % max(1, 4 // N) == 0:      # sync every 4 updates, or every dispatch of >= 4
             jax.block_until_ready(out)
             if time.perf_counter() - t0 >= seconds:
                 break
@@ -288,7 +290,9 @@ def legacy_rows(root: str, plan: list[tuple[str, str, float]]) -> list[dict]:
     import os
     import subprocess
 
-    code = LEGACY.format(root=str(Path(root).resolve()), bench=str(ROOT / "benchmarks"), plan=plan)
+    root = str(Path(root).resolve())
+    plan = [(spec.replace(str(ROOT), root), name, seconds) for spec, name, seconds in plan]   # its own configs
+    code = LEGACY.format(root=root, bench=str(ROOT / "benchmarks"), plan=plan)
     env = dict(os.environ, PYTHONPATH=str(Path(root).resolve()))
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     lines = [x for x in p.stdout.splitlines() if x.startswith("LEGACY ")]
@@ -310,8 +314,8 @@ def dry_run_row(spec: str, measured: dict | None) -> dict:
     gpu = next((g for g in GPU_TABLE if g.lower() in kind.lower()), None)
     row = {"row": "dry-run", "config": spec, "stage": "operator", "device_kind": kind,
            "dry_run_measured_step_ms": 1e3 * st["step_s"], "flops_per_update": st["flops_per_step"]}
-    if gpu:
-        row["predicted_gpu_step_ms"] = 1e3 * r["gpu"][gpu]["step_s"] if "step_s" in r["gpu"][gpu] else None
+    if gpu:     # the dry run's FLOP-based estimate for this GPU, per update (its table covers the training steps)
+        row["predicted_gpu_step_ms"] = 1e3 * r["gpu"][gpu]["train_s"] / max(st["steps"], 1)
     if measured:
         row["benchmark_step_ms"] = 1e3 / measured["updates_per_s"]
     return row
@@ -361,6 +365,8 @@ def main(argv) -> int:
     measured = None
     if "stage" in wanted:
         plan = [(prod, "codec"), (prod, "operator"), (prod + ":cpu", "operator")]
+        if small:       # a CPU runs the production config at ~0.5 updates/s: only :cpu's stage there
+            plan = [(prod + ":cpu", "operator")]
         for spec, name in plan:
             for spd in (1, "auto"):
                 if budget_left():

@@ -206,6 +206,9 @@ def main(argv) -> int:
     if not args.data:
         check_recorded_data(workdir)
     cfg, data, model, stage, step = load_run(workdir, args.data)
+    from ups_jax.compilation import enable_cache_from_config
+
+    enable_cache_from_config(cfg)
     meta = json.loads((workdir / "run_meta.json").read_text())       # load_run has checked it
     dt, x_min, x_max = float(meta["dt"]), float(meta["x_min"]), float(meta["x_max"])
     train_nus = [f["nu"] for f in meta["fingerprint"].get("files", [])]
