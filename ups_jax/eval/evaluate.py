@@ -40,13 +40,15 @@ def conventions(*, domain_length: float, batch_size: int) -> dict:
     }
 
 
-def predict(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: int, steps: int) -> np.ndarray:
+def predict(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: int, steps: int, *,
+            first_index: int = 0) -> np.ndarray:
     """The model's prediction of frames ``start+1 .. start+steps`` given frames ``0 .. start``: (B, steps, X).
 
     The one place evaluation, validation and the benchmarks call the model's rollout (physical units in and out).
-    The rollout reads the last ``context_frames`` of the given frames.
+    The rollout reads the last ``context_frames`` of the given frames; ``first_index`` is ``traj[0]``'s index in
+    the whole evaluation (a stochastic rollout keys each trajectory's noise by it).
     """
-    return rollout(traj[:, :start + 1], nu, dt, steps)
+    return rollout(traj[:, :start + 1], nu, dt, steps, first_index=first_index)
 
 
 def score(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: int, *, batch_size: int,
@@ -60,7 +62,7 @@ def score(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: 
     for s in range(0, traj.shape[0], batch_size):
         chunk = traj[s:s + batch_size]
         true = chunk[:, start + 1:]
-        pred = predict(rollout, chunk, nu[s:s + batch_size], dt, start, steps)
+        pred = predict(rollout, chunk, nu[s:s + batch_size], dt, start, steps, first_index=s)
         acc_m.update(pred, true)
         acc_p.update(persistence_prediction(chunk[:, start], steps), true)
         if sum(len(k) for k in kept) < keep:
