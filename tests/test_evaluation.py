@@ -89,3 +89,24 @@ def test_refined_rows_do_not_depend_on_the_batch_size(trained_run):
             _, _, preds[bs] = score(r, traj[:, :start + steps + 1], nu, float(data.dataset.dt), start, batch_size=bs,
                                     keep=len(traj))
         np.testing.assert_allclose(preds[1], preds[2], rtol=1e-5, atol=1e-6, err_msg=refine)
+
+
+def test_the_baseline_workdir_is_relative_to_the_run_not_the_cwd(tmp_path, monkeypatch):
+    """Issue 18, defect 4: ``baseline.workdir`` is read against the run's WORKDIR, whichever directory the command
+    starts in."""
+    import ml_collections as mlc
+
+    from ups_jax.training.pipeline import baseline_workdir
+
+    run = tmp_path / "runs" / "a"
+    cfg = mlc.ConfigDict({"baseline": {"config": "configs/fno_burgers.py", "workdir": ""}})
+    for cwd in (tmp_path, tmp_path / "elsewhere"):
+        cwd.mkdir(exist_ok=True)
+        monkeypatch.chdir(cwd)
+        cfg.baseline.workdir = ""
+        assert baseline_workdir(cfg, run) == run / "baselines" / "fno"
+        cfg.baseline.workdir = "shared/fno"
+        assert baseline_workdir(cfg, run) == run / "shared" / "fno"
+        assert baseline_workdir(cfg, "runs/a") == cwd / "runs" / "a" / "shared" / "fno"   # a relative WORKDIR
+        cfg.baseline.workdir = str(tmp_path / "fno")
+        assert baseline_workdir(cfg, run) == tmp_path / "fno"
