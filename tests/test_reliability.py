@@ -166,8 +166,8 @@ def test_the_only_checkpoint_unreadable_is_an_error_and_nothing_is_touched(tmp_p
     _StageHarness(burgers_file, *LOOP).run(wd, max_steps=3)
     _truncate_arrays(wd / "checkpoints" / "codec" / "3")
     before = _snapshot(wd / "checkpoints")
-    with pytest.raises(CheckpointError, match=r"no readable checkpoint \(1 damaged; step 3: ValueError: OUT_OF_RANGE: .*"
-                                             r"\); use --fresh"):
+    with pytest.raises(CheckpointError,
+                       match=r"no readable checkpoint \(1 damaged; step 3: ValueError: OUT_OF_RANGE: .*\); use --fresh"):
         _StageHarness(burgers_file, *LOOP).run(wd)
     assert _snapshot(wd / "checkpoints") == before
 
@@ -211,7 +211,7 @@ def test_damaged_newest_checkpoints_fall_back_through_the_command_and_end_bitwis
         line, = [w for w in warned if f"/checkpoints/{stage}/{newest[stage]} is damaged" in w]
         assert line.startswith("warning: checkpoint ") and "resuming from step 3" in line, line
         assert (wd / "checkpoints_unreadable" / stage / str(newest[stage])).is_dir()     # kept, out of the way
-    assert any("DamagedCheckpoint: metrics/metrics is not valid JSON" in w for w in warned)
+    assert any("/codec/6 is damaged (metrics/metrics is not valid JSON" in w for w in warned)
     for stage in cfg.stage_order:
         assert _steps_on_disk(wd, stage) == _steps_on_disk(ref, stage)
         a, b = _final_items(ref, cfg, stage), _final_items(wd, cfg, stage)
