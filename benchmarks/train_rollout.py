@@ -61,7 +61,8 @@ def train_throughput(spec: str, steps: int) -> list[str]:
         mem = compiled_cost(compiled)
         rows.append(f"| `{spec.split('/')[-1]}` | {name} | {count_params(model)['total']:,} | {sc.batch_size} "
                     f"| {sc.rollout_steps} | {sps:.2f} | {sps * sc.batch_size:.1f} | {compile_s:.1f} "
-                    f"| {mem['flops'] / N / 1e9:.2f} | {mem['peak_bytes'] / 2**20:.1f} |")
+                    f"| {mem['flops'] / N / 1e9:.2f} | "
+                    f"{'unknown' if mem['peak_bytes'] is None else format(mem['peak_bytes'] / 2**20, '.1f')} |")
     return rows
 
 

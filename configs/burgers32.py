@@ -210,9 +210,9 @@ def _refine_stages(cfg, arg):
     ))
     cfg.eval.ttc_preset = "default"          # the TTC row of the comparison table ('' = none)
 
-    # The FNO baseline, trained into WORKDIR/baselines/fno (or baseline.workdir) by the same command on the same
-    # data and protocol; '' = no FNO row. Off in :cpu: PDEBench's FNO at the :cpu budget would double the demo's
-    # wall time (turn it on with --config.baseline.config=configs/fno_burgers.py:cpu).
+    # The FNO baseline, trained into WORKDIR/baselines/fno (or baseline.workdir, relative to WORKDIR) by the same
+    # command on the same data and protocol; '' = no FNO row. Off in :cpu: PDEBench's FNO at the :cpu budget would
+    # double the demo's wall time (turn it on with --config.baseline.config=configs/fno_burgers.py:cpu).
     cfg.baseline = mlc.ConfigDict(dict(config="configs/fno_burgers.py", workdir=""))
 
     if arg == "cpu":

@@ -9,8 +9,8 @@ Data fixtures (generated once per session by the real JAX solver, PDEBench layou
 
 Run fixture: ``trained_run`` = (workdir, cfg, results) of one finished ``configs/burgers32.py:test`` run on
 ``burgers_file`` (every stage of :test — codec, operator, corrector, student, steady — the FNO baseline in
-``baselines/fno``, the test evaluation and the comparison table), trained once per session in-process. Copy it before
-changing anything in it (tests/test_training.py's evaluation tests rewrite its eval/ files, nothing else).
+``baselines/fno``, the test evaluation and the comparison table), trained once per session in-process. It is read-only for
+every test (other modules read it concurrently on the other xdist worker): copy it before changing anything.
 
 Parallel runs (``make test`` = ``pytest -n 2``, pytest-xdist): the data and ``trained_run`` are made once for all
 workers (the first worker to need them makes them under a file lock, the others wait and reuse them); each test

@@ -19,7 +19,7 @@ class ScaledPersistence:
     def __init__(self, factor):
         self.factor = factor
 
-    def __call__(self, given, nu, dt, steps):
+    def __call__(self, given, nu, dt, steps, *, first_index=0):
         u0 = np.asarray(given, np.float64)[:, -1]
         return np.repeat(self.factor * u0[:, None], steps, axis=1)
 
@@ -68,3 +68,45 @@ def test_batched_values_are_labelled_and_differ_for_batch_statistics():
     c = res["conventions"]
     assert c["frmse_Lx"] == FRMSE_LX == 1.0 and c["domain_length"] == 2.0
     assert "every trajectory weighs the same" in c["headline"] and "3 trajectories" in c["pdebench_batched"]
+
+
+def test_refined_rows_do_not_depend_on_the_batch_size(trained_run):
+    """Issue 18, defect 6: a +corrector/+student prediction keys its noise by the trajectory's index, so it is the
+    same whatever eval.batch_size puts the trajectory into (and each outer batch of score() draws new noise)."""
+    from ups_jax.eval.evaluate import score
+    from ups_jax.eval.rollout import Rollout
+    from ups_jax.training.restore import load_run
+
+    wd, cfg, _ = trained_run
+    _, data, model, _, _ = load_run(wd)
+    traj, nu = data.trajectories("test")
+    assert len(traj) >= 2
+    start, steps = cfg.eval.initial_step - 1, 5
+    for refine in ("corrector", "student"):
+        preds = {}
+        for bs in (1, 2):
+            r = Rollout(model, norm=data.norm, x01=data.x01, batch_size=bs, refine=refine, seed=cfg.seed)
+            _, _, preds[bs] = score(r, traj[:, :start + steps + 1], nu, float(data.dataset.dt), start, batch_size=bs,
+                                    keep=len(traj))
+        np.testing.assert_allclose(preds[1], preds[2], rtol=1e-5, atol=1e-6, err_msg=refine)
+
+
+def test_the_baseline_workdir_is_relative_to_the_run_not_the_cwd(tmp_path, monkeypatch):
+    """Issue 18, defect 4: ``baseline.workdir`` is read against the run's WORKDIR, whichever directory the command
+    starts in."""
+    import ml_collections as mlc
+
+    from ups_jax.training.pipeline import baseline_workdir
+
+    run = tmp_path / "runs" / "a"
+    cfg = mlc.ConfigDict({"baseline": {"config": "configs/fno_burgers.py", "workdir": ""}})
+    for cwd in (tmp_path, tmp_path / "elsewhere"):
+        cwd.mkdir(exist_ok=True)
+        monkeypatch.chdir(cwd)
+        cfg.baseline.workdir = ""
+        assert baseline_workdir(cfg, run) == run / "baselines" / "fno"
+        cfg.baseline.workdir = "shared/fno"
+        assert baseline_workdir(cfg, run) == run / "shared" / "fno"
+        assert baseline_workdir(cfg, "runs/a") == cwd / "runs" / "a" / "shared" / "fno"   # a relative WORKDIR
+        cfg.baseline.workdir = str(tmp_path / "fno")
+        assert baseline_workdir(cfg, run) == tmp_path / "fno"

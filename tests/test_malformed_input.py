@@ -230,7 +230,8 @@ def test_malformed_input(case, corpus, capsys):
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_loses_nothing(corpus, tmp_path):
     """The process may not grow a file past 24 kB (RLIMIT_FSIZE; writes then fail with EFBIG like ENOSPC on a
     full disk): the operator's final checkpoint cannot be written. One line, exit 2, the complete checkpoints
-    untouched, and the run resumes once there is room."""
+    untouched, and the newest complete one (step 3) is the resume point a rerun reads. (Resuming itself, from a
+    checkpoint like it, is tests/test_reliability.py's; rerunning here would cost another training run.)"""
     root, files = corpus
     wd = tmp_path / "w"
     shutil.copytree(files["partial"], wd)

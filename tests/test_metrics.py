@@ -246,3 +246,21 @@ def test_per_sample_nrmse_known_answers():
     acc = MetricAccumulator(1.0)
     acc.update(pred[:, None, :], true[:, None, :])
     assert acc.result()["nrmse"] == pytest.approx(per_sample_nrmse(pred, true).mean())
+
+
+def test_a_small_nrmse_and_a_zero_correlation_time_agree_on_fields_with_a_large_mean():
+    """Issue 18: docs/results/accuracy_*.json has corr_time 0 for the FNO (nRMSE 0.19) and for persistence. Not a
+    defect: nRMSE divides by ||y|| including the field's spatial mean, the Pearson correlation only sees the
+    fluctuation about it, and the Burgers data's mean dominates (|mean| ≈ 0.41 vs spatial std ≈ 0.14 on the
+    test data). Known answer: y = m + cos, p = m + cos(x − φ): nRMSE = sqrt(1 − cos φ) / sqrt(m² + ½), corr =
+    cos φ."""
+    nx, m, phi = 64, 3.0, math.acos(0.7)
+    x = 2 * np.pi * np.arange(nx) / nx
+    y = np.stack([m + np.cos(x)] * 3)[None]
+    p = np.stack([m + np.cos(x - phi)] * 3)[None]
+    acc = MetricAccumulator(Lx=1.0, corr_threshold=0.8)
+    acc.update(p, y)
+    r = acc.result()
+    assert r["corr_per_step"] == pytest.approx([0.7] * 3)
+    assert r["nrmse"] == pytest.approx(math.sqrt(1 - 0.7) / math.sqrt(m * m + 0.5))       # 0.18
+    assert r["nrmse"] < 0.19 and r["corr_time"] == 0

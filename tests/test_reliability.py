@@ -149,7 +149,8 @@ def test_unreadable_newest_checkpoint_falls_back_and_is_set_aside(tmp_path, burg
     assert len(resumed.seen) == 3                                  # steps 4..6: resumed from step 3
     recs = _records(wd)
     warn = [r for r in recs if r["kind"] == "checkpoint_unreadable"]
-    assert len(warn) == 1 and "/codec/5 is unreadable" in warn[0]["message"] and "step 3" in warn[0]["message"]
+    assert len(warn) == 1 and "/codec/5 is damaged (ValueError: OUT_OF_RANGE" in warn[0]["message"]
+    assert "resuming from step 3" in warn[0]["message"]
     assert [r["step"] for r in recs if r["kind"] == "resume"] == [3]
     assert (wd / "checkpoints_unreadable" / "codec" / "5").is_dir()          # kept for a post-mortem
     assert not (wd / "checkpoints" / "codec" / "6.orbax-checkpoint-tmp-123").exists()
@@ -165,10 +166,107 @@ def test_the_only_checkpoint_unreadable_is_an_error_and_nothing_is_touched(tmp_p
     _StageHarness(burgers_file, *LOOP).run(wd, max_steps=3)
     _truncate_arrays(wd / "checkpoints" / "codec" / "3")
     before = _snapshot(wd / "checkpoints")
-    with pytest.raises(CheckpointError, match=r"no readable checkpoint \(1 tried; step 3: ValueError: .*/3/params: orbax cannot read its "
-                                             r"metadata\); use --fresh"):
+    with pytest.raises(CheckpointError,
+                       match=r"no readable checkpoint \(1 damaged; step 3: ValueError: OUT_OF_RANGE: .*\); use --fresh"):
         _StageHarness(burgers_file, *LOOP).run(wd)
     assert _snapshot(wd / "checkpoints") == before
+
+
+# The ways a step directory gets damaged, one per stage of :test, so that one resumed command covers them all
+def _truncate_all(d: Path) -> None:                     # the whole step, metrics JSON included (issue 18's case)
+    for f in d.rglob("*"):
+        if f.is_file():
+            os.truncate(f, 7)
+
+
+DAMAGE = {
+    "codec": lambda d: (d / "metrics" / "metrics").write_text('{"val": 0.'),        # the metrics JSON
+    "operator": _truncate_all,
+    "corrector": lambda d: _truncate_arrays(d / "params"),                            # array files
+    "student": lambda d: os.truncate(d / "params" / "_METADATA", 100),                # an item's metadata
+    "steady": lambda d: (d / "params" / "manifest.ocdbt").unlink(),                  # a missing file
+}
+
+
+def test_damaged_newest_checkpoints_fall_back_through_the_command_and_end_bitwise(trained_run, tmp_path,
+                                                                                  burgers_file):
+    """Issue 18: the finished reference run with every stage's newest checkpoint damaged in another way, resumed
+    by the real command: one warning line per damaged step, each moved aside, every stage retrained from its
+    previous checkpoint, and the run ends bitwise equal to the uninterrupted one."""
+    ref, cfg, ref_results = trained_run
+    wd = tmp_path / "w"
+    shutil.copytree(ref, wd)
+    shutil.rmtree(wd / "eval")
+    newest = {stage: _steps_on_disk(wd, stage)[-1] for stage in DAMAGE}
+    assert set(DAMAGE) == set(cfg.stage_order) and all(len(_steps_on_disk(wd, s)) == 2 for s in DAMAGE)
+    for stage, damage in DAMAGE.items():
+        damage(wd / "checkpoints" / stage / str(newest[stage]))
+
+    p = _train(wd, burgers_file)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    warned = [line for line in p.stderr.splitlines() if " is damaged (" in line]
+    assert len(warned) == len(DAMAGE), p.stderr
+    for stage in DAMAGE:
+        line, = [w for w in warned if f"/checkpoints/{stage}/{newest[stage]} is damaged" in w]
+        assert line.startswith("warning: checkpoint ") and "resuming from step 3" in line, line
+        assert (wd / "checkpoints_unreadable" / stage / str(newest[stage])).is_dir()     # kept, out of the way
+    assert any("/codec/6 is damaged (metrics/metrics is not valid JSON" in w for w in warned)
+    for stage in cfg.stage_order:
+        assert _steps_on_disk(wd, stage) == _steps_on_disk(ref, stage)
+        a, b = _final_items(ref, cfg, stage), _final_items(wd, cfg, stage)
+        _assert_trees_equal(a["params"], b["params"])                  # bitwise
+        _assert_trees_equal(a["ema"], b["ema"])
+        for key in ("rng", "loader", "best_step", "best_val", "finished"):
+            assert a["state"][key] == b["state"][key], (stage, key)
+    got = json.loads((wd / "eval" / "test.json").read_text())
+    assert got["model"]["nrmse"] == ref_results["eval"]["model"]["nrmse"]
+
+
+def test_a_read_error_that_is_not_damage_stops_with_one_line_and_moves_nothing(tmp_path, burgers_file, monkeypatch):
+    """Issue 18: a failure that does not mean "this checkpoint is damaged" (here a bug, injected into the restore)
+    never sets the newest good checkpoint aside: one-line CheckpointError, every file where it was."""
+    from ups_jax.training import checkpoints as ckpt
+
+    wd = tmp_path / "w"
+    _StageHarness(burgers_file, *LOOP).run(wd, max_steps=5)
+    before = _snapshot(wd / "checkpoints")
+    real = ckpt.restore
+
+    def failing(mngr, step, **kw):
+        if step == 5 and "params" in kw.get("items", ()):
+            raise RuntimeError("injected: not a damaged file")
+        return real(mngr, step, **kw)
+
+    monkeypatch.setattr(ckpt, "restore", failing)
+    with pytest.raises(CheckpointError, match=r"/codec/5: reading the checkpoint failed \(RuntimeError: injected: "
+                                             r"not a damaged file\); that is not a sign of a damaged checkpoint, so "
+                                             r"every checkpoint was left in place"):
+        _StageHarness(burgers_file, *LOOP).run(wd)
+    assert _snapshot(wd / "checkpoints") == before
+    assert not (wd / "checkpoints_unreadable").exists()
+
+
+@pytest.mark.parametrize("error, damage", [
+    (ValueError('DATA_LOSS: Error reading "x" in OCDBT database'), True),
+    (ValueError('OUT_OF_RANGE: Error reading byte range [0, 37320) of local file "d/88a4"'), True),
+    (ValueError('NOT_FOUND: Error opening "zarr" driver'), True),
+    (FileNotFoundError(2, "No such file or directory", "ema"), True),
+    (json.JSONDecodeError("Expecting value", "{", 1), True),
+    (ValueError('PERMISSION_DENIED: Error opening "zarr" driver'), False),
+    (PermissionError(13, "Permission denied", "params/_METADATA"), False),
+    (OSError(5, "Input/output error"), False),
+    (RuntimeError("a bug"), False),
+    (KeyError("step"), False),
+])
+def test_only_damage_counts_as_a_damaged_checkpoint(error, damage):
+    from ups_jax.training.checkpoints import is_damage
+
+    assert is_damage(error) is damage
+    try:                                        # also when orbax wraps it
+        raise RuntimeError("restore failed") from error
+    except RuntimeError as wrapped:
+        assert is_damage(wrapped) is damage
 
 
 # ------------------------------------------------------------------------------------- 4. NaN guard

@@ -237,21 +237,51 @@ def test_infer_round_trips_pdebench_layout(full_run, burgers_file, tmp_path):
 
 
 def test_infer_super_resolution_ttc_and_steady(full_run, burgers_file, tmp_path):
+    """Known answers: output at query points that are the training grid's cell centres is the ordinary
+    prediction (the decoder is read at those points); the TTC's logged reward of each chosen step is the reward of
+    the frames it wrote; the steady prior's written state scores the comparison table's final-frame nRMSE."""
+    from ups_jax.inference.rewards import reward
+
     wd, _ = full_run
-    fine = tmp_path / "fine.h5"
+    cfg = _cfg()
+    reference, _ = _read(burgers_file)
+    given = reference[:, ::cfg.data.reduced_resolution_t, ::cfg.data.reduced_resolution]
+    plain, fine, at_grid = tmp_path / "plain.h5", tmp_path / "fine.h5", tmp_path / "grid.h5"
+    assert _infer("--workdir", wd, "--input", burgers_file, "--steps", 3, "--refine", "student", "--out", plain) == 0
     assert _infer("--workdir", wd, "--input", burgers_file, "--steps", 3, "--nx-out", 64, "--refine", "student",
                   "--out", fine) == 0
     pred, ds = _read(fine)
     assert pred.shape == (12, 4, 64) and np.all(np.isfinite(pred))
     np.testing.assert_allclose(ds.x, -1 + (np.arange(64) + 0.5) * 2 / 64, atol=1e-6)
+    coarse, coarse_ds = _read(plain)
+    np.save(tmp_path / "x.npy", np.asarray(coarse_ds.x))
+    assert _infer("--workdir", wd, "--input", burgers_file, "--steps", 3, "--x-query", tmp_path / "x.npy",
+                  "--refine", "student", "--out", at_grid) == 0
+    np.testing.assert_allclose(_read(at_grid)[0][:, 1:], coarse[:, 1:], rtol=1e-5, atol=1e-5)
+
     ttc = tmp_path / "ttc.h5"
     assert _infer("--workdir", wd, "--input", burgers_file, "--steps", 3, "--ttc", "default", "--out", ttc) == 0
     log = json.loads(Path(str(ttc) + ".ttc.json").read_text())
     assert max(max(b) for b in log["evaluations_per_step"]) <= 100
-    assert np.array(log["chosen_reward"]).shape == (12, 3)
+    chosen = np.array(log["chosen_reward"])
+    assert chosen.shape == (12, 3)
+    frames = jnp.asarray(_read(ttc)[0], jnp.float32)            # frame 0 is the given frame, 1.. the chosen path
+    mean_ref = jnp.mean(jnp.asarray(given[:, 0], jnp.float32), -1)
+    weights = dict(cfg.ttc.weights)
+    for t in (1, 2):           # step 0 is scored against the decoded given frame, which is not written
+        want = np.asarray(reward(frames[:, t + 1], frames[:, t], mean_ref, weights))
+        np.testing.assert_allclose(chosen[:, t], want, rtol=1e-3, atol=1e-5)
+
     steady = tmp_path / "steady.h5"
     assert _infer("--workdir", wd, "--input", burgers_file, "--mode", "steady", "--out", steady) == 0
-    assert _read(steady)[0].shape == (12, 2, 16)
+    state = _read(steady)[0]
+    assert state.shape == (12, 2, 16)
+    table = json.loads((wd / "eval" / "table.json").read_text())["steady"]
+    n = table["n_trajectories"]                         # the test split: the first trajectories of the file
+    final = given[:n, -1]
+    got = np.mean(np.sqrt(np.mean((state[:n, 1] - final) ** 2, -1)) / np.sqrt(np.mean(final ** 2, -1)))
+    want = [r["final_nrmse"] for r in table["rows"] if r["row"] == "steady prior"][0]
+    assert got == pytest.approx(want, rel=1e-4)
 
 
 @pytest.mark.parametrize("case,needle", [

@@ -413,11 +413,13 @@ def test_checkpoint_root_metadata_holds_config_norm_fingerprint_version(run_dir,
 
 
 # ----------------------------------------------------------------------------------------------- 8. evaluation
-def test_evaluate_cli_writes_physical_space_report_for_test_and_val(run_dir, burgers_file):
+def test_evaluate_cli_writes_physical_space_report_for_test_and_val(run_dir, burgers_file, tmp_path):
     from ups_jax import evaluate as evaluate_cli
     from ups_jax.errors import run_cli
 
-    wd, cfg, ref_results = run_dir
+    ref, cfg, ref_results = run_dir
+    wd = tmp_path / "w"       # its own copy: the shared run is read by other modules on the other xdist worker
+    shutil.copytree(ref, wd)
     for split in ("test", "val"):
         (wd / "eval" / f"{split}.json").unlink(missing_ok=True)
         if split == "test":   # the real command, in a fresh process

@@ -98,15 +98,30 @@ def _stub(offsets: np.ndarray, W: int, N: int):
     return step, refine, decode
 
 
-def _run(plan, offsets, steps=3):
+def _counting(fn, rows_per_call: list, weight: int = 1):
+    """``fn`` that records, every time it runs (not when traced), ``weight`` × the rows it was given."""
+    def counted(z, *args):
+        jax.debug.callback(lambda n: rows_per_call.append(int(n) * weight), z.shape[0])
+        return fn(z, *args)
+
+    return counted
+
+
+def _run(plan, offsets, steps=3, calls: list | None = None):
+    """``calls``: if given, a list that receives the network evaluations of every call as it runs (the operator
+    and the decoder one per row, the refiner ``plan.refiner_calls`` per row)."""
     B = offsets.shape[0]
     u0 = _field(B)
     z0 = u0[..., None]
     step, refine, decode = _stub(offsets, plan.beam_width, plan.candidates)
+    if calls is not None:
+        step, decode = _counting(step, calls), _counting(decode, calls)
+        refine = _counting(refine, calls, plan.refiner_calls)
     ones = jnp.ones(B)
     fn = jax.jit(lambda z, f, m, k: beam_search(step, refine, decode, z, f, m, ones, ones, k, steps=steps,
                                                 plan=plan, weights=W1))
     zs, log = fn(z0, u0, jnp.mean(u0, -1), jax.random.key(0))
+    jax.effects_barrier()
     return np.asarray(zs[..., 0]), jax.device_get(log), np.asarray(u0)
 
 
@@ -138,20 +153,26 @@ def test_beam_search_with_lookahead_follows_the_best_beam():
     np.testing.assert_allclose(fields[:, -1], u0 + 3 * best[:, None], atol=1e-5)
 
 
-@pytest.mark.parametrize("preset,calls", [((4, 3, 2, 100), 1), ((4, 3, 2, 100), 4), ((16, 5, 2, 300), 1),
-                                          ((8, 3, 3, 40), 2), ((6, 2, 2, 6), 0)])
-def test_budget_is_never_exceeded(preset, calls):
+@pytest.mark.parametrize("preset,calls,plan_nwh", [
+    ((4, 3, 2, 100), 1, (4, 3, 2)),      # 3 · (1 + 4 · 2) + 3 · 4 · 1 · 3 = 63 (the lookahead: H = 2)
+    ((4, 3, 2, 100), 4, (4, 3, 1)),      # H = 2 would cost 135; 3 · (1 + 4 · 5) = 63
+    ((16, 5, 2, 300), 1, (16, 5, 1)),    # 405 → 165
+    ((8, 3, 3, 40), 2, (8, 1, 1)),       # 1 + 8 · 3 = 25
+    ((6, 2, 2, 6), 1, (2, 1, 1)),        # 1 operator + 2 · (1 refiner + 1 decoder) = 5
+    ((6, 2, 2, 6), 0, (5, 1, 1)),        # a refiner without network calls: 1 + 5 decoder calls = 6
+])
+def test_budget_is_never_exceeded(preset, calls, plan_nwh):
     cfg = _ttc_cfg(p=preset)
-    calls = max(calls, 1)
     plan = make_plan(cfg, "p", calls)
-    assert plan.evaluations_per_step <= plan.budget
-    assert plan.candidates <= preset[0] and plan.beam_width <= preset[1] and plan.horizon <= preset[2]
+    assert (plan.candidates, plan.beam_width, plan.horizon) == plan_nwh
     offsets = np.random.default_rng(1).normal(size=(2, plan.candidates)) * 0.1
-    _, log, _ = _run(dataclasses_replace(plan, refiner_calls=calls), offsets, steps=2)
-    counted = np.asarray(log["evaluations"])
-    assert counted.shape == (2,)
-    assert np.all(counted <= plan.budget)
-    assert np.all(counted == step_cost(plan.candidates, plan.beam_width, plan.horizon, calls))
+    seen: list[int] = []
+    steps, B = 2, offsets.shape[0]
+    _, log, _ = _run(plan, offsets, steps=steps, calls=seen)
+    made = sum(seen) / (steps * B)        # network evaluations the search really made, per step and trajectory
+    assert made <= plan.budget
+    assert made == step_cost(plan.candidates, plan.beam_width, plan.horizon, calls)
+    np.testing.assert_array_equal(np.asarray(log["evaluations"]), [made] * steps)   # the log tells the truth
 
 
 def dataclasses_replace(plan, **kw):

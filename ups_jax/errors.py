@@ -164,18 +164,30 @@ def cli_logging(debug: bool = False):
 _QUIET_LOGGERS = ("absl", "asyncio")
 
 
+def _report_background(what: str, exc: BaseException | None) -> None:
+    """A failure outside the main flow: the disk-full / read-only / permission failure of an asynchronous write
+    (orbax's writer threads, tensorstore's callbacks) reaches the caller as an exception and is reported there
+    in one line, so here it is shown only with --debug; anything else is shown as one error line (the traceback
+    with --debug), never hidden."""
+    log = logging.getLogger("ups_jax")
+    text = f"{what} failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    if exc is not None and storage_error_message(exc) is not None:
+        log.debug(text)
+    else:
+        log.error(text + " (--debug shows the traceback)")
+
+
 def _quiet_callback_exception(exc_type, exc_value, tb) -> None:
-    logging.getLogger("ups_jax").debug("callback failed: %s: %s", exc_type.__name__, exc_value)
+    _report_background("a callback", exc_value)
 
 
 def _quiet_unraisable(args) -> None:
-    logging.getLogger("ups_jax").debug("ignored: %s: %s", args.exc_type.__name__, args.exc_value)
+    _report_background(f"ignored exception in {args.object!r}" if args.object is not None else "a finaliser",
+                       args.exc_value)
 
 
 def _quiet_thread_exception(args) -> None:
-    """A background thread's exception (orbax's writer threads after a failed save), kept out of the one-line
-    output: it is re-raised to the caller by the library and shown with --debug."""
-    logging.getLogger("ups_jax").debug("background thread %s failed: %s", args.thread, args.exc_value)
+    _report_background(f"background thread {args.thread.name if args.thread else '?'}", args.exc_value)
 
 
 def run_cli(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None, *,

@@ -33,12 +33,16 @@ def _flops(compiled) -> float:
 
 
 def _memory(compiled) -> dict:
+    """XLA's memory analysis of a compiled program; when XLA cannot give it, every size is None and
+    ``memory_unknown`` says why (an estimate of 0 bytes would read as "fits anywhere")."""
     try:
         m = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001
-        m = None
+        why = "XLA's memory_analysis() returned nothing on this backend"
+    except Exception as e:  # noqa: BLE001 — some backends do not implement it: reported as unknown, with the reason
+        m, why = None, f"XLA's memory_analysis() failed: {type(e).__name__}: {str(e).strip()[:160]}"
     if m is None:
-        return {"argument_bytes": 0, "output_bytes": 0, "temp_bytes": 0, "alias_bytes": 0, "peak_bytes": 0}
+        return {"argument_bytes": None, "output_bytes": None, "temp_bytes": None, "alias_bytes": None,
+                "peak_bytes": None, "memory_unknown": why}
     out = {"argument_bytes": int(m.argument_size_in_bytes), "output_bytes": int(m.output_size_in_bytes),
            "temp_bytes": int(m.temp_size_in_bytes), "alias_bytes": int(m.alias_size_in_bytes)}
     out["peak_bytes"] = out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] - out["alias_bytes"]

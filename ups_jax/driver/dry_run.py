@@ -105,7 +105,10 @@ def dry_run(cfg, *, skip_data: bool = False, estimate_only: bool = False, timing
         report["total_s"] = report["startup_s"] + sum(s["total_s"] for s in report["stages"].values()) \
             + report["final_eval_s"]
         report["predicted_peak_rss_bytes"] = peak_rss_bytes()
-    report["device_peak_bytes"] = max(s["peak_bytes"] for s in report["stages"].values())
+    peaks = [s["peak_bytes"] for s in report["stages"].values()]
+    report["device_peak_bytes"] = None if None in peaks else max(peaks)     # unknown when any stage's is
+    notes += [f"stage {name}: XLA peak memory unknown ({s['memory_unknown']})"
+              for name, s in report["stages"].items() if s.get("memory_unknown")]
     report["gpu"] = gpu_estimates(cfg, report)
     report["recommendation"] = recommend(report["gpu"])
     return report
@@ -236,12 +239,13 @@ def gpu_estimates(cfg, report) -> dict:
         hours = seconds / 3600
         out[gpu] = {"train_s": seconds, "hours": hours, "price_per_hour": float(prices[gpu]),
                     "cost_usd": hours * float(prices[gpu]),
-                    "fits": report["device_peak_bytes"] < 0.9 * spec["memory_gb"] * 2**30}
+                    "fits": None if report["device_peak_bytes"] is None          # None: memory unknown
+                    else report["device_peak_bytes"] < 0.9 * spec["memory_gb"] * 2**30}
     return out
 
 
 def format_report(r: dict) -> str:
-    mib = lambda b: f"{b / 2**20:.1f} MiB"
+    mib = lambda b: "unknown" if b is None else f"{b / 2**20:.1f} MiB"
     nan = float("nan")
     lines = [f"dry run: config {r['config']} on {r['device']} ({r['device_kind']}); params " +
              ", ".join(f"{k}={v:,}" for k, v in r["params"].items())]
@@ -264,7 +268,7 @@ def format_report(r: dict) -> str:
     lines += ["", f"{'GPU':6s} {'train':>10s} {'hours':>8s} {'$/h':>6s} {'cost $':>8s}  fits"]
     for gpu, e in r["gpu"].items():
         lines.append(f"{gpu:6s} {e['train_s']:9.0f}s {e['hours']:8.4f} {e['price_per_hour']:6.2f} "
-                     f"{e['cost_usd']:8.3f}  {'yes' if e['fits'] else 'no'}")
+                     f"{e['cost_usd']:8.3f}  {'unknown' if e['fits'] is None else 'yes' if e['fits'] else 'no'}")
     lines.append(f"recommendation: {r['recommendation'] or 'no listed GPU fits'} (cheapest that fits; GPU times "
                  f"count training steps at {r['efficiency']:g} of peak TF32 FLOP/s (cfg.cost.efficiency), "
                  f"not measured here)")

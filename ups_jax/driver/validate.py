@@ -99,6 +99,10 @@ def check_memory(cfg, c: Checks):
     H = "hardware"
     limit = device_memory_bytes()
     for stage, mem in compiled_stage_memory(cfg).items():
+        if mem["peak_bytes"] is None:       # XLA could not tell: say so, never a pass on a guess of 0 bytes
+            c.add(H, f"{stage} memory", False, f"compiled {stage} step: memory unknown ({mem['memory_unknown']})",
+                  "run the dry run on the target device (python -m ups_jax.driver dry-run)", severity="warning")
+            continue
         c.add(H, f"{stage} memory", mem["peak_bytes"] < 0.9 * limit,
               f"compiled {stage} step needs {mem['peak_bytes'] / 2**20:.1f} MiB of {limit / 2**30:.1f} GiB",
               f"lower stages.{stage}.batch_size or use accum_steps")

@@ -13,13 +13,13 @@ same :func:`score`, so val and test numbers are the same quantity.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ups_jax.eval.metrics import MetricAccumulator, persistence_prediction
 from ups_jax.eval.rollout import Rollout
+from ups_jax.files import atomic_path, write_json_atomic
 
 FRMSE_LX = 1.0          # PDEBench's training scripts call metric_func(..., Lx=1.0) whatever the domain
 CONVENTIONS_VERSION = 2  # 1 (no ``conventions`` block): equal-weight batch means, fRMSE scaled by the domain length
@@ -40,13 +40,15 @@ def conventions(*, domain_length: float, batch_size: int) -> dict:
     }
 
 
-def predict(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: int, steps: int) -> np.ndarray:
+def predict(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: int, steps: int, *,
+            first_index: int = 0) -> np.ndarray:
     """The model's prediction of frames ``start+1 .. start+steps`` given frames ``0 .. start``: (B, steps, X).
 
     The one place evaluation, validation and the benchmarks call the model's rollout (physical units in and out).
-    The rollout reads the last ``context_frames`` of the given frames.
+    The rollout reads the last ``context_frames`` of the given frames; ``first_index`` is ``traj[0]``'s index in
+    the whole evaluation (a stochastic rollout keys each trajectory's noise by it).
     """
-    return rollout(traj[:, :start + 1], nu, dt, steps)
+    return rollout(traj[:, :start + 1], nu, dt, steps, first_index=first_index)
 
 
 def score(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: int, *, batch_size: int,
@@ -60,7 +62,7 @@ def score(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: 
     for s in range(0, traj.shape[0], batch_size):
         chunk = traj[s:s + batch_size]
         true = chunk[:, start + 1:]
-        pred = predict(rollout, chunk, nu[s:s + batch_size], dt, start, steps)
+        pred = predict(rollout, chunk, nu[s:s + batch_size], dt, start, steps, first_index=s)
         acc_m.update(pred, true)
         acc_p.update(persistence_prediction(chunk[:, start], steps), true)
         if sum(len(k) for k in kept) < keep:
@@ -116,17 +118,14 @@ def write_report(results: dict, samples: dict | None, x: np.ndarray, outdir: str
     outdir.mkdir(parents=True, exist_ok=True)
     split = results["split"]
     written = []
-    path = outdir / f"{split}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
-    written.append(path)
+    written.append(write_json_atomic(outdir / f"{split}.json", results, indent=1))   # never a half-written file
     dt = results["protocol"]["dt"]
     written.append(Path(plots.plot_nrmse_curves(
         {"model": results["model"]["nrmse_per_step"], "persistence": results["persistence"]["nrmse_per_step"]},
         dt, outdir / f"{split}_nrmse_vs_step.png")))
     if samples is not None:
-        np.savez_compressed(outdir / f"{split}_samples.npz", x=x, **samples)
+        with atomic_path(outdir / f"{split}_samples.npz") as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, x=x, **samples)         # a file object: savez would append ".npz" to a name
         written.append(outdir / f"{split}_samples.npz")
         for i in range(samples["pred"].shape[0]):
             written.append(Path(plots.plot_xt_maps(samples["true"][i], samples["pred"][i], x, samples["t"],

@@ -14,6 +14,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ups_jax.files import atomic_path
+
 __all__ = ["plot_loss_curves", "plot_nrmse_curves", "plot_series", "plot_xt_maps"]
 
 _DPI = 120
@@ -27,10 +29,8 @@ def _figure(**kwargs) -> Figure:
 
 def _save(fig: Figure, path: str | os.PathLike) -> str:
     path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    fig.savefig(path, dpi=_DPI, format="png")
+    with atomic_path(path) as tmp:     # a failed or interrupted save never leaves half a PNG in place of the old one
+        fig.savefig(tmp, dpi=_DPI, format="png")
     return path
 
 

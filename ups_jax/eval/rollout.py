@@ -4,7 +4,8 @@ Works for every model with the surrogate interface ``rollout_fields(u_ctx, dt, n
 the FNO baseline): the model reads its ``context_frames`` last given frames and predicts the following ones.
 For UPS, ``mode='latent'`` encodes once and steps in latent space (UPT's latent rollout, the cheap path);
 ``'reencode'`` decodes and re-encodes after every step. ``refine='corrector'|'student'`` adds the predictor–corrector
-refinement (models/corrector.py) with noise from ``seed`` (fixed per batch, so evaluations are reproducible).
+refinement (models/corrector.py) with noise keyed by ``seed`` and the trajectory's index (``first_index`` + its row):
+a trajectory's prediction does not depend on the batch size or on which batch it falls in.
 Subclasses replace the jitted function (``_make_fn``) and keep the batching: inference/ttc.py::TTCRollout.
 """
 
@@ -26,11 +27,7 @@ def make_rollout_fn(graphdef, mode: str = "latent", refine: str = "none"):
         raise ValueError(f"eval.rollout_mode={mode!r}: choose 'latent' or 'reencode'")
     kw = {} if refine == "none" else {"refine": refine}
 
-    @functools.partial(jax.jit, static_argnames=("steps",))
-    def rollout(state, u_ctx, nu, dt, x01, rng, xq01, steps: int):
-        """u_ctx: (B, h, X) normalised; nu, dt: (B,); returns (B, steps, X) normalised predictions on the grid, or
-        (B, steps, Q) at ``xq01`` (UPS latent rollouts only: the decoder reads any point)."""
-        m = nnx.merge(graphdef, state)
+    def batch(m, u_ctx, nu, dt, x01, rng, xq01, steps):
         extra = dict(kw, rng=rng) if kw else {}
         if xq01 is None:
             return m.rollout_fields(u_ctx, dt, nu, x01, steps, mode=mode, **extra)
@@ -39,6 +36,20 @@ def make_rollout_fn(graphdef, mode: str = "latent", refine: str = "none"):
         zs = m.rollout(m.encode_frames(u_ctx, x01), dt, nu, steps, **extra)          # (B, S, T, D)
         b, s, t, d = zs.shape
         return m.decode(zs.reshape(b * s, t, d), xq01)[..., 0].reshape(b, s, -1)
+
+    @functools.partial(jax.jit, static_argnames=("steps",))
+    def rollout(state, u_ctx, nu, dt, x01, rng, xq01, steps: int):
+        """u_ctx: (B, h, X) normalised; nu, dt: (B,); rng: (B,) keys, one per trajectory; returns (B, steps, X)
+        normalised predictions on the grid, or (B, steps, Q) at ``xq01`` (UPS latent rollouts only: the decoder
+        reads any point)."""
+        m = nnx.merge(graphdef, state)
+        if not kw:                                     # deterministic: the batch as it is
+            return batch(m, u_ctx, nu, dt, x01, rng, xq01, steps)
+
+        def row(u, nu1, dt1, key):                     # each trajectory's noise from its own key
+            return batch(m, u[None], nu1[None], dt1[None], x01, key, xq01, steps)[0]
+
+        return jax.vmap(row)(u_ctx, nu, dt, rng)
 
     return rollout
 
@@ -72,9 +83,16 @@ class Rollout:
         self.state = nnx.state(model)
         return self
 
-    def __call__(self, given: np.ndarray, nu: np.ndarray, dt: float | np.ndarray, steps: int) -> np.ndarray:
+    def keys(self, first: int) -> jax.Array:
+        """(batch_size,) noise keys of trajectories ``first, first + 1, ...``."""
+        base = jax.random.key(self.seed)
+        return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(first, first + self.batch_size))
+
+    def __call__(self, given: np.ndarray, nu: np.ndarray, dt: float | np.ndarray, steps: int, *,
+                 first_index: int = 0) -> np.ndarray:
         """given: (N, G, X) physical frames (G >= context_frames; the model reads the last ``context_frames``) or
-        (N, X) for a single frame; returns the next ``steps`` frames, (N, steps, X) physical float32."""
+        (N, X) for a single frame; returns the next ``steps`` frames, (N, steps, X) physical float32.
+        ``first_index``: the index of ``given[0]`` among all trajectories evaluated (keys the noise)."""
         given = np.asarray(given)
         if given.ndim == 2:
             given = given[:, None]
@@ -91,7 +109,7 @@ class Rollout:
             pad = self.batch_size - (e - s)
             take = lambda a: np.concatenate([a[s:e], np.repeat(a[e - 1:e], pad, axis=0)]) if pad else a[s:e]
             u = (take(ctx).astype(np.float32) - self.mean) / self.std
-            rng = jax.random.fold_in(jax.random.key(self.seed), s)
+            rng = self.keys(int(first_index) + s)
             pred = self._predict(jnp.asarray(u), jnp.asarray(take(nu), jnp.float32),
                                  jnp.asarray(take(dt), jnp.float32), steps, rng, e - s)
             outs.append(pred[: e - s])

@@ -28,9 +28,9 @@ class TimedRollout:
         self.rollout, self.seconds, self.trajectories = rollout, 0.0, 0
         self.context_frames = getattr(rollout, "context_frames", 1)
 
-    def __call__(self, given, nu, dt, steps):
+    def __call__(self, given, nu, dt, steps, *, first_index: int = 0):
         t0 = time.perf_counter()
-        out = self.rollout(given, nu, dt, steps)
+        out = self.rollout(given, nu, dt, steps, first_index=first_index)
         self.seconds += time.perf_counter() - t0
         self.trajectories += len(out)
         return out

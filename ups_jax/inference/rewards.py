@@ -1,9 +1,11 @@
 """Physics rewards for test-time compute, on decoded, de-normalised physical fields of periodic 1-D Burgers.
 
-Viscous Burgers on a periodic domain (u_t + (u²/2)_x = ν u_xx) has three properties a prediction must keep:
+The default data solve u_t + (u²)_x = (ν/π) u_xx on x ∈ (−1, 1), periodic (README, "Equation of the default
+data"). Any viscous conservation law u_t + f(u)_x = κ u_xx on a periodic domain (κ = ν/π here, any flux f) has
+three properties a prediction must keep:
 
 * **mass** ∫u dx is conserved exactly;
-* **energy** ∫u² dx never grows (d/dt ½∫u² = −ν∫u_x² ≤ 0);
+* **energy** ∫u² dx never grows (d/dt ½∫u² = −κ∫u_x² ≤ 0: the flux term ∫u f(u)_x dx integrates to zero);
 * **total variation** Σ|u_{i+1} − u_i| never grows (scalar conservation laws with viscosity are TVD).
 
 Each penalty is relative and dimensionless, computed *per sample* (any leading axes are kept; nothing is averaged

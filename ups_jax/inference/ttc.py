@@ -182,7 +182,7 @@ def make_ttc_fn(graphdef, plan: TTCPlan, weights: Mapping[str, float], mean: flo
 
     @functools.partial(jax.jit, static_argnames=("steps",))
     def run(state, u_ctx, nu, dt, x01, rng, steps: int):
-        """u_ctx: (B, h, X) normalised → (latents (B, steps, T, D), log)."""
+        """u_ctx: (B, h, X) normalised, rng: (B,) keys (one per trajectory) → (latents (B, steps, T, D), log)."""
         from ups_jax.models.corrector import refiner
 
         m = nnx.merge(graphdef, state)
@@ -193,10 +193,18 @@ def make_ttc_fn(graphdef, plan: TTCPlan, weights: Mapping[str, float], mean: flo
         def decode(z):
             return m.decode(z, x01)[..., 0] * std + mean
 
-        z0 = m.encode_frames(u_ctx, x01)
-        mean_ref = jnp.mean(u_ctx[:, -1] * std + mean, axis=-1)
-        return beam_search(m.step, net, decode, z0, decode(z0), mean_ref, dt, nu, rng, steps=steps, plan=plan,
-                           weights=weights)
+        def one(u, nu1, dt1, key):   # one trajectory's search with its own key: independent of the batching
+            z0 = m.encode_frames(u[None], x01)
+            mean_ref = jnp.mean(u[-1] * std + mean)[None]
+            zs, log = beam_search(m.step, net, decode, z0, decode(z0), mean_ref, dt1[None], nu1[None], key,
+                                  steps=steps, plan=plan, weights=weights)
+            return zs[0], log
+
+        zs, log = jax.vmap(one)(u_ctx, nu, dt, rng)
+        return zs, {"evaluations": log["evaluations"][0],            # the same for every trajectory (static)
+                    "chosen_reward": log["chosen_reward"][:, 0],     # (B, steps)
+                    "candidate_reward_mean": jnp.mean(log["candidate_reward_mean"], 0),   # equal-size groups
+                    "candidate_reward_best": jnp.mean(log["candidate_reward_best"], 0)}
 
     return run
 

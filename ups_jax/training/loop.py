@@ -182,6 +182,8 @@ def run_stage(model: nnx.Module, spec: StageSpec, loader, *, prepare_batch: Call
             mngr.close()
         except Exception:  # noqa: BLE001 — the same failed save again; the first error is the one reported
             pass
+        if isinstance(e, CheckpointError):    # already one line (e.g. a read error on resume): not a failed save
+            raise
         message = storage_error_message(e)
         if message is None:
             raise

@@ -258,16 +258,24 @@ def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkp
     return results
 
 
+def baseline_workdir(cfg, workdir) -> Path:
+    """Where the run's baseline lives: ``baseline.workdir`` relative to the run's WORKDIR (never to the directory
+    a command happens to start in: train, evaluate and the fleet's workers must all find the same one), absolute
+    as given; default WORKDIR/baselines/fno."""
+    given = str(cfg.baseline.workdir)
+    return Path(workdir).absolute() / (Path(given).expanduser() if given else Path("baselines") / "fno")
+
+
 def run_baseline(cfg, workdir: Path, data: RunData, selection=()):
     """Trains (or resumes, or just loads) the baseline of ``cfg.baseline`` (``config``: a config spec such as
-    'configs/fno_burgers.py:cpu'; ``workdir``: default WORKDIR/baselines/fno) on this run's data and evaluation
+    'configs/fno_burgers.py:cpu'; ``workdir``: :func:`baseline_workdir`) on this run's data and evaluation
     protocol. Returns (model, norm) for the comparison table, or None when not configured / not available."""
     from ups_jax.checks import baseline_spec
 
     spec = baseline_spec(cfg)
     if not spec:
         return None
-    bwd = Path(cfg.baseline.workdir) if str(cfg.baseline.workdir) else workdir / "baselines" / "fno"
+    bwd = baseline_workdir(cfg, workdir)
     if not selection or BASELINE in selection:
         bcfg = baseline_config(cfg, spec)
         log.info(f"[baseline] {spec} → {bwd}")

@@ -57,8 +57,7 @@ def make_corrector_loss(*, x01, context_frames: int, pushforward_steps: int):
         eps = jax.random.normal(r_e, x0.shape, x0.dtype)
         v_hat = net.velocity(a * x0 + s * eps, k, z_t, z_pred, batch["dt"], batch["nu"])
         loss = _mse(v_hat, a * eps - s * x0)
-        # diagnostics: the residual's RMS in units of residual_scale (≈ 1 when the scale fits) and the error of
-        # the level-0 (regression) part of the objective
+        # diagnostic: the residual's RMS in units of residual_scale (≈ 1 when the scale fits)
         x0_rms = jnp.sqrt(jnp.mean(jnp.square(x0)))
         return loss, {"loss/denoise": loss, "diag/residual_rms_scaled": x0_rms}
 

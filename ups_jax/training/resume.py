@@ -21,29 +21,31 @@ def abstract_opt_state(model, stage_cfg):
 
 
 def check_stage_resumable(workdir, cfg, model, stage: str) -> tuple[int, bool] | None:
-    """The stage's newest readable checkpoint against ``cfg`` and ``model`` (real or abstract): parameter shapes,
-    and the optimizer state when the stage is unfinished. Raises a one-line CheckpointError on a mismatch;
-    returns ``(step, finished)``, or None without a readable checkpoint. Reads metadata only. A checkpoint that
-    cannot be read is skipped here: the stage loop reports it and falls back to the previous one."""
-    mngr = ckpt.open_manager(workdir, stage, read_only=True)
-    try:
-        found = ckpt.newest_readable_state(mngr)
-    finally:
-        mngr.close()
-    if found is None:
-        return None
-    step, state = found
+    """The stage's newest complete checkpoint against ``cfg`` and ``model`` (real or abstract): parameter shapes,
+    and the optimizer state when the stage is unfinished. Raises a one-line CheckpointError on a mismatch or on
+    a read error that is not damage; returns ``(step, finished)``, or None without a complete checkpoint. Reads
+    metadata only and moves nothing: a damaged step is passed over here (the checkpoint that is checked is the
+    one the stage loop falls back to, and the loop reports and moves the damaged one)."""
+    mngr = ckpt.open_manager(workdir, stage, read_only=True)      # steps with damaged metadata are hidden
     sc = cfg.stages[stage] if stage in cfg.stages else None
     try:
-        ckpt.check_compatible(workdir, stage, step, state, model_shapes=param_shapes(model),
-                              opt_like=(lambda: abstract_opt_state(model, sc)) if sc is not None else None,
-                              stage_cfg=sc.to_dict() if sc is not None else None)
-    except CheckpointError:
-        raise
-    except Exception as e:  # noqa: BLE001 — unreadable metadata: the loop's fallback deals with it
-        log.debug("checkpoint %s/%s: metadata unreadable (%s)", stage, step, e)
+        for step in sorted(mngr.all_steps(), reverse=True):
+            try:
+                state = ckpt.restore(mngr, step, items=("state",))["state"]
+                ckpt.check_compatible(workdir, stage, step, state, model_shapes=param_shapes(model),
+                                      opt_like=(lambda: abstract_opt_state(model, sc)) if sc is not None else None,
+                                      stage_cfg=sc.to_dict() if sc is not None else None)
+            except CheckpointError:
+                raise
+            except Exception as e:  # noqa: BLE001 — sorted into damage (older step) and anything else (stop)
+                if not ckpt.is_damage(e):
+                    raise ckpt.read_failed(f"{ckpt.stage_dir(workdir, stage)}/{step}", e) from e
+                log.debug("checkpoint %s/%s is damaged (%s): checking the one before", stage, step, e)
+                continue
+            return step, bool(state.get("finished"))
         return None
-    return step, bool(state.get("finished"))
+    finally:
+        mngr.close()
 
 
 def check_resumable(workdir, cfg, model) -> None:

@@ -213,7 +213,8 @@ def _recon_validator(traj, data, model):
         m = nnx.merge(graphdef, state)
         return m.decode(m.encode_frames(u_ctx, x01), x01)[..., 0]
 
-    # windows of h frames ending at 8 evenly spaced frames of every val trajectory; the target is the newest
+    # windows of h frames ending every ⌊T/8⌋-th frame of every val trajectory (9 frames for T = 41 or 201, h = 1);
+    # the target is the newest
     ends = np.arange(h - 1, traj.shape[1], max(1, traj.shape[1] // 8))
     windows = np.stack([traj[:, e - h + 1:e + 1] for e in ends], 1).reshape(-1, h, traj.shape[-1])
     frames = windows[:, -1]                                                          # physical
