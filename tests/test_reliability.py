@@ -46,6 +46,18 @@ def _train(workdir, data, fault=None, timeout=600) -> subprocess.CompletedProces
                           timeout=timeout)
 
 
+def _assert_same_final_run(ref, wd, cfg, ref_results) -> None:
+    """Every stage's final weights bitwise equal, the same RNG / loader / best step, and the same test nRMSE."""
+    for stage in cfg.stage_order:
+        a, b = _final_items(ref, cfg, stage), _final_items(wd, cfg, stage)
+        _assert_trees_equal(a["params"], b["params"])                  # bitwise
+        _assert_trees_equal(a["ema"], b["ema"])
+        for key in ("rng", "loader", "best_step", "best_val", "finished"):
+            assert a["state"][key] == b["state"][key], (stage, key)
+    got = json.loads((wd / "eval" / "test.json").read_text())
+    assert got["model"]["nrmse"] == ref_results["eval"]["model"]["nrmse"]
+
+
 def _final_items(workdir, cfg, stage):
     return _restore_items(workdir, stage, int(cfg.stages[stage].steps), ("params", "ema", "state"))
 
@@ -70,14 +82,7 @@ def test_sigkill_and_sigterm_at_chosen_steps_resume_bitwise(trained_run, tmp_pat
     p = _train(wd, burgers_file)
     assert p.returncode == 0, p.stderr
 
-    for stage in cfg.stage_order:
-        a, b = _final_items(ref, cfg, stage), _final_items(wd, cfg, stage)
-        _assert_trees_equal(a["params"], b["params"])                  # bitwise
-        _assert_trees_equal(a["ema"], b["ema"])
-        for key in ("rng", "loader", "best_step", "best_val", "finished"):
-            assert a["state"][key] == b["state"][key], (stage, key)
-    got = json.loads((wd / "eval" / "test.json").read_text())
-    assert got["model"]["nrmse"] == ref_results["eval"]["model"]["nrmse"]
+    _assert_same_final_run(ref, wd, cfg, ref_results)
     kinds = [(r["kind"], r.get("stage")) for r in _records(wd)]
     assert ("preempted", "operator") in kinds and ("resume", "operator") in kinds
     assert not list((wd / "checkpoints").rglob("*orbax-checkpoint-tmp*"))   # the killed save was cleaned up
@@ -214,13 +219,7 @@ def test_damaged_newest_checkpoints_fall_back_through_the_command_and_end_bitwis
     assert any("/codec/6 is damaged (metrics/metrics is not valid JSON" in w for w in warned)
     for stage in cfg.stage_order:
         assert _steps_on_disk(wd, stage) == _steps_on_disk(ref, stage)
-        a, b = _final_items(ref, cfg, stage), _final_items(wd, cfg, stage)
-        _assert_trees_equal(a["params"], b["params"])                  # bitwise
-        _assert_trees_equal(a["ema"], b["ema"])
-        for key in ("rng", "loader", "best_step", "best_val", "finished"):
-            assert a["state"][key] == b["state"][key], (stage, key)
-    got = json.loads((wd / "eval" / "test.json").read_text())
-    assert got["model"]["nrmse"] == ref_results["eval"]["model"]["nrmse"]
+    _assert_same_final_run(ref, wd, cfg, ref_results)
 
 
 def test_a_read_error_that_is_not_damage_stops_with_one_line_and_moves_nothing(tmp_path, burgers_file, monkeypatch):

@@ -32,6 +32,7 @@ import numpy as np
 
 from ups_jax.data.pdebench import (H5_ERRORS, T_KEY, TENSOR_KEY, X_KEY, _nu_of, _open, _short,
                                    PDEBenchDataset)
+from ups_jax.data.pdebench import expand_paths as _expand_paths
 from ups_jax.errors import ConfigError, DataError
 
 Y_KEY = "y-coordinate"
@@ -42,23 +43,7 @@ _NU_IN_MAT_NAME = re.compile(r"_V([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(?:_|\.mat
 
 def expand_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     """Files as given, directories as their sorted ``*.hdf5``/``*.h5``/``*.mat``."""
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
-    files: list[Path] = []
-    for item in paths:
-        p = Path(item)
-        if p.is_dir():
-            inside = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in SUFFIXES_2D)
-            if not inside:
-                raise DataError(f"{p}: directory has no .hdf5/.h5/.mat files")
-            files.extend(inside)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise DataError(f"{p}: no such file or directory")
-    if not files:
-        raise DataError("no data files given")
-    return files
+    return _expand_paths(paths, SUFFIXES_2D)
 
 
 def detect_layout(f) -> str | None:

@@ -35,17 +35,18 @@ H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError)
 _NU_IN_NAME = re.compile(r"_Nu([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
 
 
-def expand_paths(paths: str | Path | Iterable[str | Path]) -> list[Path]:
-    """Files as given, directories as their sorted ``*.hdf5``/``*.h5``; a missing path is a ``DataError``."""
+def expand_paths(paths: str | Path | Iterable[str | Path], suffixes: tuple[str, ...] = SUFFIXES) -> list[Path]:
+    """Files as given, directories as their sorted files with one of ``suffixes`` (default ``*.hdf5``/``*.h5``);
+    a missing path is a ``DataError``."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     files: list[Path] = []
     for item in paths:
         p = Path(item)
         if p.is_dir():
-            inside = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in SUFFIXES)
+            inside = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in suffixes)
             if not inside:
-                raise DataError(f"{p}: directory has no .hdf5/.h5 files")
+                raise DataError(f"{p}: directory has no {'/'.join(suffixes)} files")
             files.extend(inside)
         elif p.is_file():
             files.append(p)
