@@ -50,3 +50,18 @@ def find_file(path: str | os.PathLike) -> Path:
         return here
     in_project = project_root() / p
     return in_project if in_project.exists() else here
+
+
+def code_version() -> dict:
+    """What this process runs: the git commit of the checkout (``$UPS_JAX_GIT_COMMIT`` in the Docker image, which
+    has no .git) and the container image (``$UPS_JAX_IMAGE``, set by the cluster YAML's docker run_options)."""
+    import subprocess
+
+    commit = os.environ.get("UPS_JAX_GIT_COMMIT")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True,
+                                    timeout=10).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    return {"git_commit": commit, "image": os.environ.get("UPS_JAX_IMAGE")}

@@ -19,6 +19,8 @@ import os
 import sys
 from importlib import metadata
 
+from ups_jax.paths import code_version  # noqa: F401 (where the trainable takes it from)
+
 MEMORY_SHARE = 0.8
 MEM_FRACTION_VARS = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
 
@@ -65,23 +67,6 @@ def worker_info() -> dict:
     return {"platform": devices[0].platform, "devices": len(devices),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             **{v: os.environ[v] for v in ("JAX_PLATFORMS", *MEM_FRACTION_VARS) if v in os.environ}}
-
-
-def code_version() -> dict:
-    """What this process runs: the git commit of the checkout (``$UPS_JAX_GIT_COMMIT`` in the Docker image, which
-    has no .git) and the container image (``$UPS_JAX_IMAGE``, set by the cluster YAML's docker run_options)."""
-    import subprocess
-
-    from ups_jax.paths import project_root
-
-    commit = os.environ.get("UPS_JAX_GIT_COMMIT")
-    if not commit:
-        try:
-            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True,
-                                    timeout=10).stdout.strip() or None
-        except (OSError, subprocess.SubprocessError):
-            commit = None
-    return {"git_commit": commit, "image": os.environ.get("UPS_JAX_IMAGE")}
 
 
 def _jaxlib_version() -> str:

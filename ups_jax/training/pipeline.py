@@ -29,6 +29,7 @@ from ups_jax.data.loader import WindowLoader
 from ups_jax.data.pdebench import PDEBenchDataset, compute_normalization, make_splits
 from ups_jax.config import config_from_dict
 from ups_jax.errors import CheckpointError, ConfigError, DataError, Preempted
+from ups_jax.paths import code_version
 from ups_jax.eval.evaluate import evaluate, write_report
 from ups_jax.eval.rollout import Rollout
 from ups_jax.models import build_model, count_params, model_kind, param_shapes
@@ -187,7 +188,7 @@ def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkp
     meta = {"version": ups_jax.__version__, "norm": data.norm, "fingerprint": data.fingerprint(),
             "splits": {k: len(v) for k, v in data.splits.items()}, "x_min": float(data.dataset.x_min),
             "x_max": float(data.dataset.x_max), "nx": int(data.dataset.nx), "dt": float(data.dataset.dt),
-            "data_paths": [str(Path(p).absolute()) for p in data.paths]}
+            "data_paths": [str(Path(p).absolute()) for p in data.paths], "code": code_version()}
     ckpt.write_json(workdir / "config.json", cfg.to_dict())
     ckpt.write_json(workdir / "run_meta.json", meta)
     counts = count_params(model)
