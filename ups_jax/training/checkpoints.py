@@ -5,6 +5,8 @@ validation metric (reconstruction nRMSE for the codec, rollout nRMSE for the ope
 manager would make ``best_step`` compare unlike numbers. Retention: the latest N (what we resume from)
 plus the best N by validation metric — never only "best", which could delete the resume point.
 
+Metadata-only checks (shapes, format, the stage directory) are in training/checkpoint_layout.py.
+
 Items: ``params``/``ema`` are plain nested dicts (``nnx.to_pure_dict``) so shapes can be read from orbax
 metadata without loading arrays (dimension checks before any restore) and so checkpoints written on a GPU
 restore on a CPU (the restore target carries this machine's sharding). ``opt`` is the optax state as its real
@@ -46,18 +48,13 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from ups_jax.errors import CheckpointError, environment_error
 from ups_jax.files import write_json_atomic
+# the metadata-only checks live in checkpoint_layout; their names stay importable from here
+from ups_jax.training.checkpoint_layout import (TRAIN_STATE_FORMAT, DamagedCheckpoint,  # noqa: F401
+                                               _item_metadata_tree, check_compatible, check_format,
+                                               check_opt_state, check_param_shapes, checkpoint_param_shapes,
+                                               leaf_shapes, stage_dir)
 
 UNREADABLE_DIR = "checkpoints_unreadable"     # WORKDIR/<this>/<stage>/<step>: unreadable checkpoints set aside
-
-
-# What a checkpoint's train state is (state JSON 'format'): 2 = flat parameter / optimizer vectors with the guard
-# counts in the JSON state (training/step.py) and the fused q/k/v + AdaLN parameters (models/pdet.py). Format 1
-# (no 'format' key) is refused with the reason: its optimizer state and parameter layout cannot be mapped.
-TRAIN_STATE_FORMAT = 2
-
-
-def stage_dir(workdir: str | Path, stage: str) -> Path:
-    return Path(workdir).absolute() / "checkpoints" / stage
 
 
 def _best_metric(metrics: dict) -> float:
@@ -68,10 +65,6 @@ def _best_metric(metrics: dict) -> float:
 # tensorstore's status codes (the start of the ValueError it raises) that mean the stored bytes are wrong or gone;
 # others (PERMISSION_DENIED, UNAVAILABLE, RESOURCE_EXHAUSTED, INTERNAL, ...) are the machine's state or a bug
 _DAMAGE_STATUS = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND")
-
-
-class DamagedCheckpoint(ValueError):
-    """A step directory whose files are missing or invalid (raised by :func:`check_step`)."""
 
 
 def is_damage(e: BaseException) -> bool:
@@ -232,109 +225,6 @@ def restore(mngr: ocp.CheckpointManager, step: int, *, params_like: dict | None 
     if "state" in items:
         args["state"] = ocp.args.JsonRestore()
     return dict(mngr.restore(step, args=ocp.args.Composite(**args)))
-
-
-# ---------------------------------------------------------------------------------------------- structure checks
-def _key_name(k) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
-def leaf_shapes(tree) -> dict[str, tuple]:
-    """``{'inner_state.1.0.mu.operator.blocks.0.kernel.value': (16, 16), ...}``: the dotted leaf paths (orbax's
-    own naming) and shapes of a pytree, an abstract tree or an orbax metadata tree."""
-    return {".".join(_key_name(k) for k in path): tuple(np.shape(leaf))
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _item_metadata_tree(workdir, stage: str, step: int, item: str):
-    """The item's tree metadata. The handler, not ``StandardCheckpointer().metadata`` (which turns every read error
-    into None), so that the caller sees why it failed: damage (:func:`is_damage`) or something else."""
-    path = stage_dir(workdir, stage) / str(step) / item
-    handler = ocp.StandardCheckpointHandler()
-    try:
-        md = handler.metadata(path)
-    finally:
-        handler.close()
-    tree = getattr(md, "tree", md)
-    if tree is None:
-        raise DamagedCheckpoint(f"{path}: orbax finds no tree metadata")
-    return tree
-
-
-def checkpoint_param_shapes(workdir, stage: str, step: int, item: str = "params") -> dict[str, tuple]:
-    """Parameter shapes from orbax metadata, without loading arrays: {'encoder/stem/kernel': (5, 9, 64), ...}."""
-    tree = _item_metadata_tree(workdir, stage, step, item)
-    return {"/".join(_key_name(k) for k in path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def check_param_shapes(ckpt_shapes: dict[str, tuple], model_shapes: dict[str, tuple], *, where: str) -> None:
-    """Raises CheckpointError naming the first differing parameter path, both shapes and the config key."""
-    from ups_jax.models import config_key_for, shape_mismatches
-
-    for path in sorted(set(model_shapes) & set(ckpt_shapes)):
-        if tuple(ckpt_shapes[path]) != tuple(model_shapes[path]):
-            raise CheckpointError(
-                f"{where}: parameter '{path}' has shape {tuple(ckpt_shapes[path])} in the checkpoint but "
-                f"{tuple(model_shapes[path])} from the config (set by {config_key_for(path)}); use the config the "
-                f"checkpoint was written with, another --workdir, or --fresh to start over")
-    lines = shape_mismatches(model_shapes, ckpt_shapes)   # only parameters present on one side remain
-    if lines:
-        raise CheckpointError(f"{where}: architecture differs, {lines[0]} ({len(lines)} parameter(s) differ); "
-                              f"use another --workdir or --fresh")
-
-
-def check_opt_state(saved: dict[str, tuple], wanted: dict[str, tuple], *, where: str, stage: str,
-                    saved_cfg: dict | None, stage_cfg: dict | None) -> None:
-    """Raises CheckpointError (one line) when the saved optimizer state has other entries or shapes than the one
-    this config builds, naming the stage keys that changed since the checkpoint (from its stored stage config)."""
-    differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-    if not differ:
-        return
-    changed = []
-    if saved_cfg and stage_cfg:
-        changed = [f"stages.{stage}.{k}: {_short(saved_cfg.get(k))} → {_short(stage_cfg.get(k))}"
-                   for k in sorted(set(saved_cfg) | set(stage_cfg))
-                   if json.dumps(saved_cfg.get(k), sort_keys=True, default=str)
-                   != json.dumps(stage_cfg.get(k), sort_keys=True, default=str)]
-    k = differ[0]
-    example = (f"'{k}' is {saved[k] if k in saved else 'absent'} in the checkpoint, "
-               f"{wanted[k] if k in wanted else 'absent'} for this config")
-    cause = f"changed since: {'; '.join(changed)}" if changed else "the trainable modules or optimizer changed"
-    raise CheckpointError(f"{where}: the saved optimizer state does not fit this config ({cause}; {len(differ)} "
-                          f"entr{'y' if len(differ) == 1 else 'ies'} differ, e.g. {example}); resume with the "
-                          f"settings the stage was started with, or use another --workdir or --fresh")
-
-
-def _short(v) -> str:
-    return json.dumps(v, default=str) if not isinstance(v, str) else repr(v)
-
-
-def check_compatible(workdir, stage: str, step: int, state: dict, *, model_shapes: dict,
-                     opt_like: Callable[[], Any] | None = None, stage_cfg: dict | None = None) -> None:
-    """A resume point written by another config → one-line CheckpointError. Reads metadata only (no arrays); an
-    unreadable checkpoint raises whatever orbax raises (the caller treats that as corruption, not a mismatch).
-    ``opt_like()`` builds the optimizer-state target (only needed, and only called, for an unfinished stage)."""
-    where = f"{stage_dir(workdir, stage)}/{step}"
-    check_format(state, where)
-    check_param_shapes(checkpoint_param_shapes(workdir, stage, step), model_shapes, where=where)
-    if not state.get("finished") and opt_like is not None:
-        check_opt_state(leaf_shapes(_item_metadata_tree(workdir, stage, step, "opt")), leaf_shapes(opt_like()),
-                        where=where, stage=stage, saved_cfg=state.get("stage_config"), stage_cfg=stage_cfg)
-
-
-def check_format(state: dict, where: str) -> None:
-    """A checkpoint of an older train-state format (``TRAIN_STATE_FORMAT``) → one line saying why."""
-    found = int(state.get("format", 1))
-    if found != TRAIN_STATE_FORMAT:
-        raise CheckpointError(
-            f"{where}: written with train-state format {found}, this ups_jax reads format {TRAIN_STATE_FORMAT} "
-            f"(since format 2 the optimizer state is one flat vector and the operator's q/k/v and AdaLN projections "
-            f"are fused parameters; the old layout cannot be mapped); retrain with --fresh (the old run is set "
-            f"aside) or use another --workdir")
 
 
 def _weights_read(mngr: ocp.CheckpointManager, step: int, params_like: dict | None = None) -> dict:
