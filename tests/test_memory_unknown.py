@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ups_jax.driver import dry_run
+from ups_jax.driver import compiled_step, dry_run
 
 
 class _NoAnalysis:
@@ -36,7 +36,7 @@ def test_validate_reports_an_unknown_memory_as_a_warning(monkeypatch):
     from ups_jax.checks import Checks
     from ups_jax.driver import validate
 
-    monkeypatch.setattr(dry_run, "compiled_stage_memory",
+    monkeypatch.setattr(compiled_step, "compiled_stage_memory",       # where validate imports it from
                         lambda cfg: {"codec": {**dry_run._memory(_NoAnalysis()), "flops": 1.0}})
     c = Checks()
     validate.check_memory(None, c)

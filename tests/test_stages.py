@@ -105,9 +105,11 @@ def test_student_matches_its_teacher_on_fixed_inputs_after_training(tiny):
     copy_weights(model.corrector, model.student)          # as the student stage starts
     keys = jax.random.split(jax.random.key(3), 4)
     start = max(float(rel_error(nnx.state(model), k)) for k in keys)
-    _fit(model, "student", loss_fn, batch, 150, 1e-3, keys, train_keys=keys)
+    _fit(model, "student", loss_fn, batch, 300, 1e-3, keys, train_keys=keys)
     end = max(float(rel_error(nnx.state(model), k)) for k in keys)
-    assert end < 0.1 and end < start / 3, (start, end)      # measured: 0.30 → 0.048
+    # measured after the corrector test trained the shared model: 0.43 → 0.065 in 300 steps (150 steps reached
+    # 0.105 with the fused-attention parameter layout's initial draws, 0.048 with the old layout's)
+    assert end < 0.1 and end < start / 3, (start, end)
 
 
 # ------------------------------------------------------------------------------------------ end to end
