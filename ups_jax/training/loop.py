@@ -37,14 +37,13 @@ import math
 import os
 import signal
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from ups_jax.compilation import RecompileWatch
 from ups_jax.errors import CheckpointError, ConfigError, Preempted, TrainingDiverged, storage_error_message
@@ -129,16 +128,6 @@ def make_mesh(data_parallel: int) -> Mesh | None:
     if n > len(devices):
         raise ConfigError(f"runtime.data_parallel={n} but this machine has {len(devices)} local device(s)")
     return Mesh(np.array(devices[:n]), ("data",))
-
-
-def place_on_device(tree, mesh: Mesh | None = None):
-    """Commits the train state to this process's first device (one device) or replicates it over ``mesh``.
-    Weights restored by orbax (or handed on from the previous stage) arrive committed while fresh ones are not;
-    without this, the jitted step sees a different input placement on its second call and compiles a second
-    time (a whole operator compile)."""
-    if mesh is None:
-        return jax.device_put(tree, jax.devices()[0])
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 # ------------------------------------------------------------------------------------------------ the loop

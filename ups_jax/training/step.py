@@ -76,11 +76,6 @@ def init_state(params: jax.Array, tx: optax.GradientTransformation, ema: jax.Arr
     return jax.tree.map(lambda x: jnp.array(x, copy=True), state)   # distinct buffers: the state is donated
 
 
-def abstract_state(num_params: int, tx: optax.GradientTransformation) -> TrainState:
-    """Shapes of the state (for checkpoint compatibility checks), nothing allocated."""
-    return jax.eval_shape(lambda: init_state(jnp.zeros((num_params,), jnp.float32), tx))
-
-
 def _cast_floats(tree, dtype):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
@@ -225,7 +220,9 @@ class StageStep:
         return int(self.params_flat.vector.size)
 
     def place(self, tree):
-        """On this process's first device, or replicated over the mesh (see ``loop.place_on_device``)."""
+        """Commits ``tree`` to this process's first device, or replicates it over the mesh. Weights restored by
+        orbax arrive committed while fresh ones are not: without this the compiled dispatch would see a different
+        input placement on its second call and compile a second time."""
         if self.mesh is None:
             return jax.device_put(tree, jax.devices()[0])
         return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
