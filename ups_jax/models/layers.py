@@ -93,7 +93,13 @@ class AdaLN(nnx.Module):
         """``c``: (B, cond_dim) → shift, scale, gate each (B, 1, features) (broadcast over tokens); with
         ``branches`` > 1 a tuple of such triples."""
         chex.assert_rank(c, 2)
-        parts = jnp.split(self.proj(c)[:, None, :], 3 * self.branches, axis=-1)
+        return self.triples(self.proj(c))
+
+    def triples(self, projected: jax.Array):
+        """The projection's output (B, 3·branches·features) — computed here or elsewhere (``PDETransformer.
+        modulation`` projects for all layers at once) — split into the (shift, scale, gate) triples."""
+        chex.assert_shape(projected, (None, 3 * self.branches * self.features))
+        parts = jnp.split(projected[:, None, :], 3 * self.branches, axis=-1)
         triples = [tuple(parts[3 * i:3 * i + 3]) for i in range(self.branches)]
         return triples[0] if self.branches == 1 else tuple(triples)
 

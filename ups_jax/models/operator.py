@@ -21,6 +21,7 @@ from typing import Sequence
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ups_jax.models.pdet import PDETransformer, check_attention_dims
@@ -64,19 +65,27 @@ class LatentOperator(nnx.Module):
         out_init = nnx.initializers.variance_scaling(output_init_scale ** 2, "fan_in", "normal")
         self.output_proj = nnx.Linear(hidden_dim, latent_dim, kernel_init=out_init, rngs=rngs)
 
+    def modulation(self, dt: jax.Array, nu: jax.Array, batch: int) -> jax.Array:
+        """Every layer's AdaLN (shift, scale, gate) projection of the (dt, ν) embedding: (B, L, 6H). dt, ν: (B,)
+        or scalars, broadcast to ``batch``."""
+        dt = jnp.broadcast_to(jnp.asarray(dt, jnp.float32), (batch,))
+        nu = jnp.broadcast_to(jnp.asarray(nu, jnp.float32), (batch,))
+        return self.pdet.modulation(self.cond_embed(dt, nu))
+
     def update(self, z: jax.Array, dt: jax.Array, nu: jax.Array) -> jax.Array:
         """The residual f(z, dt, ν): (B, T, D) → (B, T, D)."""
         chex.assert_rank(z, 3)
+        return self.update_modulated(z, self.modulation(dt, nu, z.shape[0]))
+
+    def update_modulated(self, z: jax.Array, modulation: jax.Array) -> jax.Array:
+        """f(z, dt, ν) given ``modulation(dt, ν, B)`` (everything that depends on dt and ν)."""
+        chex.assert_rank(z, 3)
         chex.assert_axis_dimension(z, 2, self.latent_dim)
-        b = z.shape[0]
-        dt = jnp.broadcast_to(jnp.asarray(dt, jnp.float32), (b,))
-        nu = jnp.broadcast_to(jnp.asarray(nu, jnp.float32), (b,))
-        c = self.cond_embed(dt, nu)
         h = self.input_proj(z)
         if self.latent_tokens:
             chex.assert_axis_dimension(z, 1, self.latent_tokens)
             h = h + self.pos_embed[...][None]
-        h = self.pdet(h, c)
+        h = self.pdet(h, modulation=modulation)
         r = self.output_proj(h)
         chex.assert_equal_shape([z, r])
         return r
@@ -84,3 +93,32 @@ class LatentOperator(nnx.Module):
     def __call__(self, z: jax.Array, dt: jax.Array, nu: jax.Array) -> jax.Array:
         """z: (B, T, D); dt, ν: (B,) (scalars are broadcast; both must be > 0) → z' = z + f(z, dt, ν): (B, T, D)."""
         return z + self.update(z, dt, nu)
+
+    def rollout(self, z: jax.Array, dt: jax.Array, nu: jax.Array, num_steps: int) -> jax.Array:
+        """``num_steps`` steps z_{k+1} = z_k + f(z_k, dt, ν) in one ``lax.scan``: (B, T, D) → (B, num_steps, T, D).
+
+        The same function as calling the operator in a loop, arranged for few kernels (issue 16): the modulation
+        depends on (dt, ν) only, so it is computed once before the loop instead of at every step, and the
+        operator's variables enter the loop as ONE vector unravelled inside the body, so the loop (and its
+        gradient, which accumulates a cotangent per loop constant) carries one array instead of one per leaf."""
+        chex.assert_rank(z, 3)
+        m = self.modulation(dt, nu, z.shape[0])
+        graphdef, state = nnx.split(self)
+        leaves, treedef = jax.tree.flatten(state)
+        shapes = [x.shape for x in leaves]
+        splits = np.cumsum([int(np.prod(s)) for s in shapes])[:-1].tolist()
+        one_vector = len({x.dtype for x in leaves}) == 1
+        vec = jnp.concatenate([jnp.ravel(x) for x in leaves]) if one_vector else None
+
+        def operator(v):
+            if not one_vector:             # mixed dtypes cannot share a vector: the leaves as they are
+                return self
+            parts = [p.reshape(s) for p, s in zip(jnp.split(v, splits), shapes)]
+            return nnx.merge(graphdef, jax.tree.unflatten(treedef, parts))
+
+        def body(zc, _):
+            zn = zc + operator(vec).update_modulated(zc, m)
+            return zn, zn
+
+        _, zs = jax.lax.scan(body, z, None, length=int(num_steps))
+        return jnp.swapaxes(zs, 0, 1)

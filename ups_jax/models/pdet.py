@@ -10,7 +10,8 @@
   identity at init).
 * ``PDETransformer``: U-shape over tokens — per ``depths[:-1]`` stage: layers → skip → pair-average downsample →
   Linear(H, H); bottleneck ``depths[-1]`` layers; up path: linear interpolation to the skip length →
-  x + Linear(H, H)(skip) → layers; final LN. (input/output projections live in ``LatentOperator``.)
+  x + Linear(H, H)(skip) → layers; final LN. (input/output projections live in ``LatentOperator``.) Every layer's
+  AdaLN projection is computed in one matmul (``PDETransformer.modulation``), which a rollout computes once.
 """
 
 from __future__ import annotations
@@ -108,12 +109,14 @@ class TransformerLayer(nnx.Module):
         self.ff = FeedForward(hidden_dim, mlp_ratio, rngs=rngs)
         self.mod = AdaLN(cond_dim, hidden_dim, branches=2, rngs=rngs)   # attention's and FF's, one matmul
 
-    def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
-        """x: (B, T, H); c: (B, cond_dim) conditioning embedding → (B, T, H)."""
+    def __call__(self, x: jax.Array, c: jax.Array | None = None, *, modulation: jax.Array | None = None) -> jax.Array:
+        """x: (B, T, H); c: (B, cond_dim) conditioning embedding, or ``modulation``: its AdaLN projection
+        (B, 6H) computed beforehand (``PDETransformer.modulation``) → (B, T, H)."""
         chex.assert_rank(x, 3)
         chex.assert_axis_dimension(x, 2, self.hidden_dim)
-        chex.assert_axis_dimension(c, 0, x.shape[0])
-        (shift, scale, gate), (shift_f, scale_f, gate_f) = self.mod(c)
+        projected = self.mod.proj(c) if modulation is None else modulation
+        chex.assert_axis_dimension(projected, 0, x.shape[0])
+        (shift, scale, gate), (shift_f, scale_f, gate_f) = self.mod.triples(projected)
         x = x + gate * self.attn(AdaLN.modulate(self.norm(x), shift, scale))
         x = x + gate_f * self.ff(x, shift_f, scale_f)
         return x
@@ -142,22 +145,43 @@ class PDETransformer(nnx.Module):
         self.up_layers = nnx.List([stack(d) for d in reversed(depths[:-1])])
         self.final_norm = layer_norm(hidden_dim, rngs=rngs)
 
-    def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
+    def layers_in_order(self) -> list[TransformerLayer]:
+        """Every ``TransformerLayer`` in execution order (down path, bottleneck, up path)."""
+        return [layer for stage in (*self.down_layers, self.mid_layers, *self.up_layers) for layer in stage]
+
+    def modulation(self, c: jax.Array) -> jax.Array:
+        """Every layer's AdaLN projection of the conditioning ``c`` (B, cond_dim) in ONE matmul (the layers' kernels
+        side by side): (B, L, 6H), row l for ``layers_in_order()[l]``. It depends on c only, so a rollout with
+        the same (dt, ν) at every step computes it once (``LatentOperator.rollout``)."""
+        chex.assert_rank(c, 2)
+        layers = self.layers_in_order()
+        width = 6 * self.hidden_dim
+        if not layers:
+            return jnp.zeros((c.shape[0], 0, width), c.dtype)
+        w = jnp.concatenate([layer.mod.proj.kernel[...] for layer in layers], axis=1)
+        b = jnp.concatenate([layer.mod.proj.bias[...] for layer in layers])
+        return (c @ w + b).reshape(c.shape[0], len(layers), width)
+
+    def __call__(self, x: jax.Array, c: jax.Array | None = None, *, modulation: jax.Array | None = None) -> jax.Array:
+        """x: (B, T, H); c: (B, cond_dim), or its ``modulation(c)`` (B, L, 6H) computed beforehand → (B, T, H)."""
         chex.assert_rank(x, 3)
         chex.assert_axis_dimension(x, 2, self.hidden_dim)
         in_shape = x.shape
+        m = self.modulation(c) if modulation is None else modulation
+        chex.assert_shape(m, (x.shape[0], len(self.layers_in_order()), 6 * self.hidden_dim))
+        rows = iter(range(m.shape[1]))
         skips = []
         for layers, proj in zip(self.down_layers, self.down_proj):
             for layer in layers:
-                x = layer(x, c)
+                x = layer(x, modulation=m[:, next(rows)])
             skips.append(x)
             x = proj(downsample_tokens(x))
         for layer in self.mid_layers:
-            x = layer(x, c)
+            x = layer(x, modulation=m[:, next(rows)])
         for layers, skip_proj, skip in zip(self.up_layers, self.up_skip, reversed(skips)):
             x = upsample_tokens_linear(x, skip.shape[1]) + skip_proj(skip)
             for layer in layers:
-                x = layer(x, c)
+                x = layer(x, modulation=m[:, next(rows)])
         x = self.final_norm(x)
         chex.assert_shape(x, in_shape)
         return x

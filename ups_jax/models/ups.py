@@ -78,11 +78,7 @@ class UPS(nnx.Module):
 
             return refined_rollout(self, z, dt, nu, num_steps, refine, rng)
 
-        def body(zc, _):
-            zn = self.step(zc, dt, nu)
-            return zn, zn
-        _, zs = jax.lax.scan(body, z, None, length=int(num_steps))
-        return jnp.swapaxes(zs, 0, 1)
+        return self.operator.rollout(z, dt, nu, num_steps)
 
     def rollout_fields(self, u_ctx: jax.Array, dt: jax.Array, nu: jax.Array, x01: jax.Array, steps: int,
                        mode: str = "latent", refine: str = "none", rng: jax.Array | None = None) -> jax.Array:
