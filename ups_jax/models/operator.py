@@ -16,6 +16,7 @@ Differences from the original ``latent_operator.py`` (ups-original.md §4.7), al
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import chex
@@ -100,7 +101,8 @@ class LatentOperator(nnx.Module):
         The same function as calling the operator in a loop, arranged for few kernels (issue 16): the modulation
         depends on (dt, ν) only, so it is computed once before the loop instead of at every step, and the
         operator's variables enter the loop as ONE vector unravelled inside the body, so the loop (and its
-        gradient, which accumulates a cotangent per loop constant) carries one array instead of one per leaf."""
+        gradient, which accumulates a cotangent per loop constant) carries one array instead of one per leaf; the
+        step is rematerialised in the gradient (below)."""
         chex.assert_rank(z, 3)
         m = self.modulation(dt, nu, z.shape[0])
         graphdef, state = nnx.split(self)
@@ -116,8 +118,16 @@ class LatentOperator(nnx.Module):
             parts = [p.reshape(s) for p, s in zip(jnp.split(v, splits), shapes)]
             return nnx.merge(graphdef, jax.tree.unflatten(treedef, parts))
 
+        # rematerialised: the gradient recomputes a step's activations from its input z_k instead of saving ~40
+        # per layer from the forward loop, each of which costs a zeroed stacking buffer, a write per step and a
+        # read per step (issue 16: 1,483 -> 1,197 kernels per operator update; the step is dispatch-bound on a
+        # GPU and was no slower on the 2-core CPU, docs/benchmarks.md)
+        @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
+        def step(zc, m, v):
+            return zc + operator(v).update_modulated(zc, m)
+
         def body(zc, _):
-            zn = zc + operator(vec).update_modulated(zc, m)
+            zn = step(zc, m, vec)
             return zn, zn
 
         _, zs = jax.lax.scan(body, z, None, length=int(num_steps))
