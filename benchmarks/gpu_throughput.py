@@ -15,8 +15,10 @@ Rows (on a GPU the full sizes; on a CPU, or with ``--small``, the same rows smal
 3. ``validation`` / ``checkpoint``: one validation of the production operator stage (compiled before timing) and
    one checkpoint as the loop writes it (params, EMA, optimizer state, JSON state; written and waited for).
 4. ``hlo``: kernels per operator update from the compiled HLO (top-level instructions reachable from the entry
-   through control flow, i.e. what launches work; parameters, tuples and bitcasts excluded), the optimized
-   module's instruction count and the lowered program's op count.
+   through control flow, i.e. what launches work; parameters, tuples and bitcasts excluded), the same weighted
+   by the loops' trip counts (the kernels one update launches: the K-step rollout's bodies run K times), the
+   optimized module's instruction count and the lowered program's op count. ``--legacy-root`` (main 6c5568e) and
+   ``--before-root`` (a checkout with the dispatch step, e.g. d877a49) count other code in the same run.
 5. ``dry-run``: ``driver dry-run``'s predicted GPU step time for this device (from XLA's FLOP count) next to the
    measured one (on a CPU: the dry run's own measured step time).
 
@@ -77,25 +79,30 @@ def _opcode(instr: str) -> str:
     return m.group(1) if m else "?"
 
 
-def count_kernels(hlo_text: str) -> int:
+def count_kernels(hlo_text: str, *, executed: bool = False) -> int:
     """Instructions that launch work: everything reachable from ENTRY through while/conditional/call (not the
-    bodies of fusions or reducers), minus parameters, constants, tuples, bitcasts and the control flow itself."""
+    bodies of fusions or reducers), minus parameters, constants, tuples, bitcasts and the control flow itself.
+
+    ``executed``: each loop body's kernels counted once per iteration (XLA's ``known_trip_count``; 1 where it
+    is not known), i.e. the kernels one call launches rather than the kernels it contains."""
     comps = _computations(hlo_text)
-    seen, todo, n = set(), ["ENTRY"], 0
+    seen, todo, n = set(), [("ENTRY", 1)], 0
     while todo:
-        name = todo.pop()
+        name, times = todo.pop()
         if name in seen or name not in comps:
             continue
         seen.add(name)
         for instr in comps[name]:
             op = _opcode(instr)
             if op in ("while", "conditional", "call"):
-                todo += re.findall(r"(?:body|condition|to_apply|true_computation|false_computation)=%?([\w.\-]+)",
-                                   instr)
+                trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', instr) if executed else None
+                inner = times * (int(trips.group(1)) if trips else 1)
+                todo += [(c, inner) for c in re.findall(
+                    r"(?:body|condition|to_apply|true_computation|false_computation)=%?([\w.\-]+)", instr)]
                 for group in re.findall(r"branch_computations=\{([^}]*)\}", instr):
-                    todo += [g.strip().lstrip("%") for g in group.split(",")]
+                    todo += [(g.strip().lstrip("%"), inner) for g in group.split(",")]
             if op not in SKIP_OPS:
-                n += 1
+                n += times
     return n
 
 
@@ -234,8 +241,29 @@ def hlo_row(spec: str, name: str) -> dict:
     text = lowered.compile().as_text()
     loader.close()
     return {"row": "hlo", "config": spec, "stage": name, "kernels_per_update": count_kernels(text),
+            "kernels_executed_per_update": count_kernels(text, executed=True),
             "optimized_instructions": count_instructions(text),
             "lowered_ops": count_lowered_ops(lowered.as_text())}
+
+
+def before_hlo_row(root: str) -> dict:
+    """:func:`hlo_row` of another checkout that already has the dispatch step (issue 16, e.g. d877a49), in a
+    subprocess that imports that checkout's ``ups_jax`` (its own configs): a before/after in one run."""
+    import os
+    import subprocess
+
+    root = str(Path(root).resolve())
+    code = (f"import json, sys; sys.path.insert(0, {root!r}); sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
+            f"import ups_jax\n"                       # that checkout's, before gpu_throughput puts this one first
+            f"from gpu_throughput import hlo_row\n"
+            f"assert ups_jax.__file__.startswith({root!r}), ups_jax.__file__\n"
+            f"print('BEFORE ' + json.dumps(hlo_row({root + '/configs/burgers32.py'!r}, 'operator')))")
+    p = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=root), capture_output=True,
+                       text=True)
+    lines = [x for x in p.stdout.splitlines() if x.startswith("BEFORE ")]
+    if p.returncode or not lines:
+        raise RuntimeError(f"--before-root {root}: its hlo row failed: {p.stderr.strip().splitlines()[-1:]}")
+    return dict(json.loads(lines[-1][len("BEFORE "):]), code=root)
 
 
 LEGACY = r"""
@@ -264,6 +292,7 @@ for spec, name, seconds in {plan!r}:
         lowered = step.lower(*args)
         text = lowered.compile().as_text()
         out.append(dict(row="hlo", config=spec, stage=name, code="legacy", kernels_per_update=count_kernels(text),
+                        kernels_executed_per_update=count_kernels(text, executed=True),
                         optimized_instructions=count_instructions(text), lowered_ops=count_lowered_ops(lowered.as_text())))
     else:
         params, opt, ema, o = step(*args)
@@ -331,6 +360,8 @@ def main(argv) -> int:
                    help="comma-separated subset of: operator, stage, test-config, validation, hlo, dry-run")
     p.add_argument("--legacy-root", help="a checkout of the code before issue 16 (main 6c5568e): the hlo and "
                                          "test-config rows are also measured with it, in the same run")
+    p.add_argument("--before-root", help="a checkout that already has the dispatch step (e.g. d877a49): the hlo "
+                                         "row is also counted with it, in the same run")
     a = p.parse_args(argv)
     import jax
 
@@ -392,6 +423,8 @@ def main(argv) -> int:
         if a.legacy_root:
             for row in legacy_rows(a.legacy_root, [(prod, "operator", 0)]):
                 emit(row)
+        if a.before_root:
+            emit(before_hlo_row(a.before_root))
     if "dry-run" in wanted and budget_left():
         emit(dry_run_row(prod, measured))
     if a.out:

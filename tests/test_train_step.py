@@ -176,6 +176,10 @@ def test_hlo_kernel_count_follows_control_flow_not_fusion_bodies():
     # entry: copy; body: fusion, add; cond: compare (sine/multiply live in the fusion: one kernel)
     assert count_kernels(HLO) == 4
     assert count_instructions(HLO) == 3 + 7 + 4 + 6
+    # executed: the loop's kernels once per iteration when XLA knows the trip count (1 + 3·(2 + 1)), else once
+    assert count_kernels(HLO, executed=True) == 4
+    known = HLO.replace("body=%body", 'body=%body, backend_config={"known_trip_count":{"n":"3"}}')
+    assert count_kernels(known) == 4 and count_kernels(known, executed=True) == 1 + 3 * (2 + 1)
 
 
 def test_gpu_throughput_prints_rows_and_refuses_an_unknown_row(tmp_path):
