@@ -28,6 +28,14 @@ from flax import nnx
 from ups_jax.models.pdet import PDETransformer, check_attention_dims
 
 
+# The rollout step is rematerialised in the gradient: the backward loop recomputes a step's activations from its
+# input z_k instead of the forward loop saving ~40 per layer, each of which costs a zeroed stacking buffer, a write
+# per step and a read per step. Issue 16, production operator update (docs/benchmarks.md "GPU speed"): kernels
+# 1,483 -> 1,197 (nothing_saveable) or 1,291 (dots_saveable); the recomputation costs ~5 % more CPU time per
+# `:cpu` update with nothing_saveable, none measurable with dots_saveable; a GPU step is dispatch-bound.
+ROLLOUT_REMAT_POLICY = jax.checkpoint_policies.nothing_saveable
+
+
 class ConditionEmbedding(nnx.Module):
     """[log dt, log ν] → Linear(2, C) → SiLU → Linear(C, C) → SiLU; (B,), (B,) → (B, C)."""
 
@@ -118,11 +126,7 @@ class LatentOperator(nnx.Module):
             parts = [p.reshape(s) for p, s in zip(jnp.split(v, splits), shapes)]
             return nnx.merge(graphdef, jax.tree.unflatten(treedef, parts))
 
-        # rematerialised: the gradient recomputes a step's activations from its input z_k instead of saving ~40
-        # per layer from the forward loop, each of which costs a zeroed stacking buffer, a write per step and a
-        # read per step (issue 16: 1,483 -> 1,197 kernels per operator update; the step is dispatch-bound on a
-        # GPU and was no slower on the 2-core CPU, docs/benchmarks.md)
-        @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
+        @functools.partial(jax.checkpoint, policy=ROLLOUT_REMAT_POLICY)
         def step(zc, m, v):
             return zc + operator(v).update_modulated(zc, m)
 
