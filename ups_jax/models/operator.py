@@ -110,7 +110,7 @@ class LatentOperator(nnx.Module):
         depends on (dt, ν) only, so it is computed once before the loop instead of at every step, and the
         operator's variables enter the loop as ONE vector unravelled inside the body, so the loop (and its
         gradient, which accumulates a cotangent per loop constant) carries one array instead of one per leaf; the
-        step is rematerialised in the gradient (below)."""
+        step is rematerialised in the gradient (``ROLLOUT_REMAT_POLICY``)."""
         chex.assert_rank(z, 3)
         m = self.modulation(dt, nu, z.shape[0])
         graphdef, state = nnx.split(self)
