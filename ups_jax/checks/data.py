@@ -31,10 +31,9 @@ def grid(cfg, *, use_files: bool = True):
     if config_dims(cfg) == 2:
         return _grid_2d(cfg, paths if use_files else [])
     if use_files and paths:
-        from ups_jax.data.pdebench import PDEBenchDataset
+        from ups_jax.data.grids import open_run_dataset
 
-        d = PDEBenchDataset(paths, reduced_resolution=cfg.data.reduced_resolution,
-                            reduced_resolution_t=cfg.data.reduced_resolution_t)
+        d = open_run_dataset(cfg, paths)     # PDEBenchDataset; a 2-D file is named as such (data.dims)
         try:
             return d.nx, d.nt, list(d.trajectories_per_file)
         finally:
@@ -116,8 +115,13 @@ def check_data(cfg, c: Checks, *, skip_data: bool = False):
             return None, None, None
     else:
         _generator_rows(cfg, c, default)
+    from ups_jax.data.grids import GridMismatch
+
     try:
         nx, nt, counts = grid(cfg, use_files=not skip_data)
+    except GridMismatch as e:           # the files' dimension or grid does not fit the config (data.dims, patches)
+        c.add(D, "grid", False, e.problem, e.fix)
+        return None, None, None
     except (UserError, OSError, ValueError) as e:
         c.add(D, "grid", False, f"cannot read the grid: {e}", "run python -m ups_jax.driver validate-data on the files")
         return None, None, None

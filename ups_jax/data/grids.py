@@ -20,6 +20,15 @@ import numpy as np
 from ups_jax.errors import ConfigError, DataError
 
 
+class GridMismatch(DataError):
+    """The data do not fit the config's dimension or patches; ``problem`` and ``fix`` separately (the checks show
+    them as a check's message and fix), ``str()`` is the whole line."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"{problem}; {fix}")
+        self.problem, self.fix = problem, fix
+
+
 def config_dims(cfg) -> int:
     """1 or 2: the spatial dimension ``cfg.data.dims`` declares (1 when the key is absent)."""
     dims = int(cfg.data.get("dims", 1)) if "data" in cfg else 1
@@ -30,7 +39,8 @@ def config_dims(cfg) -> int:
 
 def spatial_shape(dataset) -> tuple[int, ...]:
     """``(X,)`` for a 1-D reader, ``(X, Y)`` for a 2-D one (after the reader's reductions)."""
-    return tuple(int(s) for s in getattr(dataset, "spatial_shape", (dataset.nx,)))
+    shape = getattr(dataset, "spatial_shape", None)
+    return tuple(int(s) for s in (shape if shape is not None else (dataset.nx,)))
 
 
 def grid_size(grid) -> int | tuple[int, ...]:
@@ -65,7 +75,7 @@ def check_data_dims(cfg, dataset, where) -> None:
     shape = "(N, T, X, Y)" if have == 2 else "(N, T, X)"
     fix = ("use a 2-D config (configs/ns2d.py) or give 1-D files" if have == 2 else
            "use a 1-D config (configs/burgers32.py) or give 2-D files (python -m ups_jax.data.generate ns2d)")
-    raise DataError(f"{where}: is {have}-D data {shape} but the config is {want}-D (data.dims={want}); {fix}")
+    raise GridMismatch(f"{where}: is {have}-D data {shape} but the config is {want}-D (data.dims={want})", fix)
 
 
 def check_patches(cfg, grid, where) -> None:
@@ -82,11 +92,16 @@ def check_patches(cfg, grid, where) -> None:
         raise ConfigError(str(e)) from e
     bad = [(n, t) for n, t in zip(grid, tg) if n % t]
     if bad:
-        raise DataError(f"{where}: grid {'x'.join(map(str, grid))} (after data.reduced_resolution="
-                        f"{cfg.data.reduced_resolution}) is not divisible by the token grid "
-                        f"{'x'.join(map(str, tg))} (model.latent_tokens={m.latent_tokens}); choose "
-                        f"model.latent_tokens so that {'x'.join(map(str, tg))} divides the grid, or change "
-                        f"data.reduced_resolution")
+        raise GridMismatch(f"{where}: grid {'x'.join(map(str, grid))} (after data.reduced_resolution="
+                           f"{cfg.data.reduced_resolution}) is not divisible by the token grid "
+                           f"{'x'.join(map(str, tg))} of model.latent_tokens={m.latent_tokens}",
+                           f"choose a square model.latent_tokens whose root divides each axis (e.g. "
+                           f"{_square_divisor(grid)}), or change data.reduced_resolution")
+
+
+def _square_divisor(grid) -> int:
+    """The largest t² (t ≤ 8) whose root t divides every axis of ``grid``."""
+    return max(t * t for t in range(1, 9) if all(n % t == 0 for n in grid))
 
 
 def open_run_dataset(cfg, paths):
@@ -114,7 +129,8 @@ def open_run_dataset(cfg, paths):
     files = list(d.files)
     where = files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more files)"
     check_data_dims(cfg, d, where)
-    check_patches(cfg, spatial_shape(d), where)
+    if config_dims(cfg) == 2:            # 1-D: the architecture checks and GridEncoder say it, as before 2-D
+        check_patches(cfg, spatial_shape(d), where)
     return d
 
 
