@@ -43,7 +43,7 @@ def get_config(arg=None):
         losses=mlc.ConfigDict(dict(recon=0.0, one_step=0.0, latent=0.0, rollout=1.0)))
     cfg.stage_order = ("fno",)
     if arg == "cpu":
-        cfg.stages.fno.update(dict(steps=300, batch_size=20, warmup_steps=10, eval_every=100, log_every=20))
+        cfg.stages.fno.update(dict(steps=200, batch_size=20, warmup_steps=10, eval_every=50, log_every=10))
     elif arg == "test":
         cfg.model.context_frames = 3
         cfg.model.fno.update(dict(modes=4, width=8, head_width=16))

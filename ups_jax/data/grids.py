@@ -119,7 +119,7 @@ def open_run_dataset(cfg, paths):
             for p in expand_paths(paths):            # a 2-D file among them: say that instead
                 try:
                     two = file_dims(p) == 2
-                except DataError:
+                except (DataError, OSError, KeyError, ValueError, TypeError):   # unreadable: the 1-D error stands
                     continue
                 if two:
                     check_data_dims(cfg, _Dims2(), p)
