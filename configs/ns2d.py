@@ -59,8 +59,11 @@ def get_config(arg=None):
     cfg.model.context_frames = 1          # vorticity is the whole state: one frame determines the next
     cfg.model.latent_tokens = 64          # an 8 x 8 token grid: 8 x 8 patches of the 64² grid
     cfg.model.latent_dim = 96             # with raw_skip: 64 raw patch values + 32 learned features
+    # raw skip (the patch's grid values pass through) + a LayerNorm on the learned dims only: without it the
+    # latent term's scale was free and the :cpu run diverged after warmup (latent loss 6e-3 → 2e2 → 3e4 in 100
+    # steps, docs/benchmarks.md); the raw dims keep each token's amplitude
     cfg.model.encoder = mlc.ConfigDict(dict(width=32, kernel_size=3, num_conv=2, fourier_freqs=(1, 2, 4),
-                                            final_norm=False, raw_skip=True))
+                                            final_norm=True, raw_skip=True))
     cfg.model.operator.update(dict(group_size=96, num_heads=4))
     cfg.model.decoder = mlc.ConfigDict(dict(hidden_dim=64, num_heads=4, num_layers=0, mlp_hidden=64,
                                             fourier_freqs=(1, 2, 4, 8), local_freqs=(), local_mlp=64,
@@ -85,7 +88,7 @@ def get_config(arg=None):
         # slower per step on 2 cores), the raw skip carries the 64 grid values of a patch, 32 learned dims besides
         cfg.model.latent_tokens = 16
         cfg.model.latent_dim = 96
-        cfg.stages.operator.update(dict(steps=600, batch_size=16, warmup_steps=50, eval_every=200, log_every=50,
+        cfg.stages.operator.update(dict(steps=400, batch_size=16, warmup_steps=50, eval_every=100, log_every=25,
                                         query_points=256))
         cfg.eval.val_max_trajectories = 13
         cfg.baseline.config = "configs/fno_ns2d.py:cpu"
