@@ -8,7 +8,7 @@ width 20, per-step autoregressive over the 10 given frames) and persistence besi
 
 Variants:
 
-* (full): the FNO paper's setting (1200 trajectories, 1000 of them for training; t = 0..50, 51 frames; solved at
+* (full): the FNO paper's setting (1200 trajectories: 960 train, 120 val, 120 test; t = 0..50, 51 frames; solved at
   256², stored at 64²): a GPU run, not run here.
 * ``:cpu`` (target: generation + training of UPS and FNO-2D + evaluation within ~20 min on 2 CPU cores; measured
   under heavy load it took 284 s + 2740 s, docs/benchmarks.md, so the target is not confirmed): **smaller than the
