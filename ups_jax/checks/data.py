@@ -8,6 +8,10 @@ from ups_jax.checks.report import Checks
 from ups_jax.errors import DataError, UserError
 
 
+def _cells(nx) -> str:
+    return "x".join(map(str, nx)) if isinstance(nx, tuple) else str(nx)
+
+
 def _default_file(cfg) -> Path:
     from ups_jax.data.default import default_data_path
 
@@ -16,15 +20,20 @@ def _default_file(cfg) -> Path:
 
 def grid(cfg, *, use_files: bool = True):
     """(nx, nt, trajectories per file) after the reader's reductions: from the data files (``data.paths``, else
-    the default dataset if it was generated already), else from the generator config."""
+    the default dataset if it was generated already), else from the generator config. For a 2-D config
+    (``data.dims = 2``) nx is the grid (X, Y), read by the 2-D reader (a file of the other dimension is a
+    ``DataError`` naming it)."""
+    from ups_jax.data.grids import config_dims
+
     paths = list(cfg.data.paths)
     if use_files and not paths and _default_file(cfg).exists():
         paths = [str(_default_file(cfg))]
+    if config_dims(cfg) == 2:
+        return _grid_2d(cfg, paths if use_files else [])
     if use_files and paths:
-        from ups_jax.data.pdebench import PDEBenchDataset
+        from ups_jax.data.grids import open_run_dataset
 
-        d = PDEBenchDataset(paths, reduced_resolution=cfg.data.reduced_resolution,
-                            reduced_resolution_t=cfg.data.reduced_resolution_t)
+        d = open_run_dataset(cfg, paths)     # PDEBenchDataset; a 2-D file is named as such (data.dims)
         try:
             return d.nx, d.nt, list(d.trajectories_per_file)
         finally:
@@ -32,6 +41,37 @@ def grid(cfg, *, use_files: bool = True):
     g = cfg.data.generate
     rr, rt = cfg.data.reduced_resolution, cfg.data.reduced_resolution_t
     return -(-g.nx // rr), -(-201 // rt), [g.samples]
+
+
+def _grid_2d(cfg, paths):
+    if paths:
+        from ups_jax.data.grids import open_run_dataset, spatial_shape
+
+        d = open_run_dataset(cfg, paths)
+        try:
+            return spatial_shape(d), d.nt, list(d.trajectories_per_file)
+        finally:
+            d.close()
+    g = cfg.data.generate
+    rr, rt = cfg.data.reduced_resolution, cfg.data.reduced_resolution_t
+    return (-(-g.grid // rr),) * 2, -(-g.frames // rt), [g.samples]
+
+
+def _generator_rows(cfg, c: Checks, default) -> None:
+    """The default dataset's info and generator-grid rows (1-D: data.generate.nx; 2-D: data.generate.grid)."""
+    from ups_jax.data.grids import config_dims
+
+    D, g, rr = "data", cfg.data.generate, cfg.data.reduced_resolution
+    two = config_dims(cfg) == 2
+    n, key = (g.grid, "grid") if two else (g.nx, "nx")
+    c.add(D, "default data", True, f"default dataset {'present' if default.exists() else 'will be generated'}"
+          f": {default} (ν={g.nu}, {g.samples} samples, {key}={n})", severity="info")
+    c.add(D, "generator grid", n % rr == 0 and g.samples >= 1 and n >= 1,
+          f"data.generate.{key}={n} is not a multiple of data.reduced_resolution={rr}"
+          if n % rr else f"data.generate.samples={g.samples}, {key}={n}",
+          f"make {key} ≥ 1 a multiple of reduced_resolution, samples ≥ 1",
+          passed=f"data.generate.{key}={n} / data.reduced_resolution={rr} = {n // max(rr, 1)} cells"
+                 + (" per axis" if two else ""))
 
 
 def check_data(cfg, c: Checks, *, skip_data: bool = False):
@@ -74,16 +114,14 @@ def check_data(cfg, c: Checks, *, skip_data: bool = False):
         if fails:
             return None, None, None
     else:
-        c.add(D, "default data", True, f"default dataset {'present' if default.exists() else 'will be generated'}"
-              f": {default} (ν={g.nu}, {g.samples} samples, nx={g.nx})", severity="info")
-        c.add(D, "generator grid", g.nx % cfg.data.reduced_resolution == 0 and g.samples >= 1 and g.nx >= 1,
-              f"data.generate.nx={g.nx} is not a multiple of data.reduced_resolution={cfg.data.reduced_resolution}"
-              if g.nx % cfg.data.reduced_resolution else f"data.generate.samples={g.samples}, nx={g.nx}",
-              "make nx ≥ 1 a multiple of reduced_resolution, samples ≥ 1",
-              passed=f"data.generate.nx={g.nx} / data.reduced_resolution={cfg.data.reduced_resolution} = "
-                     f"{g.nx // max(cfg.data.reduced_resolution, 1)} cells")
+        _generator_rows(cfg, c, default)
+    from ups_jax.data.grids import GridMismatch
+
     try:
         nx, nt, counts = grid(cfg, use_files=not skip_data)
+    except GridMismatch as e:           # the files' dimension or grid does not fit the config (data.dims, patches)
+        c.add(D, "grid", False, e.problem, e.fix)
+        return None, None, None
     except (UserError, OSError, ValueError) as e:
         c.add(D, "grid", False, f"cannot read the grid: {e}", "run python -m ups_jax.driver validate-data on the files")
         return None, None, None
@@ -93,7 +131,7 @@ def check_data(cfg, c: Checks, *, skip_data: bool = False):
         problem = default_data_mismatch(cfg, default)
         c.add(D, "default data matches", problem is None, problem or "",
               "move the file aside to regenerate it, or set data.generate to the file's parameters",
-              passed=f"{default}: {sum(counts)} samples, {nx} cells × {nt} frames after reduction, made as "
+              passed=f"{default}: {sum(counts)} samples, {_cells(nx)} cells × {nt} frames after reduction, made as "
                      f"data.generate asks")
     tf, vf = cfg.data.test_fraction, cfg.data.val_fraction
     ok_fracs = 0 < tf < 1 and 0 < vf < 1 and tf + vf < 1

@@ -43,6 +43,13 @@ def check_fno(cfg, c: Checks, nx: int | None):
     c.add(A, "fno widths", f.width >= 1 and f.num_layers >= 1 and f.head_width >= 1 and f.padding >= 0,
           f"model.fno width={f.width}, num_layers={f.num_layers}, head_width={f.head_width}, padding={f.padding}",
           "width, num_layers, head_width ≥ 1 and padding ≥ 0")
+    if isinstance(nx, tuple):         # 2-D (FNO2d): rfft2 modes per axis
+        if c.add(A, "fno modes", f.modes >= 1, f"model.fno.modes={f.modes}", "use ≥ 1"):
+            most = min(n + f.padding for n in nx) // 2
+            c.add(A, "fno modes vs grid", f.modes <= most, f"model.fno.modes={f.modes} exceeds the {most} Fourier "
+                  f"modes per axis of the grid {nx}", "use fewer modes", severity="warning",
+                  passed=f"model.fno.modes={f.modes} of {most} per axis")
+        return _build_check(cfg, c, nx, 64)
     if c.add(A, "fno modes", f.modes >= 1, f"model.fno.modes={f.modes}", "use ≥ 1") and nx is not None:
         c.add(A, "fno modes vs grid", f.modes <= (nx + f.padding) // 2 + 1,
               f"model.fno.modes={f.modes} exceeds the {(nx + f.padding) // 2 + 1} Fourier modes of the padded grid",
@@ -98,7 +105,11 @@ def check_architecture(cfg, c: Checks, nx: int | None):
                      f"{dec.hidden_dim // dec.num_heads}")
     else:
         c.add(A, "decoder heads", False, f"model.decoder.num_heads={dec.num_heads}", "use ≥ 1")
-    if nx is not None and m.latent_tokens >= 1:
+    if isinstance(nx, tuple) and m.latent_tokens >= 1:     # 2-D: the token grid and the Nyquist limits per axis
+        from ups_jax.checks.grid2d import check_tokens_2d
+
+        check_tokens_2d(cfg, c, nx)
+    elif nx is not None and m.latent_tokens >= 1:
         c.add(A, "tokens divide grid", nx % m.latent_tokens == 0,
               f"grid of {nx} cells (after data.reduced_resolution) is not divisible by model.latent_tokens="
               f"{m.latent_tokens}", "choose model.latent_tokens dividing the grid size (patches of equal width)",

@@ -3,6 +3,8 @@ presets and the baseline config."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from ups_jax.checks.model import _submodules
 from ups_jax.checks.report import Checks
 from ups_jax.errors import UserError
@@ -104,6 +106,7 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
                       "lower the batch size or use more data",
                       passed=f"{k}.batch_size={s.batch_size} of {windows} training windows per epoch")
         if nx is not None:
+            nx = int(np.prod(nx)) if isinstance(nx, tuple) else nx      # 2-D: the points of the grid
             c.add(P, f"{name} query points", 0 <= s.query_points <= nx,
                   f"{k}.query_points={s.query_points} of {nx} grid points", f"use 0 (all) .. {nx}",
                   passed=f"{k}.query_points={s.query_points}" + (f" (all {nx})" if s.query_points == 0 else

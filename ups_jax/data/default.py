@@ -21,7 +21,17 @@ from ups_jax.errors import DataError
 _LEGACY_ADVECTIVE_SCALE = 1.0
 
 
+def _two_d(cfg) -> bool:
+    from ups_jax.data.grids import config_dims
+
+    return config_dims(cfg) == 2
+
+
 def default_data_path(cfg) -> Path:
+    if _two_d(cfg):                       # data.dims = 2: the ns2d generator's file (data/default_ns2d.py)
+        from ups_jax.data.default_ns2d import default_path
+
+        return default_path(cfg)
     from ups_jax.data.generate import burgers_filename
     from ups_jax.paths import project_path
 
@@ -62,6 +72,10 @@ def file_generation(path: Path) -> dict | None:
 
 def default_data_mismatch(cfg, path: Path | None = None) -> str | None:
     """None if the existing default file was made as ``cfg.data.generate`` asks; else the one-line problem + fix."""
+    if _two_d(cfg):
+        from ups_jax.data.default_ns2d import mismatch
+
+        return mismatch(cfg, path)
     path = path or default_data_path(cfg)
     want = wanted_generation(cfg)
     have = file_generation(path)
@@ -94,6 +108,12 @@ def ensure_default_data(cfg, *, progress: bool | None = None) -> list[str]:
                 raise DataError(f"{p}: data path not found; fix --config.data.paths (HDF5 files or directories), "
                                 f"or set it to () to use the generated default dataset")
         return paths
+    if progress is None:
+        progress = bool(cfg.get("logging", {}).get("progress", True))
+    if _two_d(cfg):
+        from ups_jax.data.default_ns2d import ensure
+
+        return ensure(cfg, progress=progress)
     path = default_data_path(cfg)
     if path.exists():
         problem = default_data_mismatch(cfg, path)
@@ -102,8 +122,6 @@ def ensure_default_data(cfg, *, progress: bool | None = None) -> list[str]:
         return [str(path)]
     from ups_jax.data.generate import generate_burgers_file, pde_string
 
-    if progress is None:
-        progress = bool(cfg.get("logging", {}).get("progress", True))
     g = wanted_generation(cfg)
     print(f"generating the default dataset {path}: {g['samples']} Burgers trajectories, nu={g['nu']}, "
           f"nx={g['nx']}, seed={g['seed']}, x in [{g['x_min']}, {g['x_max']}), {pde_string(g['advective_scale'])} "

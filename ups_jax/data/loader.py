@@ -8,7 +8,7 @@ dropped, so a jitted step compiles once). The sequence depends only on ``(seed, 
 
 Batches are dicts of numpy arrays::
 
-    {'u': (B, window, nx) float32 physical values (the trainer normalises),
+    {'u': (B, window, nx) or (B, window, nx, ny) float32 physical values (the trainer normalises),
      'nu': (B,) float32, 'dt': (B,) float32 time between frames}
 
 With ``cache_in_memory`` (default) the selected trajectories are read once into RAM (the default dataset is
@@ -62,7 +62,8 @@ class WindowLoader(Iterator[dict]):
         self._dt = np.float32(dataset.dt)
         self._cache = None
         if cache_in_memory:
-            self._cache = np.empty((self._traj.size, nt, dataset.nx), np.float32)
+            grid = tuple(getattr(dataset, "spatial_shape", (dataset.nx,)))       # (X,) or (X, Y): 1-D and 2-D
+            self._cache = np.empty((self._traj.size, nt) + grid, np.float32)
             for s in range(0, self._traj.size, read_chunk):
                 self._cache[s:s + read_chunk] = dataset.read(self._traj[s:s + read_chunk])
         self._offsets = np.arange(self.window)

@@ -84,10 +84,11 @@ def compiled_stage_memory(cfg) -> dict:
     FLOPs per optimizer update: a dispatch of N updates is analysed and divided by N."""
     from flax import nnx
 
+    from ups_jax.data.grids import grid_size, spatial_shape
     from ups_jax.models import build_model
 
     data = SyntheticData(cfg, use_files=True, max_per_file=256)
-    model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
+    model = build_model(cfg, num_points=grid_size(spatial_shape(data.dataset)), rngs=nnx.Rngs(cfg.seed))
     out = {}
     for i, name in enumerate(cfg.stage_order):
         sc, runner, state, loader = stage_parts(cfg, data, model, i, name)

@@ -71,6 +71,7 @@ def dry_run(cfg, *, skip_data: bool = False, estimate_only: bool = False, timing
 
     import ups_jax.training.pipeline  # noqa: F401 — train imports it before its clock starts too
     from ups_jax.checks import errors, run_checks
+    from ups_jax.data.grids import grid_size, spatial_shape
     from ups_jax.models import build_model, count_params
 
     t_process_start = t_process_start or time.time()
@@ -83,7 +84,7 @@ def dry_run(cfg, *, skip_data: bool = False, estimate_only: bool = False, timing
                         " (python -m ups_jax.driver validate for the fixes)", exit_code=1)
     notes: list[str] = []
     data = _load_data(cfg, skip_data, notes)
-    model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
+    model = build_model(cfg, num_points=grid_size(spatial_shape(data.dataset)), rngs=nnx.Rngs(cfg.seed))
     t_ready = time.time()
     dev = jax.devices()[0]
     report = {"config": cfg.variant, "device": dev.platform, "device_kind": dev.device_kind,

@@ -13,7 +13,9 @@ class _SyntheticDataset:
         self._traj = traj
         self.nu = nu
         self.dt = dt
-        self.num_trajectories, self.nt, self.nx = traj.shape
+        self.num_trajectories, self.nt, self.nx = traj.shape[:3]
+        if traj.ndim == 4:                         # 2-D: (N, T, X, Y)
+            self.spatial_shape = traj.shape[2:]
         self.trajectories_per_file = [self.num_trajectories]
 
     def read(self, indices) -> np.ndarray:
@@ -35,15 +37,24 @@ class SyntheticData:
             counts = [min(int(c), max_per_file) for c in counts]
         n = int(sum(counts))
         rng = np.random.default_rng(0)
+        grid = nx if isinstance(nx, tuple) else (nx,)       # a 2-D config's grid is (X, Y) (checks.grid)
+        nx = grid[0]
         x = (np.arange(nx) + 0.5) / nx
         k = rng.integers(1, 4, size=(n, 1, 1))
         t = np.arange(nt)[None, :, None] * 0.05
         traj = (np.sin(2 * np.pi * k * (x[None, None] - 0.1 * t)) * np.exp(-t)).astype(np.float32)
+        if len(grid) == 2:                                   # the same waves, travelling along x, on every y
+            traj = np.repeat(traj[..., None], grid[1], axis=-1)
         self.dataset = _SyntheticDataset(traj, np.full((n,), cfg.data.generate.nu, np.float32), 0.05)
         self.splits = make_splits(counts, test_fraction=cfg.data.test_fraction, val_fraction=cfg.data.val_fraction)
         self.norm = {"mean": float(traj[self.splits["train"]].mean()), "std": float(traj[self.splits["train"]].std())}
         self.x = (x * 2 - 1).astype(np.float32)
         self.x01 = x.astype(np.float32)
+        self.grid, self.dims, self.y = grid, len(grid), None
+        if len(grid) == 2:
+            from ups_jax.data.grids import mesh01
+
+            self.x01, self.y = mesh01(grid), ((np.arange(grid[1]) + 0.5) / grid[1]).astype(np.float32)
         self.Lx = 2.0
         self.paths = []
 

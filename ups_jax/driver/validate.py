@@ -45,6 +45,8 @@ def check_workdir(cfg, c: Checks, workdir, nx):
         c.add(C, "workdir", False, f"{meta_path}: unreadable ({e})", "use another --workdir or --fresh")
         return
     run_nx = meta.get("nx", nx)
+    if isinstance(nx, tuple) or "grid" in meta:      # a 2-D run (run_meta "grid" [X, Y]; checks.grid's (X, Y))
+        run_nx = tuple(meta["grid"]) if len(meta.get("grid", [])) > 1 else meta.get("nx", nx)
     if nx is not None and run_nx is not None:
         c.add(C, "grid", run_nx == nx, f"{wd} was trained on {run_nx} cells; this config gives {nx}",
               "use the run's data.reduced_resolution, another --workdir, or --fresh",
@@ -52,13 +54,12 @@ def check_workdir(cfg, c: Checks, workdir, nx):
     if "fingerprint" in meta and not any(x.category == "data" and not x.ok for x in c.items):
         try:
             from ups_jax.data.default import default_data_path
-            from ups_jax.data.pdebench import PDEBenchDataset
+            from ups_jax.data.grids import open_run_dataset
 
             paths = list(cfg.data.paths) or ([str(default_data_path(cfg))] if default_data_path(cfg).exists()
                                              else [])
             if paths:
-                d = PDEBenchDataset(paths, reduced_resolution=cfg.data.reduced_resolution,
-                                    reduced_resolution_t=cfg.data.reduced_resolution_t)
+                d = open_run_dataset(cfg, paths)             # the reader of the config's dimension
                 new, old = d.fingerprint(), meta["fingerprint"]
                 d.close()
                 new = json.loads(json.dumps(new, default=str))   # the stored one's JSON types

@@ -56,8 +56,9 @@ def score(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: 
     """Rolls out from frame ``start`` to the end in batches; returns (model metrics, persistence metrics, the
     first ``keep`` predictions or None). Metrics are :class:`MetricAccumulator` results (batch-size invariant)."""
     steps = traj.shape[1] - start - 1
-    acc_m = MetricAccumulator(FRMSE_LX, corr_threshold=corr_threshold)
-    acc_p = MetricAccumulator(FRMSE_LX, corr_threshold=corr_threshold)
+    dims = traj.ndim - 2                       # (N, T, X) or (N, T, X, Y)
+    acc_m = MetricAccumulator(FRMSE_LX, corr_threshold=corr_threshold, dims=dims)
+    acc_p = MetricAccumulator(FRMSE_LX, corr_threshold=corr_threshold, dims=dims)
     kept = []
     for s in range(0, traj.shape[0], batch_size):
         chunk = traj[s:s + batch_size]
@@ -74,8 +75,8 @@ def score(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, dt: float, start: 
 def evaluate(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, *, dt: float, domain_length: float,
              initial_step: int, batch_size: int, corr_threshold: float = 0.8, split: str = "test",
              keep_samples: int = 0, full_horizon: bool = True) -> tuple[dict, dict | None]:
-    """traj: (N, T, X) physical. Returns (results JSON dict, samples dict for plots or None)."""
-    N, T, X = traj.shape
+    """traj: (N, T, X) or (N, T, X, Y) physical. Returns (results JSON dict, samples dict for plots or None)."""
+    N, T, X = traj.shape[:3]
     if not 0 < initial_step < T:
         raise ValueError(f"eval.initial_step={initial_step} must be in 1..{T - 1} for {T} frames")
     start = initial_step - 1
@@ -87,8 +88,9 @@ def evaluate(rollout: Rollout, traj: np.ndarray, nu: np.ndarray, *, dt: float, d
                                       corr_threshold=corr_threshold, keep=keep_samples)
     results = {
         "split": split, "n_trajectories": int(N),
-        "protocol": {"initial_step": int(initial_step), "dt": float(dt), "nx": int(X), "steps": int(T - initial_step),
-                     "context_frames_read": context_frames},
+        "protocol": dict({"initial_step": int(initial_step), "dt": float(dt), "nx": int(X),
+                          "steps": int(T - initial_step), "context_frames_read": context_frames},
+                         **({"grid": list(traj.shape[2:])} if traj.ndim > 3 else {})),
         "conventions": conventions(domain_length=domain_length, batch_size=batch_size),
         "model": model, "persistence": persistence,
         "improvement_over_persistence": _ratio(persistence["nrmse"], model["nrmse"]),
@@ -110,8 +112,10 @@ def _ratio(a: float, b: float) -> float:
     return float(a / b) if b > 0 else float("inf")
 
 
-def write_report(results: dict, samples: dict | None, x: np.ndarray, outdir: str | Path) -> list[Path]:
-    """Writes ``<split>.json``, ``<split>_samples.npz`` and PNGs (x–t maps, nRMSE vs step) into ``outdir``."""
+def write_report(results: dict, samples: dict | None, x: np.ndarray, outdir: str | Path,
+                 y: np.ndarray | None = None) -> list[Path]:
+    """Writes ``<split>.json``, ``<split>_samples.npz`` and PNGs (nRMSE vs step; per trajectory x–t maps in 1-D,
+    vorticity snapshots true / predicted / error in 2-D, ``y`` = the y grid) into ``outdir``."""
     from ups_jax.eval import plots
 
     outdir = Path(outdir)
@@ -125,9 +129,14 @@ def write_report(results: dict, samples: dict | None, x: np.ndarray, outdir: str
         dt, outdir / f"{split}_nrmse_vs_step.png")))
     if samples is not None:
         with atomic_path(outdir / f"{split}_samples.npz") as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, x=x, **samples)         # a file object: savez would append ".npz" to a name
+            np.savez_compressed(f, x=x, **({"y": y} if y is not None else {}), **samples)   # savez would append .npz
         written.append(outdir / f"{split}_samples.npz")
         for i in range(samples["pred"].shape[0]):
+            if samples["pred"].ndim == 4:            # 2-D: snapshots at chosen frames
+                written.append(Path(plots.plot_snapshots_2d(
+                    samples["true"][i], samples["pred"][i], x, y, samples["t"], outdir / f"{split}_snapshots_{i}.png",
+                    f"{split} trajectory {i}")))
+                continue
             written.append(Path(plots.plot_xt_maps(samples["true"][i], samples["pred"][i], x, samples["t"],
                                                    outdir / f"{split}_xt_{i}.png", f"{split} trajectory {i}")))
     return written

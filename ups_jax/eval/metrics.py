@@ -24,6 +24,15 @@ PDEBench semantics (``pdebench/models/metrics.py::metric_func``, 1D branch), per
   are comparable with PDEBench's tables.
 * With channels, every metric is averaged over ``c`` (per step) and the scalars over ``c`` and ``t``.
 
+2-D fields (``dims=2``: ``(B, T, X, Y)`` or ``(B, T, X, Y, C)``), as ``metric_func``'s 2D branch: nRMSE, RMSE and
+the max error over all X·Y points; **cRMSE** divides by ``nx·ny``; **bRMSE_t** ``= mean_b sqrt((Σ_y (d[0,y]² +
+d[-1,y]²) + Σ_x (d[x,0]² + d[x,-1]²)) / (2nx + 2ny))`` (the four edges of the square); **fRMSE**: ``E[k,t] =
+sqrt(mean_b Σ_{(i,j) in shell k} |fftn(p - y)|²_{ij}) / (nx·ny) · Lx·Ly`` with the shells
+``k = ⌊√(i² + j²)⌋ < min(nx, ny)//2`` over ``0 ≤ i < nx//2, 0 ≤ j < ny//2`` only — PDEBench's loop visits the
+quadrant of non-negative frequencies below Nyquist, so a mode ``(k, -l)`` (e.g. ``cos 2π(x − y)``) never enters
+any band (kept as PDEBench has it, and tested). Bands as in 1-D: the mean of ``E`` over shells ``[0, 4)``,
+``[4, 12)``, ``[12, …)``; ``Lx = Ly = 1`` by the same convention.
+
 Headline values (:class:`MetricAccumulator`) are statistics of the **whole evaluated set**, in which every
 trajectory weighs the same and which therefore do not depend on how the set was cut into batches: nRMSE, RMSE,
 bRMSE, relative L2 and correlation are means over trajectories; cRMSE and fRMSE are the formulas above with
@@ -55,24 +64,67 @@ __all__ = [
 PDEBENCH_KEYS = ("nrmse", "rmse", "crmse", "max_error", "brmse", "frmse_low", "frmse_mid", "frmse_high")
 
 
-def _as_btxc(a: Any, name: str) -> np.ndarray:
-    """Returns ``a`` as a float64 array of shape (B, T, X, C); accepts (B, T, X) or (B, T, X, C)."""
+def _as_btxc(a: Any, name: str, dims: int = 1) -> np.ndarray:
+    """Returns ``a`` as a float64 array of shape (B, T, *S, C); accepts (B, T, *S) or (B, T, *S, C), S = (X,) in
+    1-D and (X, Y) in 2-D."""
     arr = np.asarray(a, dtype=np.float64)
-    if arr.ndim == 3:
+    if arr.ndim == dims + 2:
         arr = arr[..., None]
-    if arr.ndim != 4:
-        raise ValueError(f"{name} must have shape (B, T, X) or (B, T, X, C), got {arr.shape}")
+    if arr.ndim != dims + 3:
+        grid = "X" if dims == 1 else "X, Y"
+        raise ValueError(f"{name} must have shape (B, T, {grid}) or (B, T, {grid}, C), got {arr.shape}")
     return arr
 
 
-def _pair(pred: Any, true: Any) -> tuple[np.ndarray, np.ndarray]:
-    p = _as_btxc(pred, "pred")
-    y = _as_btxc(true, "true")
+def _pair(pred: Any, true: Any, dims: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    if dims not in (1, 2):
+        raise ValueError(f"dims={dims}: the metrics are defined for 1-D and 2-D fields")
+    p = _as_btxc(pred, "pred", dims)
+    y = _as_btxc(true, "true", dims)
     if p.shape != y.shape:
         raise ValueError(f"pred and true shapes differ: {p.shape} vs {y.shape}")
-    if p.shape[0] == 0 or p.shape[1] == 0 or p.shape[2] == 0:
+    if 0 in p.shape[:-1]:
         raise ValueError(f"empty batch, time or space axis: {p.shape}")
     return p, y
+
+
+def _space_axes(d: np.ndarray) -> tuple[int, ...]:
+    return tuple(range(2, d.ndim - 1))          # (B, T, *S, C)
+
+
+def _boundary_sq(d: np.ndarray) -> np.ndarray:
+    """Mean squared error on the domain's boundary, (B, T, *S, C) → (B, T, C): the first and last cell in 1-D, the
+    four edges in 2-D (metric_func's err_BD before its square root)."""
+    if d.ndim == 4:
+        return (d[:, :, 0, :] ** 2 + d[:, :, -1, :] ** 2) / 2.0
+    nx, ny = d.shape[2:4]
+    edge_x = np.sum(d[:, :, 0] ** 2 + d[:, :, -1] ** 2, axis=2)          # x = first/last, summed over y
+    edge_y = np.sum(d[:, :, :, 0] ** 2 + d[:, :, :, -1] ** 2, axis=2)    # y = first/last, summed over x
+    return (edge_x + edge_y) / (2 * nx + 2 * ny)
+
+
+def _spectrum_sq(d: np.ndarray) -> np.ndarray:
+    """|FFT(p − y)|² per mode (1-D: rfft modes 0..nx//2) or summed over PDEBench's radial shells (2-D, see the
+    module docstring): (B, T, *S, C) → (B, T, K, C)."""
+    if d.ndim == 4:
+        return np.abs(np.fft.rfft(d, axis=2)) ** 2
+    nx, ny = d.shape[2:4]
+    power = np.abs(np.fft.fftn(d, axes=(2, 3))) ** 2
+    k_max = min(nx // 2, ny // 2)
+    i, j = np.meshgrid(np.arange(nx // 2), np.arange(ny // 2), indexing="ij")
+    shell = np.floor(np.sqrt(i ** 2 + j ** 2)).astype(int)
+    out = np.zeros(d.shape[:2] + (k_max, d.shape[-1]))
+    for k in range(k_max):
+        ii, jj = np.nonzero(shell == k)
+        out[:, :, k] = power[:, :, ii, jj].sum(axis=2)
+    return out
+
+
+def _scale_spectrum(e: np.ndarray, space: tuple[int, ...], Lx: float) -> np.ndarray:
+    """``e / nx · Lx`` in 1-D, ``e / (nx·ny) · Lx·Ly`` (Ly = Lx) in 2-D: metric_func's normalisation."""
+    if len(space) == 1:
+        return e / space[0] * float(Lx)
+    return e / (space[0] * space[1]) * (float(Lx) * float(Lx))
 
 
 def _band_mean(err_f: np.ndarray, lo: int, hi: int | None) -> np.ndarray:
@@ -91,34 +143,36 @@ def per_sample_nrmse(pred: Any, true: Any, axis: int = -1) -> np.ndarray:
 
 
 def pdebench_batch_metrics(
-    pred: Any, true: Any, *, Lx: float, i_low: int = 4, i_high: int = 12
+    pred: Any, true: Any, *, Lx: float, i_low: int = 4, i_high: int = 12, dims: int = 1
 ) -> dict[str, Any]:
     """PDEBench ``metric_func`` for one batch of predicted steps.
 
     Args:
-      pred, true: physical-space fields, (B, T, X) or (B, T, X, C); T = predicted steps only.
-      Lx: domain length (the fRMSE scale factor; PDEBench passes the x-extent of the data).
+      pred, true: physical-space fields, (B, T, X[, C]) (``dims=1``) or (B, T, X, Y[, C]) (``dims=2``); T =
+        predicted steps only.
+      Lx: domain length (the fRMSE scale factor; PDEBench passes the x-extent of the data; Ly = Lx in 2-D).
       i_low, i_high: fRMSE band edges (PDEBench defaults 4 and 12).
 
     Returns:
       ``'<key>_t'``: np.ndarray (T,) float64 per-step values (averaged over channels), and ``'<key>'``: python
       float, their mean over t, for key in :data:`PDEBENCH_KEYS`.
     """
-    p, y = _pair(pred, true)
-    _, _, nx, _ = p.shape
-    d = p - y  # (B, T, X, C)
+    p, y = _pair(pred, true, dims)
+    space = p.shape[2:-1]
+    sp = _space_axes(p)
+    d = p - y  # (B, T, *S, C)
 
-    err_mean = np.sqrt(np.mean(d**2, axis=2))  # (B, T, C)
-    nrm = np.sqrt(np.mean(y**2, axis=2))
+    err_mean = np.sqrt(np.mean(d**2, axis=sp))  # (B, T, C)
+    nrm = np.sqrt(np.mean(y**2, axis=sp))
     with np.errstate(divide="ignore", invalid="ignore"):
         nrmse = np.mean(err_mean / nrm, axis=0)  # (T, C)
     rmse = np.mean(err_mean, axis=0)
-    crmse = np.sqrt(np.mean((p.sum(axis=2) - y.sum(axis=2)) ** 2, axis=0)) / nx
-    max_error = np.max(np.abs(d), axis=(0, 2))
-    brmse = np.mean(np.sqrt((d[:, :, 0, :] ** 2 + d[:, :, -1, :] ** 2) / 2.0), axis=0)
+    crmse = np.sqrt(np.mean((p.sum(axis=sp) - y.sum(axis=sp)) ** 2, axis=0)) / np.prod(space)
+    max_error = np.max(np.abs(d), axis=(0,) + sp)
+    brmse = np.mean(np.sqrt(_boundary_sq(d)), axis=0)
 
-    d_hat = np.fft.rfft(d, axis=2)  # (B, T, K, C); rfft is linear, so rfft(p)-rfft(y) == rfft(p-y)
-    err_f = np.sqrt(np.mean(np.abs(d_hat) ** 2, axis=0)) / nx * float(Lx)  # (T, K, C)
+    # FFT is linear, so FFT(p) - FFT(y) == FFT(p - y)
+    err_f = _scale_spectrum(np.sqrt(np.mean(_spectrum_sq(d), axis=0)), space, Lx)  # (T, K, C)
     frmse_low = _band_mean(err_f, 0, i_low)
     frmse_mid = _band_mean(err_f, i_low, i_high)
     frmse_high = _band_mean(err_f, i_high, None)
@@ -203,8 +257,10 @@ class MetricAccumulator:
     * ``'n_trajectories'``, ``'n_batches'``.
     """
 
-    def __init__(self, Lx: float = 1.0, corr_threshold: float = 0.8, *, i_low: int = 4, i_high: int = 12):
+    def __init__(self, Lx: float = 1.0, corr_threshold: float = 0.8, *, i_low: int = 4, i_high: int = 12,
+                 dims: int = 1):
         self.Lx = float(Lx)
+        self.dims = int(dims)        # 1: batches (B, T, X[, C]); 2: (B, T, X, Y[, C])
         self.corr_threshold = float(corr_threshold)
         self.i_low = int(i_low)
         self.i_high = int(i_high)
@@ -212,7 +268,7 @@ class MetricAccumulator:
 
     def reset(self) -> None:
         self._batch_sizes: list[int] = []
-        self._shape: tuple[int, int, int] | None = None  # (T, X, C)
+        self._shape: tuple[int, ...] | None = None  # (T, *S, C)
         self._batched_sums = {k: 0.0 for k in PDEBENCH_KEYS}   # sum_batches n_b * batch scalar
         self._sums: dict[str, np.ndarray] = {}                  # per-step sums over trajectories
         self._max: np.ndarray | None = None                     # (T, C) running max |p - y|
@@ -228,33 +284,35 @@ class MetricAccumulator:
 
     def update(self, pred: Any, true: Any) -> dict[str, Any]:
         """Adds one batch; returns that batch's :func:`pdebench_batch_metrics` dict."""
-        p, y = _pair(pred, true)
+        p, y = _pair(pred, true, self.dims)
         shape = tuple(p.shape[1:])
         if self._shape is None:
             self._shape = shape  # type: ignore[assignment]
-            t, nx, c = shape
+            t, c = shape[0], shape[-1]
             self._sums = {k: np.zeros(t) for k in ("nrmse", "rmse", "brmse", "corr")}
             self._sums["csum_sq"] = np.zeros((t, c))
             self._max = np.zeros((t, c))
-            self._spec_sq = np.zeros((t, nx // 2 + 1, c))
+            self._spec_sq = np.zeros(_spectrum_sq(np.zeros((1,) + shape)).shape[1:])
         elif shape != self._shape:
-            raise ValueError(f"batch shape (T, X, C) = {shape} differs from earlier batches {self._shape}")
+            what = "(T, X, C)" if self.dims == 1 else "(T, X, Y, C)"
+            raise ValueError(f"batch shape {what} = {shape} differs from earlier batches {self._shape}")
 
         b = p.shape[0]
-        m = pdebench_batch_metrics(p, y, Lx=self.Lx, i_low=self.i_low, i_high=self.i_high)
+        m = pdebench_batch_metrics(p, y, Lx=self.Lx, i_low=self.i_low, i_high=self.i_high, dims=self.dims)
         for k in PDEBENCH_KEYS:
             self._batched_sums[k] += b * m[k]
 
         d = p - y
-        err_mean = np.sqrt(np.mean(d**2, axis=2))                 # (B, T, C)
+        sp = _space_axes(d)
+        err_mean = np.sqrt(np.mean(d**2, axis=sp))                # (B, T, C)
         with np.errstate(divide="ignore", invalid="ignore"):
-            nrmse_btc = err_mean / np.sqrt(np.mean(y**2, axis=2))
+            nrmse_btc = err_mean / np.sqrt(np.mean(y**2, axis=sp))
         self._sums["nrmse"] += nrmse_btc.mean(axis=2).sum(axis=0)
         self._sums["rmse"] += err_mean.mean(axis=2).sum(axis=0)
-        self._sums["brmse"] += np.sqrt((d[:, :, 0, :] ** 2 + d[:, :, -1, :] ** 2) / 2.0).mean(axis=2).sum(axis=0)
-        self._sums["csum_sq"] += np.sum(d.sum(axis=2) ** 2, axis=0)
-        self._max = np.maximum(self._max, np.max(np.abs(d), axis=(0, 2)))
-        self._spec_sq += np.sum(np.abs(np.fft.rfft(d, axis=2)) ** 2, axis=0)
+        self._sums["brmse"] += np.sqrt(_boundary_sq(d)).mean(axis=2).sum(axis=0)
+        self._sums["csum_sq"] += np.sum(d.sum(axis=sp) ** 2, axis=0)
+        self._max = np.maximum(self._max, np.max(np.abs(d), axis=(0,) + sp))
+        self._spec_sq += np.sum(_spectrum_sq(d), axis=0)
         self._nrmse_traj.append(nrmse_btc.mean(axis=(1, 2)))
 
         err_sq = np.sum(d.reshape(b, -1) ** 2, axis=1)
@@ -271,11 +329,12 @@ class MetricAccumulator:
         if not self._batch_sizes:
             raise ValueError("MetricAccumulator.result() called before any update()")
         n = self.n_trajectories
-        nx = self._shape[1]
+        space = self._shape[1:-1]
+        nx = int(np.prod(space))
         per_step = {k: self._sums[k] / n for k in ("nrmse", "rmse", "brmse")}
         per_step["crmse"] = (np.sqrt(self._sums["csum_sq"] / n) / nx).mean(axis=1)
         per_step["max_error"] = self._max.mean(axis=1)
-        err_f = np.sqrt(self._spec_sq / n) / nx * self.Lx           # (T, K, C), as pdebench_batch_metrics
+        err_f = _scale_spectrum(np.sqrt(self._spec_sq / n), space, self.Lx)   # (T, K, C), as pdebench_batch_metrics
         for band, lo, hi in (("low", 0, self.i_low), ("mid", self.i_low, self.i_high), ("high", self.i_high, None)):
             per_step[f"frmse_{band}"] = _band_mean(err_f, lo, hi).mean(axis=1)
         out: dict[str, Any] = {k: float(per_step[k].mean()) for k in PDEBENCH_KEYS}
@@ -303,9 +362,9 @@ class MetricAccumulator:
 
 
 def persistence_prediction(u0: Any, steps: int) -> np.ndarray:
-    """The persistence baseline u(t) = u(t0): (B, X[, C]) -> (B, steps, X[, C]) float64."""
+    """The persistence baseline u(t) = u(t0): (B, *S[, C]) -> (B, steps, *S[, C]) float64 (1-D or 2-D)."""
     u = np.asarray(u0, dtype=np.float64)
-    if u.ndim not in (2, 3):
+    if u.ndim not in (2, 3, 4):
         raise ValueError(f"u0 must have shape (B, X) or (B, X, C), got {u.shape}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from ups_jax.files import atomic_path
 
-__all__ = ["plot_loss_curves", "plot_nrmse_curves", "plot_series", "plot_xt_maps"]
+__all__ = ["plot_loss_curves", "plot_nrmse_curves", "plot_series", "plot_snapshots_2d", "plot_xt_maps", "snapshot_frames"]
 
 _DPI = 120
 
@@ -85,6 +85,60 @@ def plot_xt_maps(
         ax.set_title(name)
         ax.set_xlabel("x")
         ax.set_ylabel("t")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def snapshot_frames(steps: int, count: int = 4) -> list[int]:
+    """``count`` frame indices spread over ``steps`` predicted frames: the first, the last and evenly between."""
+    return sorted({int(round(k)) for k in np.linspace(0, steps - 1, min(count, steps))})
+
+
+def plot_snapshots_2d(
+    true: Any,
+    pred: Any,
+    x: Any,
+    y: Any,
+    t: Any,
+    path: str | os.PathLike,
+    title: str = "",
+    frames: Sequence[int] | None = None,
+) -> str:
+    """Vorticity snapshots of one 2-D trajectory: rows truth, prediction (shared colour scale) and |prediction −
+    truth|, one column per chosen frame (default :func:`snapshot_frames`: first, last and two between).
+
+    Args:
+      true, pred: (T, X, Y) fields; x: (X,), y: (Y,) grid points; t: (T,) times of the frames.
+    """
+    yv = np.asarray(true, dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    xs, ys = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (x, y))
+    ts = np.asarray(t, dtype=np.float64).reshape(-1)
+    if yv.ndim != 3 or yv.shape != p.shape:
+        raise ValueError(f"true and pred must both be (T, X, Y); got {yv.shape} and {p.shape}")
+    if yv.shape != (ts.size, xs.size, ys.size):
+        raise ValueError(f"fields are {yv.shape} but len(t)={ts.size}, len(x)={xs.size}, len(y)={ys.size}")
+    frames = list(frames) if frames is not None else snapshot_frames(ts.size)
+    err = np.abs(p - yv)
+    vmin, vmax = _finite_range(yv[frames], p[frames])
+    _, emax = _finite_range(err[frames])
+    fig = _figure(figsize=(3.2 * len(frames) + 1.5, 8.4))
+    axes = np.asarray(fig.subplots(3, len(frames), sharex=True, sharey=True, squeeze=False))
+    rows = [(yv, "truth", "RdBu_r", vmin, vmax), (p, "prediction", "RdBu_r", vmin, vmax),
+            (err, "|error|", "magma", 0.0, max(emax, 1e-300))]
+    for r, (field, name, cmap, lo, hi) in enumerate(rows):
+        for c, k in enumerate(frames):
+            ax = axes[r, c]
+            # field[k] is (X, Y): transpose so that x runs horizontally
+            mesh = ax.pcolormesh(xs, ys, field[k].T, shading="nearest", cmap=cmap, vmin=lo, vmax=hi)
+            ax.set_aspect("equal")
+            ax.set_title(f"{name}, t = {ts[k]:g}", fontsize=9)
+            if r == 2:
+                ax.set_xlabel("x")
+            if c == 0:
+                ax.set_ylabel("y")
+        fig.colorbar(mesh, ax=list(axes[r]), label="vorticity" if r < 2 else "|error|")
     if title:
         fig.suptitle(title)
     return _save(fig, path)

@@ -91,10 +91,11 @@ class Rollout:
     def __call__(self, given: np.ndarray, nu: np.ndarray, dt: float | np.ndarray, steps: int, *,
                  first_index: int = 0) -> np.ndarray:
         """given: (N, G, X) physical frames (G >= context_frames; the model reads the last ``context_frames``) or
-        (N, X) for a single frame; returns the next ``steps`` frames, (N, steps, X) physical float32.
+        (N, X) for a single frame; returns the next ``steps`` frames, (N, steps, X) physical float32. In 2-D
+        (``x01`` (X, Y, 2)) the frames are (X, Y) instead of (X,).
         ``first_index``: the index of ``given[0]`` among all trajectories evaluated (keys the noise)."""
         given = np.asarray(given)
-        if given.ndim == 2:
+        if given.ndim == self.x01.ndim + (1 if self.x01.ndim == 1 else 0):   # one frame (N, X) / (N, X, Y)
             given = given[:, None]
         h = self.context_frames
         if given.shape[1] < h:

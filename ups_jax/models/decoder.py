@@ -15,6 +15,11 @@ Perceiver-style cross-attention decoder (original ``decoder_anypoint.py``, ups-o
   basis must stay well below the patch's own Nyquist limit (1 + 2·len(local_freqs) functions fitted to
   X/T grid values per patch), else values between grid points are unconstrained — ``driver validate`` checks
   it; in a 1200-step codec run on 256-cell Burgers it gave no measurable gain.
+
+One code path for 1-D and 2-D (``models/spatial.py``): queries are (Q,) / (B, Q) points in 1-D and (Q, 2) /
+(B, Q, 2) in 2-D, with the Fourier features of every coordinate; the tokens tile the domain as the encoder's token
+grid; the local MLP reads the (2n+1)^d tokens around the query's own, the raw path interpolates (bi)linearly. The
+local Fourier patch readout (``local_freqs``) is 1-D only.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 from flax import nnx
 
 from ups_jax.models.layers import MLP, fourier_features, gelu, layer_norm, token_centres01
+from ups_jax.models.spatial import as_points, locate, neighbour_tokens, point_features
 
 
 LOCAL_OFFSET_FREQS = (1.0, 2.0)   # offset features of the local readout (periodic in the patch offset ℓ ∈ [0, 1))
@@ -84,7 +90,8 @@ class AnyPointDecoder(nnx.Module):
     def __init__(self, *, latent_dim: int, latent_tokens: int, out_channels: int = 1, hidden_dim: int,
                  num_heads: int, num_layers: int, mlp_hidden: int, fourier_freqs: Sequence[float],
                  local_freqs: Sequence[float] = (), local_mlp: int = 0, local_neighbors: int = 1,
-                 raw_patch: int = 0, rngs: nnx.Rngs):
+                 raw_patch: int | tuple[int, ...] = 0, token_grid: tuple[int, ...] | None = None,
+                 rngs: nnx.Rngs):
         if hidden_dim <= 0 or num_heads <= 0 or hidden_dim % num_heads:
             raise ValueError(f"model.decoder.hidden_dim={hidden_dim} is not divisible by "
                              f"model.decoder.num_heads={num_heads}")
@@ -94,9 +101,13 @@ class AnyPointDecoder(nnx.Module):
         if len(fourier_freqs) == 0:
             raise ValueError("model.decoder.fourier_freqs must not be empty (queries are encoded only by them)")
         self.latent_dim, self.latent_tokens, self.out_channels = latent_dim, latent_tokens, out_channels
+        self.token_grid = tuple(int(t) for t in (token_grid or (latent_tokens,)))
+        self.dims = len(self.token_grid)
+        if int(np.prod(self.token_grid)) != latent_tokens:
+            raise ValueError(f"token grid {self.token_grid} does not hold model.latent_tokens={latent_tokens}")
         self.hidden_dim = hidden_dim
         self.fourier_freqs = tuple(float(f) for f in fourier_freqs)
-        nf = 2 * len(self.fourier_freqs)
+        nf = 2 * len(self.fourier_freqs) * self.dims
         self.query_embed = nnx.Linear(nf, hidden_dim, rngs=rngs)
         self.latent_proj = nnx.Linear(latent_dim, hidden_dim, rngs=rngs)
         self.pos_embed = nnx.Linear(nf, hidden_dim, rngs=rngs)
@@ -105,14 +116,19 @@ class AnyPointDecoder(nnx.Module):
         self.head_norm = layer_norm(hidden_dim, rngs=rngs)
         self.head = MLP(hidden_dim, mlp_hidden, out_channels, act=gelu, rngs=rngs)
         self.local_freqs = tuple(float(f) for f in local_freqs)
+        if self.local_freqs and self.dims != 1:
+            raise ValueError("model.decoder.local_freqs (the Fourier patch readout) is 1-D only; use "
+                             "model.decoder.local_mlp in 2-D")
         if self.local_freqs:
             self.local_readout = nnx.Linear(latent_dim, out_channels * (1 + 2 * len(self.local_freqs)), rngs=rngs)
         self.local_mlp_width, self.local_neighbors = int(local_mlp), int(local_neighbors)
         if self.local_mlp_width:
-            n_tok = 2 * self.local_neighbors + 1
-            self.local_mlp = MLP(n_tok * latent_dim + 2 * len(LOCAL_OFFSET_FREQS) + 1, self.local_mlp_width,
-                                 out_channels, rngs=rngs)
-        self.raw_patch = int(raw_patch)
+            n_tok = (2 * self.local_neighbors + 1) ** self.dims
+            self.local_mlp = MLP(n_tok * latent_dim + (2 * len(LOCAL_OFFSET_FREQS) + 1) * self.dims,
+                                 self.local_mlp_width, out_channels, rngs=rngs)
+        self.raw_shape = tuple(int(p) for p in (raw_patch if isinstance(raw_patch, (tuple, list)) else
+                                                (raw_patch,) * self.dims))
+        self.raw_patch = int(np.prod(self.raw_shape)) if raw_patch else 0
         if self.raw_patch:   # the encoder's identity path: start as exact interpolation, learn corrections
             if out_channels != 1 or latent_dim <= self.raw_patch:
                 raise ValueError("the raw skip path needs one output channel and latent_dim > the patch size")
@@ -121,7 +137,9 @@ class AnyPointDecoder(nnx.Module):
                 self.local_mlp.fc2.kernel[...] = jnp.zeros_like(self.local_mlp.fc2.kernel[...])
 
     def local_patch_readout(self, z: jax.Array, xq01: jax.Array) -> jax.Array:
-        """(B, T, D), (B, Q) → (B, Q, C): the query's own token, read out on a Fourier basis of its patch offset."""
+        """(B, T, D), (B, Q, 1) → (B, Q, C): the query's own token, read out on a Fourier basis of its patch offset
+        (1-D only)."""
+        xq01 = xq01[..., 0]
         b, nq = xq01.shape
         pos = xq01 * self.latent_tokens
         t = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, self.latent_tokens - 1)
@@ -132,51 +150,49 @@ class AnyPointDecoder(nnx.Module):
         return jnp.einsum("bqcj,bqj->bqc", coef, basis)
 
     def local_mlp_readout(self, z: jax.Array, xq01: jax.Array) -> jax.Array:
-        """(B, T, D), (B, Q) → (B, Q, C): an MLP of the query's token and its ``local_neighbors`` neighbours on each
-        side (periodic) and of the query's offset inside its patch — a local implicit representation."""
-        b, nq = xq01.shape
-        pos = xq01 * self.latent_tokens
-        t = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, self.latent_tokens - 1)
-        off = pos - t                                                                  # (B, Q) in [0, 1)
-        n = self.local_neighbors
-        idx = (t[..., None] + jnp.arange(-n, n + 1)) % self.latent_tokens              # (B, Q, 2n+1)
-        zq = z[jnp.arange(b)[:, None, None], idx].reshape(b, nq, -1)                  # (B, Q, (2n+1)·D)
-        feats = jnp.concatenate([zq, fourier_features(off, LOCAL_OFFSET_FREQS), (off - 0.5)[..., None]], -1)
+        """(B, T, D), (B, Q, d) → (B, Q, C): an MLP of the query's token and its ``local_neighbors`` neighbours on each
+        side of every axis (periodic) and of the query's offset inside its patch — a local implicit representation."""
+        b, nq, _ = xq01.shape
+        t, off = locate(xq01, self.token_grid)                                         # (B, Q, d) each
+        idx = neighbour_tokens(t, self.token_grid, self.local_neighbors)               # (B, Q, (2n+1)^d)
+        zq = z[jnp.arange(b)[:, None, None], idx].reshape(b, nq, -1)                  # (B, Q, (2n+1)^d·D)
+        feats = jnp.concatenate([zq, point_features(off, LOCAL_OFFSET_FREQS), off - 0.5], -1)
         return self.local_mlp(feats)
 
     def raw_interpolation(self, z: jax.Array, xq01: jax.Array) -> jax.Array:
-        """(B, T, D), (B, Q) → (B, Q, 1): linear interpolation of the grid values carried in the first ``raw_patch``
-        latent dims (the query's patch and its neighbours, periodic); exact at the grid points."""
-        b, nq = xq01.shape
-        p, t_count = self.raw_patch, self.latent_tokens
-        pos = xq01 * t_count
-        t = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, t_count - 1)
-        off = pos - t                                                                  # (B, Q) in [0, 1)
-        idx = (t[..., None] + jnp.arange(-1, 2)) % t_count                             # (B, Q, 3)
-        vals = z[jnp.arange(b)[:, None, None], idx, :p].reshape(b, nq, 3 * p)         # 3P consecutive grid values
-        centres = (jnp.arange(3 * p) + 0.5) / p - 1.0                                  # relative to the patch start
-        w = jax.nn.relu(1.0 - jnp.abs(off[..., None] - centres) * p)                   # hat functions
-        return jnp.sum(w * vals, axis=-1, keepdims=True)
+        """(B, T, D), (B, Q, d) → (B, Q, 1): (bi)linear interpolation of the grid values carried in the first
+        ``raw_patch`` latent dims (the query's patch and its neighbours, periodic); exact at the grid points."""
+        b, nq, d = xq01.shape
+        t, off = locate(xq01, self.token_grid)
+        idx = neighbour_tokens(t, self.token_grid, 1)                                  # (B, Q, 3^d)
+        vals = z[jnp.arange(b)[:, None, None], idx, :self.raw_patch]                   # (B, Q, 3^d, P)
+        # (B, Q, 3, p_1, ..., 3, p_d) → the (3 p_1) x ... x (3 p_d) grid values around the query's patch
+        vals = vals.reshape((b, nq) + (3,) * d + self.raw_shape)
+        vals = vals.transpose((0, 1) + tuple(a for i in range(d) for a in (2 + i, 2 + d + i)))
+        vals = vals.reshape((b, nq) + tuple(3 * p for p in self.raw_shape))
+        for i, p in enumerate(self.raw_shape):                                         # hat functions, axis by axis
+            centres = (jnp.arange(3 * p) + 0.5) / p - 1.0                              # relative to the patch start
+            w = jax.nn.relu(1.0 - jnp.abs(off[:, :, i, None] - centres) * p)          # (B, Q, 3p)
+            w = w.reshape((b, nq, 3 * p) + (1,) * (d - 1 - i))
+            vals = jnp.sum(w * vals, axis=2)
+        return vals[..., None]
 
     def latent_keys(self, z: jax.Array) -> jax.Array:
         """(B, T, D) → key/value tokens (B, T, hidden) with token-centre positional embedding."""
         chex.assert_shape(z, (None, self.latent_tokens, self.latent_dim))
-        centres = jnp.asarray(token_centres01((self.latent_tokens,))[:, 0])
-        pos = self.pos_embed(fourier_features(centres, self.fourier_freqs))  # (T, hidden)
+        centres = jnp.asarray(token_centres01(self.token_grid))                       # (T, d)
+        pos = self.pos_embed(point_features(centres, self.fourier_freqs))  # (T, hidden)
         return self.latent_proj(z) + pos[None]
 
     def __call__(self, z: jax.Array, xq01: jax.Array) -> jax.Array:
-        """z: (B, T, D); xq01: (Q,) shared or (B, Q) per-sample query coordinates in [0, 1) → (B, Q, C)."""
+        """z: (B, T, D); xq01: query coordinates in [0, 1), shared (Q,) or per-sample (B, Q) in 1-D, (Q, 2) or
+        (B, Q, 2) in 2-D → (B, Q, C)."""
         chex.assert_rank(z, 3)
         b = z.shape[0]
-        xq01 = jnp.asarray(xq01, jnp.float32)
-        if xq01.ndim == 1:
-            xq01 = jnp.broadcast_to(xq01[None], (b, xq01.shape[0]))
-        if xq01.ndim != 2 or xq01.shape[0] != b:
-            raise ValueError(f"AnyPointDecoder: xq01 must be (Q,) or ({b}, Q), got {tuple(xq01.shape)}")
+        xq01 = as_points(xq01, self.dims, b)                                           # (B, Q, d)
         nq = xq01.shape[1]
         latents = self.latent_keys(z)
-        q = self.query_embed(fourier_features(xq01, self.fourier_freqs))
+        q = self.query_embed(point_features(xq01, self.fourier_freqs))
         chex.assert_shape(q, (b, nq, self.hidden_dim))
         for layer in self.layers:
             q = layer(q, latents)

@@ -9,7 +9,9 @@ Replaces the original's frozen, randomly initialised ``enc_grid.GridEncoder`` (u
 3. patchify: the X points are split into T contiguous patches of X/T points, each flattened to ``(X/T)·width``
    features → ``Linear → D`` → ``LayerNorm(D)``.
 
-The patchify step is written for any number of spatial dims (``layers.patchify``); only 1-D is wired up here.
+One code path for 1-D and 2-D (``models/spatial.py``): ``num_points`` is the grid, X or (X, Y); in 2-D the convs
+have (k, k) kernels, the Fourier features are those of x and of y, and the √T x √T token patches of
+(X/√T)·(Y/√T) points are flattened the same way (``layers.patchify``), so the latent tokens are (B, T, D) in both.
 """
 
 from __future__ import annotations
@@ -19,36 +21,49 @@ from typing import Sequence
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from ups_jax.models.layers import fourier_features, gelu, layer_norm, patchify
+from ups_jax.models.layers import gelu, layer_norm, patchify
+from ups_jax.models.spatial import point_features, token_grid
 
 
 class GridEncoder(nnx.Module):
-    def __init__(self, *, num_points: int, latent_tokens: int, latent_dim: int, in_channels: int = 1,
-                 width: int, kernel_size: int, num_conv: int, fourier_freqs: Sequence[float],
+    def __init__(self, *, num_points: int | tuple[int, ...], latent_tokens: int, latent_dim: int,
+                 in_channels: int = 1, width: int, kernel_size: int, num_conv: int, fourier_freqs: Sequence[float],
                  final_norm: bool = True, raw_skip: bool = False, rngs: nnx.Rngs):
-        if num_points <= 0 or latent_tokens <= 0:
+        grid = tuple(int(n) for n in (num_points if isinstance(num_points, (tuple, list)) else (num_points,)))
+        if min(grid) <= 0 or latent_tokens <= 0:
             raise ValueError(f"model.latent_tokens={latent_tokens} and grid size {num_points} must be positive")
-        if num_points % latent_tokens:
+        self.dims = len(grid)
+        self.grid = grid
+        self.token_grid = token_grid(latent_tokens, self.dims)
+        if any(n % t for n, t in zip(grid, self.token_grid)):
+            if self.dims == 1:
+                raise ValueError(
+                    f"model.latent_tokens={latent_tokens} does not divide the data grid size {num_points} "
+                    f"(the encoder patchifies the grid into latent_tokens patches of equal size); choose "
+                    f"model.latent_tokens among the divisors of {num_points} or change data.reduced_resolution")
             raise ValueError(
-                f"model.latent_tokens={latent_tokens} does not divide the data grid size {num_points} "
-                f"(the encoder patchifies the grid into latent_tokens patches of equal size); choose "
-                f"model.latent_tokens among the divisors of {num_points} or change data.reduced_resolution")
+                f"the token grid {'x'.join(map(str, self.token_grid))} (model.latent_tokens={latent_tokens}) does "
+                f"not divide the data grid {'x'.join(map(str, grid))}; choose model.latent_tokens or "
+                f"data.reduced_resolution so that it does")
         if num_conv < 0 or kernel_size < 1 or width < 1:
             raise ValueError(f"model.encoder needs num_conv >= 0, kernel_size >= 1, width >= 1 "
                              f"(got num_conv={num_conv}, kernel_size={kernel_size}, width={width})")
-        self.num_points = num_points
+        self.num_points = int(np.prod(grid))
         self.latent_tokens = latent_tokens
         self.latent_dim = latent_dim
         self.in_channels = in_channels
         self.fourier_freqs = tuple(float(f) for f in fourier_freqs)
-        self.patch = num_points // latent_tokens
-        feat = in_channels + 2 * len(self.fourier_freqs)
+        self.patch_shape = tuple(n // t for n, t in zip(grid, self.token_grid))
+        self.patch = int(np.prod(self.patch_shape))
+        feat = in_channels + 2 * len(self.fourier_freqs) * self.dims
         convs = []
         c_in = feat
         for _ in range(num_conv):
-            convs.append(nnx.Conv(c_in, width, kernel_size=(kernel_size,), padding="CIRCULAR", rngs=rngs))
+            convs.append(nnx.Conv(c_in, width, kernel_size=(kernel_size,) * self.dims, padding="CIRCULAR",
+                                  rngs=rngs))
             c_in = width
         self.convs = nnx.List(convs)
         self.stem_width = c_in
@@ -64,36 +79,38 @@ class GridEncoder(nnx.Module):
             self.norm = layer_norm(latent_dim - self.raw_dims, rngs=rngs)
 
     def features(self, u: jax.Array, x01: jax.Array) -> jax.Array:
-        """(B, X, C), x01 (X,) or (B, X) → per-point input features (B, X, C + 2F)."""
+        """(B, *grid, C), x01 (*grid[, d]) or (B, *grid[, d]) → per-point input features (B, *grid, C + 2F·d)."""
         b = u.shape[0]
-        ff = fourier_features(x01, self.fourier_freqs)
-        if ff.ndim == 2:
+        pts = x01[..., None] if self.dims == 1 else x01
+        ff = point_features(pts, self.fourier_freqs)
+        if ff.ndim == self.dims + 1:
             ff = jnp.broadcast_to(ff[None], (b,) + ff.shape)
-        chex.assert_shape(ff, (b, self.num_points, 2 * len(self.fourier_freqs)))
+        chex.assert_shape(ff, (b,) + self.grid + (2 * len(self.fourier_freqs) * self.dims,))
         return jnp.concatenate([u.astype(jnp.float32), ff], axis=-1)
 
     def __call__(self, u: jax.Array, x01: jax.Array) -> jax.Array:
-        """u: (B, X, C) field on the grid; x01: (X,) or (B, X) grid coordinates in [0, 1) → z: (B, T, D)."""
-        chex.assert_rank(u, 3)
-        if u.shape[1] != self.num_points or u.shape[2] != self.in_channels:
-            raise ValueError(f"GridEncoder was built for fields (B, {self.num_points}, {self.in_channels}) "
-                             f"but got {tuple(u.shape)}; the data grid does not match the model")
+        """u: (B, *grid, C) field on the grid; x01: grid coordinates in [0, 1), (X,) or (B, X) in 1-D, (X, Y, 2) or
+        (B, X, Y, 2) in 2-D → z: (B, T, D)."""
+        chex.assert_rank(u, self.dims + 2)
+        if tuple(u.shape[1:]) != self.grid + (self.in_channels,):
+            raise ValueError(f"GridEncoder was built for fields (B, {', '.join(map(str, self.grid))}, "
+                             f"{self.in_channels}) but got {tuple(u.shape)}; the data grid does not match the model")
         x01 = jnp.asarray(x01, jnp.float32)
-        if x01.shape not in ((self.num_points,), (u.shape[0], self.num_points)):
-            raise ValueError(f"GridEncoder: x01 must be ({self.num_points},) or ({u.shape[0]}, {self.num_points}), "
-                             f"got {tuple(x01.shape)}")
+        coords = self.grid if self.dims == 1 else self.grid + (self.dims,)
+        if x01.shape not in (coords, (u.shape[0],) + coords):
+            raise ValueError(f"GridEncoder: x01 must be {coords} or {(u.shape[0],) + coords}, got {tuple(x01.shape)}")
         h = self.features(u, x01)
         for conv in self.convs:
             y = gelu(conv(h))
             h = h + y if y.shape == h.shape else y
-        chex.assert_shape(h, (u.shape[0], self.num_points, self.stem_width))
-        tokens = patchify(h, (self.latent_tokens,))
+        chex.assert_shape(h, (u.shape[0],) + self.grid + (self.stem_width,))
+        tokens = patchify(h, self.token_grid)
         chex.assert_shape(tokens, (u.shape[0], self.latent_tokens, self.patch * self.stem_width))
         z = self.proj(tokens)
         if self.final_norm:
             z = self.norm(z)
-        if self.raw_dims:   # newest frame = last channel (frames are stacked oldest first)
-            raw = u[..., -1].astype(jnp.float32).reshape(u.shape[0], self.latent_tokens, self.patch)
+        if self.raw_dims:   # newest frame = last channel (frames are stacked oldest first); patch values row-major
+            raw = patchify(u[..., -1:].astype(jnp.float32), self.token_grid)
             z = jnp.concatenate([raw, z], axis=-1)
         chex.assert_shape(z, (u.shape[0], self.latent_tokens, self.latent_dim))
         return z

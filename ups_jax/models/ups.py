@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from ups_jax.config import flatten
+from ups_jax.data.grids import grid_points
 from ups_jax.errors import ConfigError
 from ups_jax.models.decoder import AnyPointDecoder
 from ups_jax.models.encoder import GridEncoder
@@ -57,8 +58,8 @@ class UPS(nnx.Module):
         return self.encoder(u, x01)
 
     def encode_frames(self, u_ctx: jax.Array, x01: jax.Array) -> jax.Array:
-        """u_ctx: (B, h, X) context frames (oldest first, one channel) → z: (B, T, D)."""
-        return self.encode(jnp.swapaxes(u_ctx, 1, 2), x01)
+        """u_ctx: (B, h, X) or (B, h, X, Y) context frames (oldest first, one channel) → z: (B, T, D)."""
+        return self.encode(jnp.moveaxis(u_ctx, 1, -1), x01)
 
     def step(self, z: jax.Array, dt: jax.Array, nu: jax.Array) -> jax.Array:
         """z: (B, T, D), dt, ν: (B,) or scalars (> 0) → z': (B, T, D)."""
@@ -88,19 +89,20 @@ class UPS(nnx.Module):
         mode='latent': encode once, step in latent space, decode every step in one batched call (UPT's latent
         rollout). mode='reencode': decode → slide the context window → re-encode after every step.
         ``refine``: see :meth:`rollout` (latent mode only)."""
-        b, _, n = u_ctx.shape
+        b, n = u_ctx.shape[0], u_ctx.shape[2:]           # n: the grid, (X,) or (X, Y)
+        xq = grid_points(x01)                            # the grid as the decoder's query points
         steps = int(steps)
         if refine != "none" and mode != "latent":
             raise ValueError(f"refine={refine!r} needs eval.rollout_mode='latent' (got {mode!r})")
         if mode == "latent":
             zs = self.rollout(self.encode_frames(u_ctx, x01), dt, nu, steps, refine, rng)   # (B, S, T, D)
             t, d = zs.shape[-2:]
-            return self.decode(zs.reshape(b * steps, t, d), x01)[..., 0].reshape(b, steps, n)
+            return self.decode(zs.reshape(b * steps, t, d), xq)[..., 0].reshape((b, steps) + n)
         if mode != "reencode":
             raise ValueError(f"eval.rollout_mode={mode!r}: choose 'latent' or 'reencode'")
 
         def body(ctx, _):
-            nxt = self.decode(self.step(self.encode_frames(ctx, x01), dt, nu), x01)[..., 0]
+            nxt = self.decode(self.step(self.encode_frames(ctx, x01), dt, nu), xq)[..., 0].reshape((b,) + n)
             return jnp.concatenate([ctx[:, 1:], nxt[:, None]], axis=1), nxt
 
         _, us = jax.lax.scan(body, u_ctx, None, length=steps)
@@ -119,7 +121,7 @@ class UPS(nnx.Module):
                  xq01: jax.Array | None = None) -> jax.Array:
         """One physical-space step: decode(step(encode(u))) at ``xq01`` (default: the input grid) → (B, Q, C)."""
         z = self.step(self.encode(u, x01), dt, nu)
-        return self.decode(z, x01 if xq01 is None else xq01)
+        return self.decode(z, grid_points(x01) if xq01 is None else xq01)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -156,10 +158,10 @@ def context_frames(cfg) -> int:
     return h
 
 
-def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | None = None,
+def build_model(cfg, num_points, *, channels: int = 1, rngs: nnx.Rngs | None = None,
                 seed: int | None = None):
     """Builds the model of ``cfg.model`` (UPS, or the FNO baseline when ``model.kind='fno'``) from the config only;
-    ``num_points`` (X) and ``channels`` (C) come from the data grid.
+    ``num_points`` (the grid: X in 1-D, (X, Y) in 2-D) and ``channels`` (C) come from the data.
 
     Randomness: ``rngs`` if given, else ``nnx.Rngs(seed)`` with ``seed`` defaulting to ``cfg.seed`` (or 0).
     Inconsistent dimensions raise :class:`ModelConfigError` naming the config keys.
@@ -170,12 +172,15 @@ def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | Non
             seed = int(cfg.get("seed", 0)) if "model" in cfg else 0
         rngs = nnx.Rngs(seed)
     h = context_frames(cfg)
+    grid = tuple(int(n) for n in (num_points if isinstance(num_points, (tuple, list)) else (num_points,)))
     if model_kind(cfg) == "fno":
         from ups_jax.models.fno import FNO1d
+        from ups_jax.models.fno2d import FNO2d
 
         f = _get(m, "fno", "model")
+        fno = FNO1d if len(grid) == 1 else FNO2d
         try:
-            return FNO1d(context_frames=h, channels=int(channels), modes=int(_get(f, "modes", "model.fno")),
+            return fno(context_frames=h, channels=int(channels), modes=int(_get(f, "modes", "model.fno")),
                          width=int(_get(f, "width", "model.fno")), num_layers=int(_get(f, "num_layers", "model.fno")),
                          padding=int(_get(f, "padding", "model.fno")),
                          head_width=int(_get(f, "head_width", "model.fno")), rngs=rngs)
@@ -186,7 +191,7 @@ def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | Non
     enc, op, dec = (_get(m, k, "model") for k in ("encoder", "operator", "decoder"))
     try:
         encoder = GridEncoder(
-            num_points=int(num_points), latent_tokens=t, latent_dim=d, in_channels=int(channels) * h,
+            num_points=grid[0] if len(grid) == 1 else grid, latent_tokens=t, latent_dim=d, in_channels=int(channels) * h,
             width=int(_get(enc, "width", "model.encoder")), kernel_size=int(_get(enc, "kernel_size", "model.encoder")),
             num_conv=int(_get(enc, "num_conv", "model.encoder")),
             fourier_freqs=tuple(_get(enc, "fourier_freqs", "model.encoder")),
@@ -208,7 +213,7 @@ def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | Non
             fourier_freqs=tuple(_get(dec, "fourier_freqs", "model.decoder")),
             local_freqs=tuple(_get(dec, "local_freqs", "model.decoder")),
             local_mlp=int(dec.get("local_mlp", 0)), local_neighbors=int(dec.get("local_neighbors", 1)),
-            raw_patch=encoder.raw_dims, rngs=rngs)
+            raw_patch=encoder.patch_shape if encoder.raw_dims else 0, token_grid=encoder.token_grid, rngs=rngs)
         from ups_jax.models.corrector import build_refiners
         from ups_jax.models.steady import build_steady
 
@@ -222,7 +227,7 @@ def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | Non
                student=student, steady=steady)
 
 
-def abstract_model(cfg, num_points: int, *, channels: int = 1):
+def abstract_model(cfg, num_points, *, channels: int = 1):
     """The model with ``jax.ShapeDtypeStruct`` leaves (``nnx.eval_shape``): no parameter is allocated."""
     return nnx.eval_shape(lambda: build_model(cfg, num_points, channels=channels, seed=0))
 

@@ -1,6 +1,7 @@
 """Stage losses. Every stage runs through the same loop (``loop.run_stage``); stages differ only here.
 
-A batch is ``{'u': (B, h+K, X), 'dt': (B,), 'nu': (B,)}``: ``h`` context frames (``model.context_frames``) then
+A batch is ``{'u': (B, h+K, X) or (B, h+K, X, Y), 'dt': (B,), 'nu': (B,)}`` (2-D fields are compared on the
+flattened grid, queries are the grid's points, ``data/grids.py``): ``h`` context frames (``model.context_frames``) then
 ``K`` target frames (``stages.<name>.rollout_steps``). All losses work on *normalised* fields (train-split
 z-score) and are averaged MSEs. For UPS, with W_k = frames k..k+h-1 (the window ending at frame k+h-1):
 
@@ -24,6 +25,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ups_jax.data.grids import grid_points
+
 
 def _mse(a, b):
     return jnp.mean(jnp.square(a - b))
@@ -39,28 +42,30 @@ def make_ups_loss(weights, *, x01: jax.Array, rollout_steps: int, query_points: 
     w = {k: float(weights[k]) for k in ("recon", "one_step", "latent", "rollout")}
     need_dynamics = w["one_step"] > 0 or w["latent"] > 0 or w["rollout"] > 0
     K, h, P = int(rollout_steps), int(context_frames), int(pushforward_steps)
-    X = int(x01.shape[0])
+    pts = grid_points(x01)           # the grid as query points: (X,) in 1-D, (X·Y, 2) in 2-D
+    X = int(pts.shape[0])            # grid points (X·Y in 2-D); targets are compared on the flattened grid
     Q = int(query_points) if 0 < int(query_points) < X else X
     sigma = float(input_noise)
 
     def loss_fn(model, batch, rng):
         u = batch["u"]
-        B = u.shape[0]
+        B, grid = u.shape[0], u.shape[2:]
+        uf = u.reshape(u.shape[:2] + (X,))                                   # (B, W, points)
         q_rng, n_rng = jax.random.split(rng)
         if Q < X:  # random query subset shared by the batch: any-point decoder, cheaper training
             idx = jnp.sort(jax.random.choice(q_rng, X, (Q,), replace=False))
         else:
             idx = jnp.arange(X)
-        xq = x01[idx]
+        xq = pts[idx]
         terms = {}
         z_next = None   # sg(E(W_{P+1})): the latent term's target
         if w["recon"] > 0:   # the encoder's view of the windows W_0 .. W_{P+K}
             n_enc = P + K + 1
-            windows = jnp.stack([u[:, k:k + h] for k in range(n_enc)], axis=1)  # (B, n_enc, h, X)
-            z_all = model.encode_frames(windows.reshape(B * n_enc, h, X), x01)
+            windows = jnp.stack([u[:, k:k + h] for k in range(n_enc)], axis=1)  # (B, n_enc, h, *grid)
+            z_all = model.encode_frames(windows.reshape((B * n_enc, h) + grid), x01)
             T, D = z_all.shape[-2:]
             rec = model.decode(z_all, xq)[..., 0]
-            terms["recon"] = _mse(rec, u[:, h - 1:h - 1 + n_enc][:, :, idx].reshape(B * n_enc, -1))
+            terms["recon"] = _mse(rec, uf[:, h - 1:h - 1 + n_enc][:, :, idx].reshape(B * n_enc, -1))
             z_next = z_all.reshape(B, n_enc, T, D)[:, P + 1]
         elif w["latent"] > 0:   # only the window the latent term compares with (not all P + K + 1)
             z_next = model.encode_frames(u[:, P + 1:P + 1 + h], x01)
@@ -72,7 +77,7 @@ def make_ups_loss(weights, *, x01: jax.Array, rollout_steps: int, query_points: 
             zs = model.rollout(z0, batch["dt"], batch["nu"], K)                 # (B,K,T,D)
             if w["one_step"] > 0 or w["rollout"] > 0:
                 dec = model.decode(zs.reshape(B * K, T, D), xq)[..., 0].reshape(B, K, -1)
-                per_step = jnp.mean(jnp.square(dec - u[:, h + P:h + P + K][:, :, idx]), axis=(0, 2))  # (K,)
+                per_step = jnp.mean(jnp.square(dec - uf[:, h + P:h + P + K][:, :, idx]), axis=(0, 2))  # (K,)
                 terms["one_step"] = per_step[0]
                 terms["rollout"] = jnp.mean(per_step)
             if w["latent"] > 0:
@@ -95,8 +100,9 @@ def make_fno_loss(*, x01: jax.Array, rollout_steps: int, context_frames: int, pu
         if P:
             ctx = jax.lax.stop_gradient(
                 jnp.concatenate([ctx, model.rollout_fields(ctx, dt, nu, x01, P)], axis=1)[:, -h:])
-        pred = model.rollout_fields(ctx, dt, nu, x01, K)                          # (B, K, X)
-        per_step = jnp.mean(jnp.square(pred - u[:, h + P:h + P + K]), axis=(0, 2))
+        pred = model.rollout_fields(ctx, dt, nu, x01, K)                          # (B, K, *grid)
+        err = jnp.square(pred - u[:, h + P:h + P + K])
+        per_step = jnp.mean(err.reshape(err.shape[:2] + (-1,)), axis=(0, 2))
         return jnp.sum(per_step), {"loss/one_step": per_step[0], "loss/rollout": jnp.mean(per_step)}
 
     return loss_fn

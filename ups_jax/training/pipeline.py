@@ -26,7 +26,8 @@ from flax import nnx
 import ups_jax
 from ups_jax.data.default import ensure_default_data
 from ups_jax.data.loader import WindowLoader
-from ups_jax.data.pdebench import PDEBenchDataset, compute_normalization, make_splits
+from ups_jax.data.grids import grid_size, mesh01, open_run_dataset, spatial_shape
+from ups_jax.data.pdebench import compute_normalization, make_splits
 from ups_jax.config import config_from_dict
 from ups_jax.errors import CheckpointError, ConfigError, DataError, Preempted
 from ups_jax.paths import code_version
@@ -49,15 +50,22 @@ class RunData:
     def __init__(self, cfg, paths=None):
         paths = list(paths) if paths else ensure_default_data(cfg)
         self.paths = paths
-        self.dataset = PDEBenchDataset(paths, reduced_resolution=cfg.data.reduced_resolution,
-                                       reduced_resolution_t=cfg.data.reduced_resolution_t)
+        self.dataset = open_run_dataset(cfg, paths)      # the reader of the files' dimension, checked (data/grids.py)
         self.splits = make_splits(self.dataset, test_fraction=cfg.data.test_fraction,
                                   val_fraction=cfg.data.val_fraction)
         self.norm = compute_normalization(self.dataset, self.splits["train"])
         d = self.dataset
         self.Lx = float(d.x_max - d.x_min)
         self.x = np.asarray(d.x, np.float32)
-        self.x01 = ((self.x - d.x_min) / self.Lx).astype(np.float32)
+        self.grid = spatial_shape(d)                     # (X,) or (X, Y)
+        self.dims = len(self.grid)
+        self.y = np.asarray(d.y, np.float32) if self.dims == 2 else None
+        self.x01 = ((self.x - d.x_min) / self.Lx).astype(np.float32) if self.dims == 1 else mesh01(self.grid)
+
+    @property
+    def model_grid(self):
+        """What ``build_model`` takes: X (1-D) or (X, Y) (2-D)."""
+        return grid_size(self.grid)
 
     def trajectories(self, split: str, limit: int = 0):
         idx = np.asarray(self.splits[split])
@@ -180,14 +188,15 @@ def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkp
     selection = selected_stages(cfg, stages)
     _check_writable(workdir)
     data = RunData(cfg, data_paths)
-    model = build_model(cfg, num_points=data.dataset.nx, rngs=nnx.Rngs(cfg.seed))
+    model = build_model(cfg, num_points=data.model_grid, rngs=nnx.Rngs(cfg.seed))
     _check_workdir(workdir, cfg, data, model, fresh)
     plan = plan_stages(cfg, workdir, selection)          # refuses a missing teacher before anything is written
     _stop_if_preempted("before training started")
     workdir.mkdir(parents=True, exist_ok=True)
     meta = {"version": ups_jax.__version__, "norm": data.norm, "fingerprint": data.fingerprint(),
             "splits": {k: len(v) for k, v in data.splits.items()}, "x_min": float(data.dataset.x_min),
-            "x_max": float(data.dataset.x_max), "nx": int(data.dataset.nx), "dt": float(data.dataset.dt),
+            "x_max": float(data.dataset.x_max), "nx": int(data.dataset.nx), "grid": list(data.grid),
+            "dt": float(data.dataset.dt),
             "data_paths": [str(Path(p).absolute()) for p in data.paths], "code": code_version()}
     ckpt.write_json(workdir / "config.json", cfg.to_dict())
     ckpt.write_json(workdir / "run_meta.json", meta)
@@ -312,7 +321,7 @@ def run_evaluation(model, cfg, data: RunData, workdir: Path, logger=None, split:
                                 initial_step=cfg.eval.initial_step, batch_size=cfg.eval.batch_size,
                                 corr_threshold=cfg.eval.corr_threshold, split=split,
                                 keep_samples=cfg.eval.plot_trajectories)
-    write_report(results, samples, data.x, workdir / "eval")
+    write_report(results, samples, data.x, workdir / "eval", y=data.y)
     m, p = results["model"], results["persistence"]
     log.info(f"[eval:{split}] {results['n_trajectories']} trajectories, {results['protocol']['steps']}-step rollout: "
           f"nRMSE (per-trajectory mean) model {m['nrmse']:.4f} vs persistence {p['nrmse']:.4f} "
@@ -353,7 +362,7 @@ def load_run(workdir, data_paths=None):
     data = RunData(cfg, data_paths or meta["data_paths"])
     data.norm = meta["norm"]                           # always the training run's statistics
     check_eval_data(data, meta, cfg, workdir)
-    model = build_model(cfg, num_points=meta["nx"], rngs=nnx.Rngs(cfg.seed))
+    model = build_model(cfg, num_points=grid_size(meta.get("grid", [meta["nx"]])), rngs=nnx.Rngs(cfg.seed))
     loaded = None
     for stage in cfg.stage_order:   # every module from the best EMA of the (last) stage that trains it
         if (ckpt.stage_dir(workdir, stage)).is_dir():
@@ -388,9 +397,11 @@ def check_eval_data(data, meta: dict, cfg, workdir) -> None:
     """Refuses data whose grid (cells, domain, frame step, frame count) or normalisation does not fit the run;
     warns (one line) when the data fingerprint differs from the training data's."""
     d, where = data.dataset, data.paths[0]
-    if d.nx != meta["nx"]:
-        raise DataError(f"{where}: grid has {d.nx} cells after reduction but the model in {workdir} was trained on "
-                        f"{meta['nx']} (data.reduced_resolution={cfg.data.reduced_resolution}); use data with the "
+    trained = tuple(meta.get("grid", [meta["nx"]]))
+    if d.nx != meta["nx"] or tuple(data.grid) != trained:
+        have, want = "x".join(map(str, data.grid)), "x".join(map(str, trained))
+        raise DataError(f"{where}: grid has {have} cells after reduction but the model in {workdir} was trained on "
+                        f"{want} (data.reduced_resolution={cfg.data.reduced_resolution}); use data with the "
                         f"training grid")
     length = meta["x_max"] - meta["x_min"]
     if not (math.isclose(d.x_min, meta["x_min"], abs_tol=1e-6 * length)

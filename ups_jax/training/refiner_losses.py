@@ -31,9 +31,9 @@ def pushforward_pairs(model, batch, rng, *, x01, context_frames: int, pushforwar
     prediction from the encoded first window, p ~ U{0..P} per sample."""
     u, dt, nu = batch["u"], batch["dt"], batch["nu"]
     h, P = int(context_frames), int(pushforward_steps)
-    B, X = u.shape[0], u.shape[-1]
-    windows = jnp.stack([u[:, k:k + h] for k in range(P + 2)], axis=1)            # (B, P+2, h, X)
-    z_enc = model.encode_frames(windows.reshape(B * (P + 2), h, X), x01)
+    B, grid = u.shape[0], u.shape[2:]                                               # grid: (X,) or (X, Y)
+    windows = jnp.stack([u[:, k:k + h] for k in range(P + 2)], axis=1)            # (B, P+2, h, *grid)
+    z_enc = model.encode_frames(windows.reshape((B * (P + 2), h) + grid), x01)
     z_enc = z_enc.reshape((B, P + 2) + z_enc.shape[1:])                             # (B, P+2, T, D)
     states = z_enc[:, :1]
     if P:

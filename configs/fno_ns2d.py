@@ -1,0 +1,52 @@
+"""The FNO paper's FNO-2D baseline on 2-D Navier–Stokes (Li et al., ICLR 2021, ``fourier_2d_time.py``), trained by
+the same stage loop and evaluated by the same evaluation as UPS on the data and protocol of ``configs/ns2d.py``.
+
+As the paper: 12 modes, width 20, 4 Fourier layers, the 10 given frames + the (x, y) grid as input, one frame
+out, trained autoregressively over every frame after the 10 given ones (gradients through the whole rollout),
+batch 20, lr 1e-3, weight decay 1e-4. Deviations: per-step MSE summed over the rollout on z-score normalised
+fields instead of the relative L2 loss on raw values; AdamW + warmup/cosine instead of Adam + StepLR; an EMA of the
+weights and model selection on the val split, as for UPS. ``:cpu``/``:test``: the data of ns2d.py's variant and
+fewer steps (``:test``: 3 given frames, 4 modes, width 8).
+"""
+
+import importlib.util
+from pathlib import Path
+
+import ml_collections as mlc
+
+
+def _ns2d(arg):
+    spec = importlib.util.spec_from_file_location("_ups_config_ns2d", Path(__file__).with_name("ns2d.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, module.get_config(arg)
+
+
+def get_config(arg=None):
+    if arg not in (None, "", "cpu", "test"):
+        raise ValueError(f"unknown variant {arg!r}; choose one of: (none), cpu, test")
+    module, cfg = _ns2d(arg)
+    base, _ = module._burgers32(arg)
+    del cfg.model
+    cfg.baseline.config = ""               # this *is* the baseline
+    cfg.model = mlc.ConfigDict()
+    cfg.model.kind = "fno"
+    cfg.model.context_frames = 10          # the paper's 10 given frames
+    cfg.model.fno = mlc.ConfigDict(dict(modes=12, width=20, num_layers=4, padding=0, head_width=128))
+    frames = int(cfg.data.generate.frames)
+    del cfg.stages
+    cfg.stages = mlc.ConfigDict()
+    cfg.stages.fno = base._stage(
+        steps=50000, batch_size=20, lr=1e-3, warmup_steps=50, weight_decay=1e-4, grad_clip=0.0, eval_every=2500,
+        log_every=250, trainable=("spectral", "pointwise", "fc0", "fc1", "fc2"),
+        rollout_steps=frames - cfg.model.context_frames, query_points=0,
+        losses=mlc.ConfigDict(dict(recon=0.0, one_step=0.0, latent=0.0, rollout=1.0)))
+    cfg.stage_order = ("fno",)
+    if arg == "cpu":
+        cfg.stages.fno.update(dict(steps=200, batch_size=20, warmup_steps=10, eval_every=50, log_every=10))
+    elif arg == "test":
+        cfg.model.context_frames = 3
+        cfg.model.fno.update(dict(modes=4, width=8, head_width=16))
+        cfg.stages.fno.update(dict(steps=6, batch_size=4, warmup_steps=1, eval_every=3, log_every=2,
+                                   rollout_steps=frames - 3))
+    return cfg
