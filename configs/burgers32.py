@@ -33,6 +33,10 @@ def _stage(**kw) -> mlc.ConfigDict:
     s.trainable = ("encoder", "decoder", "operator")
     s.rollout_steps = 1            # K: window = h + P + K frames; K > 1 adds the unrolled loss (lax.scan)
     s.pushforward_steps = 0        # P: roll P steps without gradient first, train the K after (training/losses.py)
+    s.pushforward_sampling = "fixed"  # depth p per window: 'fixed' (p = P) or 'uniform' (p ~ U{0..P}, 0 = clean)
+    s.pushforward_curriculum = 0   # C > 0: the max depth grows as min(P, P·step // C) (MP-PDE); 0 = off
+    s.pushforward_grad_steps = 0   # G: gradient through the last G of the p pushforward steps (0 = none, ≤ P)
+    s.rollout_loss = "mse"         # one-step/rollout terms: 'mse' (normalised) or 'rel_l2' (per-frame, as nRMSE)
     s.input_noise = 0.0            # σ of Gaussian noise on the (normalised) context frames in training
     s.query_points = 0             # decoder queries per frame in training (0 = every grid point); UPT-style sampling
     s.losses = mlc.ConfigDict(dict(recon=1.0, one_step=1.0, latent=0.1, rollout=1.0))
