@@ -121,12 +121,13 @@ def test_uniform_depth_per_window_is_the_formula():
     assert float(loss) == 0.0
 
 
-@pytest.mark.parametrize("sampling", ["uniform", "fixed"])
-def test_depth_zero_is_the_clean_one_step_loss(sampling):
-    """At step 0 of a curriculum every window has p = 0: the loss of a real (tiny) UPS model, all four terms,
-    equals the loss without pushforward on the window's first h + K frames (a hand-built call)."""
+@pytest.mark.parametrize("sampling,recon", [("uniform", 1.0), ("fixed", 1.0), ("uniform", 0.0)])
+def test_depth_zero_is_the_clean_one_step_loss(sampling, recon):
+    """At step 0 of a curriculum every window has p = 0: the loss of a real (tiny) UPS model equals the loss
+    without pushforward on the window's first h + K frames (a hand-built call). recon = 0 takes the latent term's
+    other branch (only the window p + 1 encoded, as `:cpu`)."""
     model, (h, P, K) = _tiny_ups(), (1, 2, 2)
-    weights = dict(recon=1.0, one_step=1.0, latent=0.5, rollout=1.0)
+    weights = dict(recon=recon, one_step=1.0, latent=0.5, rollout=1.0)
     batch = _random_batch(3, h + P + K, seed=2)
     curriculum = make_ups_loss(weights, x01=X01, rollout_steps=K, context_frames=h, pushforward_steps=P,
                                pushforward_sampling=sampling, pushforward_curriculum=100)
@@ -137,7 +138,8 @@ def test_depth_zero_is_the_clean_one_step_loss(sampling):
     for k in ("loss/one_step", "loss/rollout", "loss/latent"):
         np.testing.assert_allclose(float(terms[k]), float(ref_terms[k]), rtol=1e-6, err_msg=k)
     # recon covers the encoder's windows 0..P+K (the longer window), the rest of the loss is the clean one's
-    np.testing.assert_allclose(float(loss - terms["loss/recon"]), float(ref - ref_terms["loss/recon"]), rtol=1e-6)
+    rec, ref_rec = (terms["loss/recon"], ref_terms["loss/recon"]) if recon else (0.0, 0.0)
+    np.testing.assert_allclose(float(loss - rec), float(ref - ref_rec), rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------- the relative-L2 loss
