@@ -140,7 +140,8 @@ def get_config(arg=None):
         # - UPT-style query sampling (64 of 256 points per frame) in training;
         # - pushforward P = 2 (Brandstetter et al. 2022): the K = 4 trained steps start from the model's own 2-step
         #   prediction (first measured without gradient through it), so it learns to correct its own drift: test
-        #   nRMSE 0.167 -> 0.130 (seed 0) for 20 % more stage time; P = 1 was as good on test, worse on val and over the full horizon;
+        #   nRMSE 0.167 -> 0.130 (seed 0) for 20 % more stage time; P = 1 was as good on test, worse on val and
+        #   over the full horizon;
         # - the depth drawn per window, p ~ U{0..2} (0 = a clean one-step start), the per-frame relative-L2
         #   rollout loss (what nRMSE measures) instead of the MSE, and the gradient through the last of the p
         #   pushforward steps (issue 19, docs/benchmarks.md "Pushforward depth and the loss"; seed 0, 1500

@@ -31,8 +31,8 @@ How the pushforward depth is drawn (issue 19; per stage, defaults = the fixed de
 - ``pushforward_grad_steps`` G: gradients flow through the last G of the p pushforward steps (the input of
   step p−G+1 is held constant; with p < G through all p steps and the encoder); 0 = none, as before.
 - ``rollout_loss`` 'mse' (normalised units) or 'rel_l2': the per-frame relative L2 error in *physical* units,
-  ‖û − u‖₂ / ‖u‖₂ over the (queried) grid points, averaged over frames and windows — what nRMSE measures. It
-  needs the train split's normalisation (``norm``). It replaces the MSE of the one-step and rollout terms;
+  ‖û − u‖₂ / ‖u‖₂ over the (queried) grid points, averaged over frames and windows — what nRMSE measures.
+  It needs the train split's normalisation (``norm``). It replaces the MSE of the one-step and rollout terms;
   the latent and reconstruction terms stay MSEs.
 """
 
