@@ -92,6 +92,7 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
         c.add(P, f"{name} rollout", s.rollout_steps >= 1 and s.pushforward_steps >= 0 and s.input_noise >= 0,
               f"{k}.rollout_steps={s.rollout_steps}, pushforward_steps={s.pushforward_steps}, input_noise="
               f"{s.input_noise}", "use rollout_steps ≥ 1, pushforward_steps ≥ 0, input_noise ≥ 0")
+        _check_pushforward(c, P, name, k, s, core=name in ("codec", "operator") and is_ups)
         if nt is not None and s.rollout_steps >= 1:
             win = stage_kinds.window(cfg, name, nt)
             if c.add(P, f"{name} window", win <= nt,
@@ -114,6 +115,31 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
     missing = [m for m in ("encoder", "decoder") if m not in trained] if is_ups else []
     c.add(S, "codec trained", not missing, f"no stage trains the {' and '.join(missing)}",
           "train the encoder and decoder (codec stage)", passed=f"trained modules: {sorted(trained)}")
+
+
+PUSHFORWARD_DEFAULTS = dict(pushforward_sampling="fixed", pushforward_curriculum=0, pushforward_grad_steps=0,
+                            rollout_loss="mse")   # as training/losses.py (configs saved before issue 19 lack them)
+
+
+def _check_pushforward(c: Checks, P: str, name: str, k: str, s, *, core: bool):
+    """The pushforward depth options and the rollout loss of a stage (training/losses.py)."""
+    o = {key: s.get(key, v) for key, v in PUSHFORWARD_DEFAULTS.items()}
+    changed = sorted(key for key, v in PUSHFORWARD_DEFAULTS.items() if o[key] != v)
+    if not core:   # the FNO's loss is PDEBench's; the refiners draw p ~ U{0..P} themselves
+        c.add(P, f"{name} pushforward options", not changed, f"{k}: {', '.join(changed)} set on a stage whose "
+              f"loss does not use them", "leave them at their defaults (only the UPS codec/operator losses use them)",
+              passed=f"{k}: pushforward options at their defaults")
+        return
+    G, C, p_steps = o["pushforward_grad_steps"], o["pushforward_curriculum"], s.pushforward_steps
+    c.add(P, f"{name} pushforward sampling", o["pushforward_sampling"] in ("fixed", "uniform"),
+          f"{k}.pushforward_sampling={o['pushforward_sampling']!r}", "choose 'fixed' or 'uniform'")
+    c.add(P, f"{name} pushforward curriculum", isinstance(C, int) and C >= 0, f"{k}.pushforward_curriculum={C}",
+          "use 0 (off) or the number of steps over which the max depth grows to pushforward_steps")
+    c.add(P, f"{name} pushforward grad steps", isinstance(G, int) and 0 <= G <= max(p_steps, 0),
+          f"{k}.pushforward_grad_steps={G} with pushforward_steps={p_steps}",
+          "use 0 (no gradient through the pushforward) .. pushforward_steps")
+    c.add(P, f"{name} rollout loss", o["rollout_loss"] in ("mse", "rel_l2"), f"{k}.rollout_loss={o['rollout_loss']!r}",
+          "choose 'mse' or 'rel_l2'")
 
 
 def baseline_spec(cfg) -> str:

@@ -72,7 +72,8 @@ def stage_parts(cfg, data, model, i: int, name: str):
                               jax.local_device_count())
     per_dispatch = resolve_steps_per_dispatch(cfg.runtime.get("steps_per_dispatch", "auto"), sc,
                                               int(cfg.checkpoint.every_steps))
-    runner = StageStep(model, trainable_filter(tuple(sc.trainable)), kind.loss(cfg, sc, jnp.asarray(data.x01)),
+    loss_fn = kind.loss(cfg, sc, jnp.asarray(data.x01), norm=data.norm)
+    runner = StageStep(model, trainable_filter(tuple(sc.trainable)), loss_fn,
                        make_optimizer(sc), float(sc.ema_decay), loader=loader, prepare_batch=data.prepare_batch,
                        accum_steps=int(sc.accum_steps), compute_dtype=str(cfg.runtime.compute_dtype),
                        mesh=make_mesh(n), steps_per_dispatch=per_dispatch)

@@ -232,7 +232,7 @@ def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkp
             loader = WindowLoader(data.dataset, data.splits["train"], window=kind.window(cfg, sc, data.dataset.nt),
                                   batch_size=sc.batch_size, seed=cfg.seed + 1000 * i, prefetch=cfg.data.prefetch)
             spec = StageSpec(name=name, cfg=sc, val_metric=val_metric, validate=validate,
-                             trainable=tuple(sc.trainable), loss_fn=kind.loss(cfg, sc, x01))
+                             trainable=tuple(sc.trainable), loss_fn=kind.loss(cfg, sc, x01, norm=data.norm))
             try:
                 res = run_stage(model, spec, loader, prepare_batch=data.prepare_batch, workdir=workdir,
                                 logger=logger, seed=cfg.seed + i, ckpt_metadata={"config": cfg.to_dict(), **meta},

@@ -46,7 +46,7 @@ class StageKind:
     """A stage's training parts. Its name, the submodules it uses and its window are ``ups_jax.stage_kinds``
     (read by the config checks without importing training)."""
     name: str
-    loss: Callable          # (cfg, stage_cfg, x01) -> loss_fn(model, batch, rng)
+    loss: Callable          # (cfg, stage_cfg, x01, norm=None) -> loss_fn(model, batch, rng)
     validator: str          # 'recon' | 'rollout' | 'steady'
     refine: str = "none"    # the rollout validated: 'none' | 'corrector' | 'student'
     prepare: Callable | None = None   # (model) -> None before training (the student starts as its teacher)
@@ -64,13 +64,13 @@ def _student_init(model):
     copy_weights(model.corrector, model.student)   # a resumed or finished stage restores its own weights after
 
 
-def _core_loss(cfg, sc, x01):
-    return make_stage_loss(cfg, sc, x01=x01)
+def _core_loss(cfg, sc, x01, norm=None):
+    return make_stage_loss(cfg, sc, x01=x01, norm=norm)
 
 
 def _refiner_loss(make, **stage_keys):
     """loss(cfg, sc, x01) for a refiner: ``make(x01=, context_frames=, **{arg: sc[key]})``."""
-    return lambda cfg, sc, x01: make(x01=x01, context_frames=stage_kinds.context_frames_of(cfg),
+    return lambda cfg, sc, x01, norm=None: make(x01=x01, context_frames=stage_kinds.context_frames_of(cfg),
                                      **{arg: sc[key] for arg, key in stage_keys.items()})
 
 

@@ -89,14 +89,15 @@ def make_update(graphdef, unravel_params: Callable, unravel_rest: Callable, loss
     of the model (already in the compute dtype). ``out``: loss, its terms, grad_norm, ``skipped``."""
     A = int(accum_steps)
     low = None if compute_dtype in (None, "float32") else jnp.dtype(compute_dtype)
+    takes_step = getattr(loss_fn, "takes_step", False)    # e.g. a pushforward curriculum (training/losses.py)
 
-    def grads_of(params, rest_vec, batch, rng):
+    def grads_of(params, rest_vec, batch, rng, step):
         def loss_of(p):
             b = batch
             if low is not None:      # bf16 forward/backward; the cast's transpose returns float32 gradients
                 p, b = p.astype(low), _cast_floats(b, low)
             model = nnx.merge(graphdef, unravel_params(p), unravel_rest(rest_vec))
-            loss, terms = loss_fn(model, b, rng)
+            loss, terms = loss_fn(model, b, rng, step) if takes_step else loss_fn(model, b, rng)
             return loss.astype(jnp.float32), {k: v.astype(jnp.float32) for k, v in terms.items()}
 
         (loss, terms), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
@@ -104,15 +105,15 @@ def make_update(graphdef, unravel_params: Callable, unravel_rest: Callable, loss
 
     def update(state: TrainState, rest_vec, batch, rng, step):
         if A == 1:
-            loss, terms, grads = grads_of(state.params, rest_vec, batch, rng)
+            loss, terms, grads = grads_of(state.params, rest_vec, batch, rng, step)
         else:                        # gradient accumulation: mean over A micro-batches, one update
             rngs = jax.random.split(rng, A)
             first = jax.tree.map(lambda x: x[0], batch)
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                 jax.eval_shape(grads_of, state.params, rest_vec, first, rngs[0]))
+                                 jax.eval_shape(grads_of, state.params, rest_vec, first, rngs[0], step))
 
             def body(acc, xs):
-                return jax.tree.map(jnp.add, acc, grads_of(state.params, rest_vec, *xs)), None
+                return jax.tree.map(jnp.add, acc, grads_of(state.params, rest_vec, *xs, step)), None
 
             total, _ = jax.lax.scan(body, zeros, (batch, rngs))
             loss, terms, grads = jax.tree.map(lambda x: x / A, total)
