@@ -1,6 +1,7 @@
 """Stage losses. Every stage runs through the same loop (``loop.run_stage``); stages differ only here.
 
-A batch is ``{'u': (B, h+K, X), 'dt': (B,), 'nu': (B,)}``: ``h`` context frames (``model.context_frames``) then
+A batch is ``{'u': (B, h+K, X) or (B, h+K, X, Y), 'dt': (B,), 'nu': (B,)}`` (2-D fields are compared on the
+flattened grid, queries are the grid's points, ``data/grids.py``): ``h`` context frames (``model.context_frames``) then
 ``K`` target frames (``stages.<name>.rollout_steps``). All losses work on *normalised* fields (train-split
 z-score) and are averaged MSEs. For UPS, with W_k = frames k..k+h-1 (the window ending at frame k+h-1):
 
