@@ -175,14 +175,14 @@ def build_model(cfg, num_points: int, *, channels: int = 1, rngs: nnx.Rngs | Non
         rngs = nnx.Rngs(seed)
     h = context_frames(cfg)
     if model_kind(cfg) == "fno":
-        from ups_jax.models.fno import FNO1d
+        from ups_jax.models.fno import FNO1d, fno_options
 
         f = _get(m, "fno", "model")
         try:
             return FNO1d(context_frames=h, channels=int(channels), modes=int(_get(f, "modes", "model.fno")),
                          width=int(_get(f, "width", "model.fno")), num_layers=int(_get(f, "num_layers", "model.fno")),
                          padding=int(_get(f, "padding", "model.fno")),
-                         head_width=int(_get(f, "head_width", "model.fno")), rngs=rngs)
+                         head_width=int(_get(f, "head_width", "model.fno")), rngs=rngs, **fno_options(f))
         except ValueError as e:
             raise ModelConfigError(str(e)) from e
     d = int(_get(m, "latent_dim", "model"))
