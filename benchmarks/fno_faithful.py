@@ -150,6 +150,17 @@ def score(pred, true) -> float:
     return acc.result()["nrmse"]
 
 
+def _run(cmd: list[str], what: str, cwd=None) -> None:
+    from ups_jax.errors import UserError
+
+    try:
+        rc = subprocess.run(cmd, cwd=cwd).returncode
+    except OSError as e:                 # e.g. --torch-python names no interpreter
+        raise UserError(f"{what}: cannot run {cmd[0]} ({e.strerror}); check --torch-python") from e
+    if rc:
+        raise UserError(f"{what} exited with code {rc} (its output is above): {' '.join(cmd[:3])} ...")
+
+
 def run_torch(python: str, data: Path, split: dict, updates: int, eval_every: int, seed: int, root: Path,
               threads: int) -> dict:
     import numpy as np
@@ -162,7 +173,7 @@ def run_torch(python: str, data: Path, split: dict, updates: int, eval_every: in
         cmd = [python, str(Path(__file__).resolve()), "--pdebench-torch", "--data", str(data), "--updates",
                str(updates), "--eval-every", str(eval_every), "--seeds", str(seed), "--split-file",
                str(out / "split.json"), "--out", str(pred_file), "--torch-threads", str(threads)]
-        subprocess.run(cmd, check=True)
+        _run(cmd, "PDEBench's PyTorch half")
     z = np.load(pred_file)
     return {"nrmse": score(z["pred"], z["true"]), "train_wall_s": float(z["train_wall_s"]),
             "what": f"torch {z['torch']}, {int(z['threads'])} threads", "log": json.loads(str(z["log"]))}
@@ -176,7 +187,7 @@ def run_jax(config: str, data: Path, updates: int, eval_every: int, seed: int, o
                str(workdir), f"--config.seed={seed}", f"--config.stages.fno.steps={updates}",
                f"--config.stages.fno.eval_every={eval_every}", f"--config.stages.fno.log_every={eval_every}",
                "--config.logging.progress=False"] + [f"--config.{o}" for o in overrides]
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        _run(cmd, f"the in-project run into {workdir}", cwd=ROOT)
     result = json.loads(test.read_text())
     walls = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     stage_end = [r for r in walls if r.get("kind") == "stage_end"]
@@ -239,4 +250,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if "--pdebench-torch" in sys.argv:   # the child under the torch interpreter: nothing from ups_jax
+        sys.exit(main())
+    sys.path.insert(0, str(ROOT))
+    from ups_jax.errors import run_cli
+
+    sys.exit(run_cli(main))

@@ -210,3 +210,19 @@ def test_faithful_fno_resumes_exactly_across_a_steplr_decay(tmp_path, burgers_fi
     assert losses(tmp_path / "resumed")[-1] == losses(tmp_path / "straight")[-1]
     # the logged lr is the schedule at the logged step (updates 2, 4, 6): halved at 3 and at 6
     assert [lr for _, _, lr in losses(tmp_path / "straight")] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+
+def test_fno_faithful_benchmark_bad_input_is_one_line(tmp_path, burgers_file, capsys):
+    """benchmarks/fno_faithful.py without torch: a missing data file, an interpreter that does not exist."""
+    import importlib.util
+
+    from ups_jax.errors import run_cli
+
+    spec = importlib.util.spec_from_file_location("fno_faithful", ROOT / "benchmarks" / "fno_faithful.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert run_cli(bench.main, ["--data", str(tmp_path / "none.h5"), "--skip-jax"]) == 2
+    assert run_cli(bench.main, ["--data", str(burgers_file), "--torch-python", str(tmp_path / "no-python"),
+                                "--skip-jax", "--workdir-root", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "none.h5" in err[0] and "check --torch-python" in err[1], err
