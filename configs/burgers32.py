@@ -26,7 +26,11 @@ def _stage(**kw) -> mlc.ConfigDict:
     s.b2 = 0.999
     s.grad_clip = 1.0              # global-norm clipping
     s.accum_steps = 1              # micro-batches averaged per optimizer update (cadences count updates)
-    s.ema_decay = 0.999            # EMA of params (optax.ema); evaluation uses EMA params
+    s.ema_decay = 0.999            # EMA of params (optax.ema); evaluation uses EMA params; 0 = no EMA (raw params)
+    s.optimizer = "adamw"          # or 'adam_l2': torch Adam's weight_decay (L2 added to the gradient)
+    s.schedule = "warmup_cosine"   # or 'step': lr * lr_gamma^floor(update / lr_step_every) (torch StepLR)
+    s.lr_step_every = 0            # 'step' schedule: updates between decays
+    s.lr_gamma = 0.5               # 'step' schedule: factor per decay
     s.eval_every = 250             # validation + checkpoint every N steps (on the val split, never test)
     s.patience = 0                 # early stop after N evals without improvement (0 = never)
     s.log_every = 50

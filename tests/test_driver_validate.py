@@ -103,6 +103,8 @@ CASES = [
     (["stages.codec.patience=-1"], "codec patience", "error", "patience=-1", True),
     (["stages.codec.end_lr_factor=2.0"], "codec lr decay", "error", "end_lr_factor=2.0", True),
     (["stages.codec.b2=1.0"], "codec adam betas", "error", "b2=1.0", True),
+    (["stages.codec.optimizer=sgd"], "codec optimizer", "error", "optimizer='sgd'", True),
+    (["stages.codec.schedule=step"], "codec step schedule", "error", "lr_step_every=0", False),
     (["stages.operator.rollout_steps=41"], "operator window", "error", "does not fit in 41 frames", True),
     (["stages.operator.rollout_steps=0"], "operator rollout", "error", "rollout_steps=0", True),
     (["stages.operator.query_points=65"], "operator query points", "error", "65 of 64 grid points", True),

@@ -54,6 +54,15 @@ def check_fno(cfg, c: Checks, nx: int | None):
         c.add(A, "fno modes vs grid", f.modes <= (nx + f.padding) // 2 + 1,
               f"model.fno.modes={f.modes} exceeds the {(nx + f.padding) // 2 + 1} Fourier modes of the padded grid",
               "use fewer modes", severity="warning", passed=f"model.fno.modes={f.modes} of {(nx + f.padding) // 2 + 1}")
+    from ups_jax.models.fno import INITS, fno_options
+
+    opts = fno_options(f)
+    c.add(A, "fno init", opts["init"] in INITS, f"model.fno.init={opts['init']!r}",
+          f"use one of {', '.join(repr(i) for i in INITS)}", passed=f"model.fno.init={opts['init']!r}")
+    lo_hi = opts["grid_range"]
+    c.add(A, "fno grid range", len(lo_hi) == 2 and float(lo_hi[0]) < float(lo_hi[1]),
+          f"model.fno.grid_range={lo_hi}", "use (lo, hi) with lo < hi, e.g. the data's (x_min, x_max)",
+          passed=f"model.fno.grid_range={lo_hi}")
     _build_check(cfg, c, nx, 64)
 
 
@@ -70,6 +79,9 @@ def check_architecture(cfg, c: Checks, nx: int | None):
           f"model.context_frames={h} but the evaluation gives only eval.initial_step={cfg.eval.initial_step} frames",
           f"use model.context_frames ≤ {cfg.eval.initial_step} or raise eval.initial_step",
           passed=f"the model reads the last {h} of the {cfg.eval.initial_step} given frames")
+    normalize = cfg.model.get("normalize", True)
+    c.add(A, "normalize", isinstance(normalize, bool), f"model.normalize={normalize!r}",
+          "use True (z-scored fields) or False (raw values)", passed=f"model.normalize={normalize}")
     if kind == "fno":
         return check_fno(cfg, c, nx)
     m, op, dec = cfg.model, cfg.model.operator, cfg.model.decoder

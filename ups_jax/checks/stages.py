@@ -74,7 +74,8 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
             c.add(P, f"{name} grad clip range", s.grad_clip == 0 or 0.1 <= s.grad_clip <= 10,
                   f"{k}.grad_clip={s.grad_clip:g} outside [0.1, 10]", "typical: 1.0", severity="warning",
                   passed=f"{k}.grad_clip={s.grad_clip:g}" + (" (off)" if s.grad_clip == 0 else " in [0.1, 10]"))
-        c.add(P, f"{name} ema", 0 <= s.ema_decay < 1, f"{k}.ema_decay={s.ema_decay}", "use 0 ≤ decay < 1")
+        c.add(P, f"{name} ema", 0 <= s.ema_decay < 1, f"{k}.ema_decay={s.ema_decay}", "use 0 ≤ decay < 1 (0 = no EMA)")
+        _check_optimizer(c, P, name, k, s)
         if c.add(P, f"{name} warmup", s.warmup_steps >= 0, f"{k}.warmup_steps={s.warmup_steps}", "use ≥ 0"):
             c.add(P, f"{name} warmup length", s.warmup_steps < max(s.steps, 2),
                   f"{k}.warmup_steps={s.warmup_steps} ≥ steps={s.steps}: the learning rate never reaches its peak",
@@ -140,6 +141,25 @@ def _check_pushforward(c: Checks, P: str, name: str, k: str, s, *, core: bool):
           "use 0 (no gradient through the pushforward) .. pushforward_steps")
     c.add(P, f"{name} rollout loss", o["rollout_loss"] in ("mse", "rel_l2"), f"{k}.rollout_loss={o['rollout_loss']!r}",
           "choose 'mse' or 'rel_l2'")
+
+
+def _check_optimizer(c: Checks, P: str, name: str, k: str, s) -> None:
+    """``optimizer``/``schedule`` (training/optim.py); configs from before these keys existed have neither."""
+    from ups_jax.training.optim import OPTIMIZERS, SCHEDULES
+
+    opt, sched = s.get("optimizer", "adamw"), s.get("schedule", "warmup_cosine")
+    c.add(P, f"{name} optimizer", opt in OPTIMIZERS, f"{k}.optimizer={opt!r}",
+          f"use one of {', '.join(repr(o) for o in OPTIMIZERS)}", passed=f"{k}.optimizer={opt!r}")
+    if not c.add(P, f"{name} schedule", sched in SCHEDULES, f"{k}.schedule={sched!r}",
+                 f"use one of {', '.join(repr(o) for o in SCHEDULES)}", passed=f"{k}.schedule={sched!r}"):
+        return
+    if sched == "step":
+        c.add(P, f"{name} step schedule", s.lr_step_every >= 1 and 0 < s.lr_gamma <= 1,
+              f"{k}.lr_step_every={s.lr_step_every}, lr_gamma={s.lr_gamma}",
+              "use lr_step_every ≥ 1 (updates between decays) and 0 < lr_gamma ≤ 1")
+        c.add(P, f"{name} step schedule warmup", s.warmup_steps == 0,
+              f"{k}.warmup_steps={s.warmup_steps} with schedule='step' (StepLR has no warm-up)",
+              f"set {k}.warmup_steps=0 or use schedule='warmup_cosine'")
 
 
 def baseline_spec(cfg) -> str:

@@ -14,6 +14,11 @@ Architecture as PDEBench's ``FNO1d(num_channels, modes, width, initial_step)``:
 
 The complex weights are stored as real ``(..., 2)`` arrays so that optax/orbax see plain float32 parameters.
 Rollout: slide the context window by one predicted frame per step (PDEBench's autoregressive training and test).
+
+Options (``model.fno``): ``init='torch'`` initialises ``fc0``/``fc1``/``fc2`` and the pointwise convolutions as
+torch's ``nn.Linear``/``nn.Conv1d`` do (weights and biases ~ U(−1/√fan_in, 1/√fan_in)); ``'flax'`` keeps flax's
+defaults (LeCun-normal kernels, zero biases), std √3 larger. ``grid_range=(lo, hi)``: the grid input is
+``lo + (hi − lo) · x01``; PDEBench feeds the file's x-coordinate, i.e. the data's ``(x_min, x_max)``.
 """
 
 from __future__ import annotations
@@ -45,25 +50,60 @@ class SpectralConv1d(nnx.Module):
         return jnp.fft.irfft(out_ft, n=n, axis=1).astype(x.dtype)
 
 
+INITS = ("flax", "torch")
+
+
+def torch_default_init(fan_in: int) -> dict:
+    """kernel_init and bias_init of torch's ``nn.Linear`` / ``nn.Conv1d`` defaults (``kaiming_uniform_(a=√5)``
+    and the bias rule): both U(−1/√fan_in, 1/√fan_in), fan_in = input features × kernel size."""
+    bound = 1.0 / float(fan_in) ** 0.5
+
+    def uniform(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return {"kernel_init": uniform, "bias_init": uniform}
+
+
+def fno_options(section) -> dict:
+    """The optional ``model.fno`` keys (``init``, ``grid_range``) as FNO1d keyword arguments; configs written
+    before they existed get flax's init and the [0, 1) grid."""
+    return {"init": str(section.get("init", "flax")), "grid_range": tuple(section.get("grid_range", (0.0, 1.0)))}
+
+
 class FNO1d(nnx.Module):
     def __init__(self, *, context_frames: int, channels: int = 1, modes: int = 12, width: int = 20,
-                 num_layers: int = 4, padding: int = 2, head_width: int = 128, rngs: nnx.Rngs):
+                 num_layers: int = 4, padding: int = 2, head_width: int = 128, init: str = "flax",
+                 grid_range: tuple[float, float] = (0.0, 1.0), rngs: nnx.Rngs):
         if context_frames < 1 or width < 1 or num_layers < 1 or padding < 0:
             raise ValueError(f"model.fno needs context_frames, width, num_layers >= 1 and padding >= 0 (got "
                              f"{context_frames}, {width}, {num_layers}, {padding})")
+        if init not in INITS:
+            raise ValueError(f"model.fno.init={init!r}; use one of {INITS}")
+        if len(grid_range) != 2 or not float(grid_range[0]) < float(grid_range[1]):
+            raise ValueError(f"model.fno.grid_range={tuple(grid_range)}; use (lo, hi) with lo < hi")
         self.context_frames, self.channels, self.padding = context_frames, channels, padding
-        self.fc0 = nnx.Linear(context_frames * channels + 1, width, rngs=rngs)
+        self.grid_lo, self.grid_scale = float(grid_range[0]), float(grid_range[1]) - float(grid_range[0])
+
+        def linear(n_in, n_out):
+            return nnx.Linear(n_in, n_out, rngs=rngs, **(torch_default_init(n_in) if init == "torch" else {}))
+
+        def pointwise():
+            return nnx.Conv(width, width, kernel_size=(1,), rngs=rngs,
+                            **(torch_default_init(width) if init == "torch" else {}))
+
+        self.fc0 = linear(context_frames * channels + 1, width)
         self.spectral = nnx.List([SpectralConv1d(width, width, modes, rngs=rngs) for _ in range(num_layers)])
-        self.pointwise = nnx.List([nnx.Conv(width, width, kernel_size=(1,), rngs=rngs) for _ in range(num_layers)])
-        self.fc1 = nnx.Linear(width, head_width, rngs=rngs)
-        self.fc2 = nnx.Linear(head_width, channels, rngs=rngs)
+        self.pointwise = nnx.List([pointwise() for _ in range(num_layers)])
+        self.fc1 = linear(width, head_width)
+        self.fc2 = linear(head_width, channels)
 
     def __call__(self, u_ctx: jax.Array, grid: jax.Array) -> jax.Array:
-        """u_ctx: (B, h, X) context frames (oldest first), grid: (X,) coordinates → next frame (B, X)."""
+        """u_ctx: (B, h, X) context frames (oldest first), grid: (X,) coordinates in [0, 1) → next frame (B, X)."""
         chex.assert_rank(u_ctx, 3)
         b, h, n = u_ctx.shape
         if h != self.context_frames:
             raise ValueError(f"FNO1d was built for {self.context_frames} context frames, got {h}")
+        grid = self.grid_lo + self.grid_scale * grid
         feats = jnp.concatenate([jnp.swapaxes(u_ctx, 1, 2),
                                  jnp.broadcast_to(grid[None, :, None], (b, n, 1)).astype(u_ctx.dtype)], -1)
         x = self.fc0(feats)
@@ -82,7 +122,7 @@ class FNO1d(nnx.Module):
                        mode: str = "latent") -> jax.Array:
         """The surrogate interface (see ``UPS.rollout_fields``): (B, h, X) → (B, steps, X) with ``lax.scan``,
         sliding the context window. PDEBench's FNO is not conditioned on dt or ν (one model per dataset); the
-        grid input is ``x01``, the coordinate in [0, 1) (an affine map of PDEBench's x, absorbed by ``fc0``).
+        grid input is ``x01``, the coordinate in [0, 1), mapped to ``grid_range`` (PDEBench's x: the data's domain).
         ``mode`` is accepted for interface compatibility; the FNO has no latent space."""
         del dt, nu, mode
 

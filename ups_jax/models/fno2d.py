@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ups_jax.models.fno import INITS, torch_default_init
 from ups_jax.models.layers import gelu
 
 
@@ -53,16 +54,27 @@ class SpectralConv2d(nnx.Module):
 
 class FNO2d(nnx.Module):
     def __init__(self, *, context_frames: int, channels: int = 1, modes: int = 12, width: int = 20,
-                 num_layers: int = 4, padding: int = 0, head_width: int = 128, rngs: nnx.Rngs):
+                 num_layers: int = 4, padding: int = 0, head_width: int = 128, init: str = "flax",
+                 rngs: nnx.Rngs):
         if context_frames < 1 or width < 1 or num_layers < 1 or padding < 0:
             raise ValueError(f"model.fno needs context_frames, width, num_layers >= 1 and padding >= 0 (got "
                              f"{context_frames}, {width}, {num_layers}, {padding})")
+        if init not in INITS:
+            raise ValueError(f"model.fno.init={init!r}; use one of {INITS}")
         self.context_frames, self.channels, self.padding = context_frames, channels, padding
-        self.fc0 = nnx.Linear(context_frames * channels + 2, width, rngs=rngs)
+
+        def dense(n_in, n_out):   # init='torch': the paper's code is PyTorch, whose defaults differ from flax's
+            return nnx.Linear(n_in, n_out, rngs=rngs, **(torch_default_init(n_in) if init == "torch" else {}))
+
+        def pointwise():
+            return nnx.Conv(width, width, kernel_size=(1, 1), rngs=rngs,
+                            **(torch_default_init(width) if init == "torch" else {}))
+
+        self.fc0 = dense(context_frames * channels + 2, width)
         self.spectral = nnx.List([SpectralConv2d(width, width, modes, rngs=rngs) for _ in range(num_layers)])
-        self.pointwise = nnx.List([nnx.Conv(width, width, kernel_size=(1, 1), rngs=rngs) for _ in range(num_layers)])
-        self.fc1 = nnx.Linear(width, head_width, rngs=rngs)
-        self.fc2 = nnx.Linear(head_width, channels, rngs=rngs)
+        self.pointwise = nnx.List([pointwise() for _ in range(num_layers)])
+        self.fc1 = dense(width, head_width)
+        self.fc2 = dense(head_width, channels)
 
     def __call__(self, u_ctx: jax.Array, grid: jax.Array) -> jax.Array:
         """u_ctx: (B, h, X, Y) context frames (oldest first), grid: (X, Y, 2) coordinates → next frame (B, X, Y)."""

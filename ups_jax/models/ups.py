@@ -174,16 +174,16 @@ def build_model(cfg, num_points, *, channels: int = 1, rngs: nnx.Rngs | None = N
     h = context_frames(cfg)
     grid = tuple(int(n) for n in (num_points if isinstance(num_points, (tuple, list)) else (num_points,)))
     if model_kind(cfg) == "fno":
-        from ups_jax.models.fno import FNO1d
+        from ups_jax.models.fno import FNO1d, fno_options
         from ups_jax.models.fno2d import FNO2d
 
         f = _get(m, "fno", "model")
-        fno = FNO1d if len(grid) == 1 else FNO2d
+        fno, options = (FNO1d, fno_options(f)) if len(grid) == 1 else (FNO2d, {"init": fno_options(f)["init"]})
         try:
             return fno(context_frames=h, channels=int(channels), modes=int(_get(f, "modes", "model.fno")),
                          width=int(_get(f, "width", "model.fno")), num_layers=int(_get(f, "num_layers", "model.fno")),
                          padding=int(_get(f, "padding", "model.fno")),
-                         head_width=int(_get(f, "head_width", "model.fno")), rngs=rngs)
+                         head_width=int(_get(f, "head_width", "model.fno")), rngs=rngs, **options)
         except ValueError as e:
             raise ModelConfigError(str(e)) from e
     d = int(_get(m, "latent_dim", "model"))

@@ -44,6 +44,14 @@ from ups_jax.training.stages import (BASELINE, make_validator, plan_stages, rest
 log = logging.getLogger(__name__)
 
 
+def normalize_fields(cfg) -> bool:
+    """``model.normalize`` (default True): train on train-split z-scored fields; False = raw values."""
+    value = cfg.get("model", {}).get("normalize", True)
+    if not isinstance(value, bool):
+        raise ConfigError(f"model.normalize={value!r}: use True (z-score the fields) or False (raw values)")
+    return value
+
+
 class RunData:
     """The dataset with its splits, train-only normalisation and coordinates, as one object."""
 
@@ -53,7 +61,10 @@ class RunData:
         self.dataset = open_run_dataset(cfg, paths)      # the reader of the files' dimension, checked (data/grids.py)
         self.splits = make_splits(self.dataset, test_fraction=cfg.data.test_fraction,
                                   val_fraction=cfg.data.val_fraction)
-        self.norm = compute_normalization(self.dataset, self.splits["train"])
+        # model.normalize=False: the model sees raw fields (PDEBench's FNO recipe); the identity "normalisation"
+        # then flows through every batch, validation, rollout and run_meta.json like real statistics do
+        self.norm = (compute_normalization(self.dataset, self.splits["train"]) if normalize_fields(cfg)
+                     else {"mean": 0.0, "std": 1.0})
         d = self.dataset
         self.Lx = float(d.x_max - d.x_min)
         self.x = np.asarray(d.x, np.float32)
