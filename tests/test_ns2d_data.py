@@ -389,5 +389,5 @@ def test_train_with_a_1d_config_refuses_a_2d_file(ns2d_file, tmp_path, capsys):
                                 f"--config.data.paths=('{ns2d_file}',)"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
-    assert str(ns2d_file) in err and "a 1-D config cannot use 2-D data" in err
+    assert str(ns2d_file) in err and "is 2-D data (N, T, X, Y) but the config is 1-D" in err
     assert not workdir.exists()

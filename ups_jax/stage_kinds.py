@@ -14,6 +14,9 @@ from ups_jax.errors import ConfigError
 CORE_LOSS_TERMS = ("recon", "one_step", "latent", "rollout")
 # The stages that train on the frozen core (codec, operator), in training order.
 REFINE_STAGES = ("corrector", "student", "steady")
+# A stage's optimizer and learning-rate schedule (training/optim.py builds them; the config checks read these).
+OPTIMIZERS = ("adamw", "adam_l2")
+SCHEDULES = ("warmup_cosine", "step")
 
 
 def context_frames_of(cfg) -> int:

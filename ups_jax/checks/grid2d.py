@@ -7,7 +7,7 @@ from ups_jax.checks.report import Checks
 
 
 def check_tokens_2d(cfg, c: Checks, grid: tuple[int, int]) -> None:
-    from ups_jax.models.spatial import token_grid
+    from ups_jax.data.grids import token_grid
 
     A, m, dec = "architecture", cfg.model, cfg.model.decoder
     try:

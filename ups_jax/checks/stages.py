@@ -10,6 +10,7 @@ from ups_jax.checks.report import Checks
 from ups_jax.errors import UserError
 
 from ups_jax.stage_kinds import CORE_LOSS_TERMS as LOSS_TERMS  # the weighted terms of a core stage's loss
+from ups_jax.stage_kinds import OPTIMIZERS, SCHEDULES
 
 
 def check_stages(cfg, c: Checks, nx, nt, n_train=None):
@@ -145,8 +146,6 @@ def _check_pushforward(c: Checks, P: str, name: str, k: str, s, *, core: bool):
 
 def _check_optimizer(c: Checks, P: str, name: str, k: str, s) -> None:
     """``optimizer``/``schedule`` (training/optim.py); configs from before these keys existed have neither."""
-    from ups_jax.training.optim import OPTIMIZERS, SCHEDULES
-
     opt, sched = s.get("optimizer", "adamw"), s.get("schedule", "warmup_cosine")
     c.add(P, f"{name} optimizer", opt in OPTIMIZERS, f"{k}.optimizer={opt!r}",
           f"use one of {', '.join(repr(o) for o in OPTIMIZERS)}", passed=f"{k}.optimizer={opt!r}")

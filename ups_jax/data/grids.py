@@ -15,6 +15,8 @@ Conventions (docs/models.md, "Grids in 1-D and 2-D"):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ups_jax.errors import ConfigError, DataError
@@ -78,10 +80,19 @@ def check_data_dims(cfg, dataset, where) -> None:
     raise GridMismatch(f"{where}: is {have}-D data {shape} but the config is {want}-D (data.dims={want})", fix)
 
 
+def token_grid(latent_tokens: int, dims: int) -> tuple[int, ...]:
+    """The token grid (the encoder's patches, models/spatial.py) of ``latent_tokens`` tokens in ``dims`` dimensions: ``(T,)`` or ``(√T, √T)``."""
+    if dims == 1:
+        return (int(latent_tokens),)
+    side = math.isqrt(int(latent_tokens))
+    if side ** dims != latent_tokens:
+        raise ValueError(f"model.latent_tokens={latent_tokens} must be a perfect square in 2-D (a √T x √T token "
+                         f"grid), e.g. {max(side, 1) ** 2} or {(side + 1) ** 2}")
+    return (side,) * dims
+
+
 def check_patches(cfg, grid, where) -> None:
     """The encoder's patches must tile the grid: a ``DataError`` naming the data, the grid and the keys to change."""
-    from ups_jax.models.spatial import token_grid
-
     m = cfg.model
     if str(m.get("kind", "ups")) != "ups":
         return

@@ -24,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ups_jax.data.grids import token_grid
 from ups_jax.models.layers import gelu, layer_norm, patchify
-from ups_jax.models.spatial import point_features, token_grid
+from ups_jax.models.spatial import point_features
 
 
 class GridEncoder(nnx.Module):

@@ -8,7 +8,6 @@ are read as ``(Q, 1)``), the T latent tokens tile the domain as a token grid (``
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import jax
@@ -16,17 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ups_jax.models.layers import fourier_features
-
-
-def token_grid(latent_tokens: int, dims: int) -> tuple[int, ...]:
-    """The token grid of ``latent_tokens`` tokens in ``dims`` dimensions: ``(T,)`` or ``(√T, √T)``."""
-    if dims == 1:
-        return (int(latent_tokens),)
-    side = math.isqrt(int(latent_tokens))
-    if side ** dims != latent_tokens:
-        raise ValueError(f"model.latent_tokens={latent_tokens} must be a perfect square in 2-D (a √T x √T token "
-                         f"grid), e.g. {max(side, 1) ** 2} or {(side + 1) ** 2}")
-    return (side,) * dims
 
 
 def point_features(points: jax.Array, freqs: Sequence[float]) -> jax.Array:

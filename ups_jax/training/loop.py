@@ -308,8 +308,6 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, pr
             if kind == "eval" and c.patience and evals_since_best >= int(c.patience):
                 stopped_early = True
             logger.log("val", stage=name, step=step, val_metric=spec.val_metric, is_best=is_best, **metrics)
-            if watch.base is None:     # the dispatch and the validation have compiled: anything after is a recompile
-                watch.arm()
         else:
             metrics, val = {}, math.inf
         stop_if_diverged()
@@ -326,6 +324,10 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, pr
                       nonfinite_total=total, guard=[consecutive, total], stage_config=c.to_dict(),
                       format=ckpt.TRAIN_STATE_FORMAT))
         last_saved, t_ckpt = step, time.monotonic()
+        if watch.base is None and kind in ("eval", "end"):
+            # the dispatch, the validation and the checkpoint's copies have compiled: anything after is a recompile
+            # (arming before the save counted the save's own first compiles as 3 "recompiles" in every run)
+            watch.arm()
         _fault(fault, name, step, "save")
         if on_checkpoint is not None or kind == "preempt":
             mngr.wait_until_finished()   # the hook may copy the directory: it must be complete

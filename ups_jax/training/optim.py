@@ -21,8 +21,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-OPTIMIZERS = ("adamw", "adam_l2")
-SCHEDULES = ("warmup_cosine", "step")
+from ups_jax.stage_kinds import OPTIMIZERS, SCHEDULES  # noqa: F401  (the vocabulary, below the checks)
 
 
 def learning_rate_schedule(stage_cfg) -> optax.Schedule:
