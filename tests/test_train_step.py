@@ -120,6 +120,24 @@ def test_the_train_command_refuses_a_steps_per_dispatch_that_does_not_divide(tmp
     assert not (tmp_path / "run").exists()
 
 
+def test_a_stage_that_compiles_nothing_new_after_its_first_checkpoint_logs_no_recompile(tmp_path, burgers_file):
+    """The recompile watch counts XLA compiles after the first dispatch, validation *and* checkpoint. Armed before
+    the checkpoint, the checkpoint's own first compiles were reported as "3 program(s) compiled again" in every
+    run. Without the persistent cache (a cache hit is not a compile, and would hide the false line)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_PERSISTENT_CACHE") and
+           k != "JAX_COMPILATION_CACHE_DIR"}
+    p = subprocess.run([sys.executable, "-m", "ups_jax.train", "--config", str(ROOT / "configs/burgers32.py") + ":test",
+                        "--workdir", str(tmp_path / "run"), "--data", str(burgers_file),
+                        "--config.runtime.compilation_cache=", "--config.stage_order=('codec',)",
+                        "--config.baseline.config=", "--config.eval.ttc_preset="],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert any(r["kind"] == "val" for r in _records(tmp_path / "run"))   # it validated and checkpointed
+    assert "compiled again" not in p.stderr + p.stdout
+
+
 def test_a_checkpoint_of_the_old_train_state_format_is_refused_with_the_reason():
     from ups_jax.training.checkpoints import check_format
 
