@@ -70,7 +70,37 @@ def fno_options(section) -> dict:
     return {"init": str(section.get("init", "flax")), "grid_range": tuple(section.get("grid_range", (0.0, 1.0)))}
 
 
-class FNO1d(nnx.Module):
+class FNOBase(nnx.Module):
+    """What FNO1d and FNO2d (models/fno2d.py) share: the Fourier layers and the autoregressive rollout. A subclass
+    sets ``spectral``, ``pointwise`` and ``context_frames`` and maps (B, h, *grid) to the next frame."""
+
+    def fourier_layers(self, x: jax.Array) -> jax.Array:
+        """``spectral(x) + pointwise(x)`` per layer, GELU after every layer but the last (channels last)."""
+        last = len(self.spectral) - 1
+        for i, (spec, point) in enumerate(zip(self.spectral, self.pointwise)):
+            x = spec(x) + point(x)
+            if i < last:
+                x = gelu(x)
+        return x
+
+    def rollout_fields(self, u_ctx: jax.Array, dt: jax.Array, nu: jax.Array, x01: jax.Array, steps: int,
+                       mode: str = "latent") -> jax.Array:
+        """The surrogate interface (see ``UPS.rollout_fields``): (B, h, *grid) → (B, steps, *grid) with
+        ``lax.scan``, sliding the context window by one predicted frame per step (PDEBench's and the FNO paper's
+        autoregressive rollout). Not conditioned on dt or ν (one model per dataset); the grid input is ``x01``,
+        the coordinates in [0, 1) (FNO1d maps them to ``grid_range``). ``mode`` is accepted for interface
+        compatibility; the FNO has no latent space."""
+        del dt, nu, mode
+
+        def body(ctx, _):
+            nxt = self(ctx, x01)
+            return jnp.concatenate([ctx[:, 1:], nxt[:, None]], axis=1), nxt
+
+        _, us = jax.lax.scan(body, u_ctx, None, length=int(steps))
+        return jnp.swapaxes(us, 0, 1)
+
+
+class FNO1d(FNOBase):
     def __init__(self, *, context_frames: int, channels: int = 1, modes: int = 12, width: int = 20,
                  num_layers: int = 4, padding: int = 2, head_width: int = 128, init: str = "flax",
                  grid_range: tuple[float, float] = (0.0, 1.0), rngs: nnx.Rngs):
@@ -108,27 +138,8 @@ class FNO1d(nnx.Module):
                                  jnp.broadcast_to(grid[None, :, None], (b, n, 1)).astype(u_ctx.dtype)], -1)
         x = self.fc0(feats)
         x = jnp.pad(x, ((0, 0), (0, self.padding), (0, 0)))
-        last = len(self.spectral) - 1
-        for i, (spec, point) in enumerate(zip(self.spectral, self.pointwise)):
-            x = spec(x) + point(x)
-            if i < last:
-                x = gelu(x)
+        x = self.fourier_layers(x)
         x = x[:, :n]
         out = self.fc2(gelu(self.fc1(x)))[..., 0]
         chex.assert_shape(out, (b, n))
         return out
-
-    def rollout_fields(self, u_ctx: jax.Array, dt: jax.Array, nu: jax.Array, x01: jax.Array, steps: int,
-                       mode: str = "latent") -> jax.Array:
-        """The surrogate interface (see ``UPS.rollout_fields``): (B, h, X) → (B, steps, X) with ``lax.scan``,
-        sliding the context window. PDEBench's FNO is not conditioned on dt or ν (one model per dataset); the
-        grid input is ``x01``, the coordinate in [0, 1), mapped to ``grid_range`` (PDEBench's x: the data's domain).
-        ``mode`` is accepted for interface compatibility; the FNO has no latent space."""
-        del dt, nu, mode
-
-        def body(ctx, _):
-            nxt = self(ctx, x01)
-            return jnp.concatenate([ctx[:, 1:], nxt[:, None]], axis=1), nxt
-
-        _, us = jax.lax.scan(body, u_ctx, None, length=int(steps))
-        return jnp.swapaxes(us, 0, 1)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ups_jax.models.fno import INITS, torch_default_init
+from ups_jax.models.fno import INITS, FNOBase, torch_default_init
 from ups_jax.models.layers import gelu
 
 
@@ -52,7 +52,7 @@ class SpectralConv2d(nnx.Module):
         return jnp.fft.irfft2(out_ft, s=(nx, ny), axes=(1, 2)).astype(x.dtype)
 
 
-class FNO2d(nnx.Module):
+class FNO2d(FNOBase):
     def __init__(self, *, context_frames: int, channels: int = 1, modes: int = 12, width: int = 20,
                  num_layers: int = 4, padding: int = 0, head_width: int = 128, init: str = "flax",
                  rngs: nnx.Rngs):
@@ -88,26 +88,8 @@ class FNO2d(nnx.Module):
         x = self.fc0(feats)
         p = self.padding
         x = jnp.pad(x, ((0, 0), (0, p), (0, p), (0, 0)))
-        last = len(self.spectral) - 1
-        for i, (spec, point) in enumerate(zip(self.spectral, self.pointwise)):
-            x = spec(x) + point(x)
-            if i < last:
-                x = gelu(x)
+        x = self.fourier_layers(x)
         x = x[:, :nx, :ny]
         out = self.fc2(gelu(self.fc1(x)))[..., 0]
         chex.assert_shape(out, (b, nx, ny))
         return out
-
-    def rollout_fields(self, u_ctx: jax.Array, dt: jax.Array, nu: jax.Array, x01: jax.Array, steps: int,
-                       mode: str = "latent") -> jax.Array:
-        """The surrogate interface (``UPS.rollout_fields``): (B, h, X, Y) → (B, steps, X, Y) with ``lax.scan``,
-        sliding the context window by one predicted frame per step (the paper's autoregressive rollout). Not
-        conditioned on dt or ν (one model per dataset, as the paper); ``mode`` is accepted for the interface."""
-        del dt, nu, mode
-
-        def body(ctx, _):
-            nxt = self(ctx, x01)
-            return jnp.concatenate([ctx[:, 1:], nxt[:, None]], axis=1), nxt
-
-        _, us = jax.lax.scan(body, u_ctx, None, length=int(steps))
-        return jnp.swapaxes(us, 0, 1)
