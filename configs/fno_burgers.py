@@ -21,16 +21,15 @@ which leaks the test set); an epoch is 8 full batches of 50 (the loader drops th
 trajectories; PDEBench's DataLoader adds a 9th batch of 10), so 100 epochs are 800 updates here, 900 there.
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections as mlc
 
+from ups_jax.config import import_user_file
+
 
 def _burgers32(arg):
-    spec = importlib.util.spec_from_file_location("_ups_config_burgers32", Path(__file__).with_name("burgers32.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_user_file(str(Path(__file__).with_name("burgers32.py")), "config", example="configs/burgers32.py")
     return module, module.get_config(arg)
 
 

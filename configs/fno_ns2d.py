@@ -12,16 +12,15 @@ L2 loss; model selection on the val split. ``:cpu``/``:test``: the data of ns2d.
 (``:cpu``'s 200 updates never reach the first StepLR decay; ``:test``: 3 given frames, 4 modes, width 8).
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections as mlc
 
+from ups_jax.config import import_user_file
+
 
 def _ns2d(arg):
-    spec = importlib.util.spec_from_file_location("_ups_config_ns2d", Path(__file__).with_name("ns2d.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_user_file(str(Path(__file__).with_name("ns2d.py")), "config", example="configs/ns2d.py")
     return module, module.get_config(arg)
 
 

@@ -22,16 +22,15 @@ the latent operator is unchanged). Only the core stage is configured: the refine
 steady, TTC) are not wired for 2-D (docs/models.md).
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections as mlc
 
+from ups_jax.config import import_user_file
+
 
 def _burgers32(arg):
-    spec = importlib.util.spec_from_file_location("_ups_config_burgers32", Path(__file__).with_name("burgers32.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_user_file(str(Path(__file__).with_name("burgers32.py")), "config", example="configs/burgers32.py")
     return module, module.get_config(arg)
 
 
