@@ -550,3 +550,23 @@ def test_checkpoint_shape_check_names_the_depth_key_when_layers_differ():
     with pytest.raises(CheckpointError, match=r"w: architecture differs, operator/.*only in config — set by "
                                               r"model\.operator\.depths .*use another --workdir or --fresh"):
         check_param_shapes(shapes, deeper, where="w")
+
+
+def test_field_cnn_is_zero_at_init_and_shift_equivariant_on_the_periodic_grid():
+    """The physical-space corrector's network: an untrained one adds nothing; trained weights commute with
+    periodic shifts (circular padding), in 1-D and 2-D."""
+    from ups_jax.models.field_cnn import FieldCNN
+
+    rng = np.random.default_rng(0)
+    for dims, grid in ((1, (16,)), (2, (8, 8))):
+        net = FieldCNN(num_inputs=2, width=8, kernel=3, depth=3, dims=dims, rngs=nnx.Rngs(0))
+        x = jnp.asarray(rng.standard_normal((2, *grid, 2)), jnp.float32)
+        nu = jnp.asarray([0.01, 0.001])
+        assert net(x, nu).shape == (2, *grid)
+        np.testing.assert_array_equal(np.asarray(net(x, nu)), 0.0)
+        net.out.kernel.value = jnp.asarray(rng.standard_normal(net.out.kernel.value.shape), jnp.float32)
+        y = net(x, nu)
+        shifted = net(jnp.roll(x, 3, axis=1), nu)
+        np.testing.assert_allclose(np.asarray(shifted), np.asarray(jnp.roll(y, 3, axis=1)), atol=1e-5)
+        with pytest.raises(ValueError, match="expects"):
+            net(x[..., 0], nu)

@@ -39,26 +39,12 @@ STEPS_SHOWN = (1, 2, 4, 8, 16, 31)
 
 
 def make_cnn(width: int = 64, kernel: int = 5, depth: int = 5, seed: int = 0):
+    """The probe's network: [u_t, D(z̃)] → the residual (the same FieldCNN the physical-space corrector uses)."""
     from flax import nnx
-    import jax.numpy as jnp
 
-    class FieldCNN(nnx.Module):
-        """(B, X, 2) fields [u_t, D(z̃)] and ν (B,) → the residual (B, X); periodic padding; starts at zero."""
+    from ups_jax.models.field_cnn import FieldCNN
 
-        def __init__(self, rngs):
-            conv = partial(nnx.Conv, kernel_size=(kernel,), padding="CIRCULAR", rngs=rngs)
-            self.inp = conv(3, width)
-            self.hidden = getattr(nnx, "List", list)([conv(width, width) for _ in range(depth - 2)])  # flax < 0.12: a list
-            self.out = conv(width, 1, kernel_init=nnx.initializers.zeros)
-
-        def __call__(self, fields, nu):
-            nu_ch = jnp.broadcast_to(jnp.log(nu)[:, None, None], fields.shape[:2] + (1,))
-            h = nnx.gelu(self.inp(jnp.concatenate([fields, nu_ch], -1)))
-            for c in self.hidden:
-                h = h + nnx.gelu(c(h))
-            return self.out(h)[..., 0]
-
-    return FieldCNN(nnx.Rngs(seed))
+    return FieldCNN(num_inputs=2, width=width, kernel=kernel, depth=depth, dims=1, rngs=nnx.Rngs(seed))
 
 
 def probe(workdir: Path, steps: int, split: str, batch: int = 64, lr: float = 1e-3, seed: int = 0) -> dict:
