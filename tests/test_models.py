@@ -570,3 +570,15 @@ def test_field_cnn_is_zero_at_init_and_shift_equivariant_on_the_periodic_grid():
         np.testing.assert_allclose(np.asarray(shifted), np.asarray(jnp.roll(y, 3, axis=1)), atol=1e-5)
         with pytest.raises(ValueError, match="expects"):
             net(x[..., 0], nu)
+
+
+@pytest.mark.parametrize("dims,grid,k", [(1, (16,), 5), (2, (8, 6), 3)])
+def test_circular_conv_equals_nnx_conv_with_circular_padding(dims, grid, k):
+    """FieldCNN's shifted-copies matmul (fast gradient inside lax.scan on the CPU) is nnx.Conv(padding='CIRCULAR')."""
+    from ups_jax.models.field_cnn import circular_conv
+
+    rng = np.random.default_rng(1)
+    conv = nnx.Conv(3, 4, kernel_size=(k,) * dims, padding="CIRCULAR", rngs=nnx.Rngs(0))
+    conv.bias.value = jnp.asarray(rng.standard_normal(4), jnp.float32)
+    x = jnp.asarray(rng.standard_normal((2, *grid, 3)), jnp.float32)
+    np.testing.assert_allclose(np.asarray(circular_conv(conv, x)), np.asarray(conv(x)), atol=1e-5)

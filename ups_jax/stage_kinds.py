@@ -26,10 +26,10 @@ def context_frames_of(cfg) -> int:
 
 
 def core_uses(cfg, sc) -> set[str]:
-    """codec / operator / fno: the submodules the weighted loss terms evaluate."""
+    """codec / operator / fno / hybrid: the submodules the weighted loss terms evaluate."""
     from ups_jax.models import model_kind
 
-    if model_kind(cfg) == "fno":
+    if model_kind(cfg) != "ups":                   # a baseline trains its whole model
         return set(sc.trainable)
     w = {t: float(sc.losses[t]) for t in CORE_LOSS_TERMS}
     uses = set()
@@ -57,6 +57,7 @@ STAGES: dict[str, tuple[Callable, Callable]] = {
     "codec": (core_uses, core_window),
     "operator": (core_uses, core_window),
     "fno": (core_uses, core_window),
+    "hybrid": (core_uses, core_window),
     "corrector": (lambda cfg, sc: {"encoder", "operator", "corrector"}, pair_window),
     "student": (lambda cfg, sc: {"encoder", "operator", "corrector", "student"}, pair_window),
     "steady": (lambda cfg, sc: {"encoder", "decoder", "steady"}, lambda cfg, sc, nt: int(nt)),

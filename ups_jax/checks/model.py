@@ -7,6 +7,7 @@ from ups_jax.errors import UserError
 
 SUBMODULES = ("encoder", "operator", "decoder")
 FNO_SUBMODULES = ("fc0", "spectral", "pointwise", "fc1", "fc2")
+HYBRID_SUBMODULES = ("correction",)     # models/hybrid.py: the solver has no parameters
 
 
 OPTIONAL_SUBMODULES = ("corrector", "student", "steady")   # built when cfg.model has the section
@@ -17,6 +18,8 @@ def _submodules(cfg) -> tuple[str, ...]:
 
     if model_kind(cfg) == "fno":
         return FNO_SUBMODULES
+    if model_kind(cfg) == "hybrid":
+        return HYBRID_SUBMODULES
     optional = tuple(m for m in OPTIONAL_SUBMODULES if cfg.model.get(m) is not None
                      and (m != "student" or cfg.model.get("corrector") is not None))
     return SUBMODULES + optional
@@ -36,6 +39,30 @@ def _build_check(cfg, c: Checks, nx: int | None, fallback_nx: int):
         c.add(A, "model builds", True, "abstract model builds from cfg.model")
     except (ValueError, TypeError, UserError) as e:
         c.add(A, "model builds", False, f"model does not build: {e}", "fix the model section")
+
+
+def check_hybrid(cfg, c: Checks, nx: int | None):
+    """The coarse solver + correction (models/hybrid.py): raw fields, a coarse grid dividing the data's, 1-D."""
+    A, hy = "architecture", cfg.model.get("hybrid")
+    if not c.add(A, "hybrid section", hy is not None, "model.kind='hybrid' but cfg.model has no 'hybrid' section",
+                 "start from configs/hybrid_burgers.py", passed="model.hybrid present"):
+        return
+    c.add(A, "hybrid raw fields", cfg.model.get("normalize", True) is False,
+          f"model.kind='hybrid' with model.normalize={cfg.model.get('normalize', True)!r}: its solver needs "
+          f"physical values", "set model.normalize=False", passed="model.normalize=False (the solver's units)")
+    c.add(A, "hybrid context", int(cfg.model.get("context_frames", 1)) == 1,
+          f"model.context_frames={cfg.model.get('context_frames')}: the solver starts from one frame",
+          "set model.context_frames=1", passed="the hybrid reads the last given frame")
+    if isinstance(nx, tuple):
+        c.add(A, "hybrid dims", False, f"model.kind='hybrid' is the 1-D Burgers solver; the data are {len(nx)}-D",
+              "use model.kind='ups' or 'fno' for 2-D data")
+        return
+    cells = int(hy.get("cells", 0))
+    if c.add(A, "hybrid cells", cells >= 2, f"model.hybrid.cells={cells}", "use ≥ 2 cells") and nx is not None:
+        c.add(A, "hybrid cells vs grid", nx % cells == 0, f"model.hybrid.cells={cells} does not divide the data's "
+              f"{nx} points", f"use a divisor of {nx} ({', '.join(str(d) for d in range(2, nx) if nx % d == 0)})",
+              passed=f"{nx} points → {cells} cells of {nx // cells}")
+    return _build_check(cfg, c, nx, 64)
 
 
 def check_fno(cfg, c: Checks, nx: int | None):
@@ -84,6 +111,8 @@ def check_architecture(cfg, c: Checks, nx: int | None):
           "use True (z-scored fields) or False (raw values)", passed=f"model.normalize={normalize}")
     if kind == "fno":
         return check_fno(cfg, c, nx)
+    if kind == "hybrid":
+        return check_hybrid(cfg, c, nx)
     m, op, dec = cfg.model, cfg.model.operator, cfg.model.decoder
     c.add(A, "latent_dim", m.latent_dim >= 1, f"model.latent_dim={m.latent_dim}", "set model.latent_dim ≥ 1")
     c.add(A, "latent_tokens", m.latent_tokens >= 1, f"model.latent_tokens={m.latent_tokens}",

@@ -5,6 +5,12 @@ Shared by the corrector in physical space (the rollout state carries the correct
 grid as channels plus log ν as one more channel; the output is one field (a residual). The last convolution starts
 at zero, so an untrained corrector returns its input unchanged: adding it can only start from the uncorrected model.
 
+The convolutions are computed as one matmul over k (k² in 2-D) periodically shifted copies of the input, with the
+parameters of ``nnx.Conv`` (same layout and initialisation): on the CPU backend XLA runs a convolution's gradient
+inside a loop (``lax.scan``: the hybrid's and the corrected rollout's training) ~100× slower than outside one
+(measured: 840 ms against 19 ms unrolled for one step of this network), while the shifted-copies matmul is a plain
+dot everywhere. ``nnx.Conv`` itself with 'CIRCULAR' padding gives the same values (tests/test_models.py).
+
 The probe that motivated it (benchmarks/probes/field_corrector_probe.py, docs/benchmarks.md "What would help"):
 5 convolutions of width 64, kernel 5, residual, explains 57–60 % of the operator's one-step residual on held-out
 Burgers states.
@@ -20,6 +26,24 @@ from flax import nnx
 
 # flax < 0.12 has no nnx.List; a plain list of modules is its container there
 _ModuleList = getattr(nnx, "List", list)
+
+
+def circular_conv(conv: nnx.Conv, x: jax.Array) -> jax.Array:
+    """``conv`` (an ``nnx.Conv`` with odd kernel sizes) applied with periodic padding, as a matmul over shifted
+    copies: out[i] = Σ_j x[i + j − k//2] · W[j] + b in every grid dimension (lax's cross-correlation)."""
+    w = conv.kernel[...]
+    ks, dims = w.shape[:-2], w.ndim - 2
+    copies = x
+    for axis, k in enumerate(ks):       # one axis at a time: (B, *grid, k1, ..., C)
+        grid_axis = 1 + axis
+        copies = jnp.stack([jnp.roll(copies, k // 2 - j, axis=grid_axis) for j in range(k)], axis=-(2 + axis))
+    # copies: (B, *grid, k_dims ..., k_1, C) — the stacking put the last axis's offsets outermost; reorder to W's
+    letters = "pqr"[:dims]
+    order = "".join(reversed(letters))
+    out = jnp.einsum(f"...{order}c,{letters}co->...o", copies, w.astype(x.dtype))
+    if conv.bias is not None:
+        out = out + conv.bias[...].astype(x.dtype)
+    return out
 
 
 class FieldCNN(nnx.Module):
@@ -45,7 +69,7 @@ class FieldCNN(nnx.Module):
             raise ValueError(f"FieldCNN expects (batch, {self.dims}-D grid, channels), got shape {fields.shape}")
         nu = jnp.broadcast_to(jnp.asarray(nu, fields.dtype), fields.shape[:1])
         nu_ch = jnp.broadcast_to(jnp.log(nu).reshape((-1,) + (1,) * (self.dims + 1)), fields.shape[:-1] + (1,))
-        h = nnx.gelu(self.inp(jnp.concatenate([fields, nu_ch], -1)))
+        h = nnx.gelu(circular_conv(self.inp, jnp.concatenate([fields, nu_ch], -1)))
         for c in self.hidden:
-            h = h + nnx.gelu(c(h))
-        return self.out(h)[..., 0]
+            h = h + nnx.gelu(circular_conv(c, h))
+        return circular_conv(self.out, h)[..., 0]

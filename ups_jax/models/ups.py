@@ -142,11 +142,17 @@ def _get(section, key: str, prefix: str):
     return section[key]
 
 
+# The baselines are whole models trained by one autoregressive field loss (training/losses.py make_fno_loss):
+# PDEBench's FNO and the coarse solver with a learned correction (models/hybrid.py).
+BASELINE_KINDS = ("fno", "hybrid")
+MODEL_KINDS = ("ups",) + BASELINE_KINDS
+
+
 def model_kind(cfg) -> str:
-    """'ups' (default) or 'fno' (``cfg.model.kind``)."""
+    """'ups' (default), 'fno' or 'hybrid' (``cfg.model.kind``); the last two are baselines (BASELINE_KINDS)."""
     kind = str(_model_section(cfg).get("kind", "ups"))
-    if kind not in ("ups", "fno"):
-        raise ConfigError(f"model.kind={kind!r}: choose 'ups' or 'fno'")
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"model.kind={kind!r}: choose one of {', '.join(repr(k) for k in MODEL_KINDS)}")
     return kind
 
 
@@ -173,6 +179,16 @@ def build_model(cfg, num_points, *, channels: int = 1, rngs: nnx.Rngs | None = N
         rngs = nnx.Rngs(seed)
     h = context_frames(cfg)
     grid = tuple(int(n) for n in (num_points if isinstance(num_points, (tuple, list)) else (num_points,)))
+    if model_kind(cfg) == "hybrid":
+        from ups_jax.models.hybrid import HybridSolver, hybrid_options
+
+        if len(grid) != 1:
+            raise ModelConfigError(f"model.kind='hybrid' is the 1-D Burgers solver with a correction; the data are "
+                                   f"{len(grid)}-D (use model.kind='ups' or 'fno')")
+        try:
+            return HybridSolver(**hybrid_options(_get(m, "hybrid", "model")), rngs=rngs)
+        except ValueError as e:
+            raise ModelConfigError(str(e)) from e
     if model_kind(cfg) == "fno":
         from ups_jax.models.fno import FNO1d, fno_options
         from ups_jax.models.fno2d import FNO2d

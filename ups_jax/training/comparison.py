@@ -24,6 +24,8 @@ from ups_jax.eval.table import evaluate_row, persistence_row, write_table
 
 log = logging.getLogger(__name__)
 
+BASELINE_ROW = {"fno": "FNO", "hybrid": "hybrid"}    # a baseline run's own row name
+
 
 def run_comparison(model, cfg, data, workdir, done: set, baseline=None, split: str | None = None) -> dict:
     """``done``: stages finished in this workdir; ``baseline``: (model, norm) of the trained FNO or None."""
@@ -46,8 +48,8 @@ def run_comparison(model, cfg, data, workdir, done: set, baseline=None, split: s
     from ups_jax.models import model_kind
 
     rows, notes = [], []
-    fno = model_kind(cfg) == "fno"          # the baseline's own run: its model is the first row
-    op_row, op_res = row("FNO" if fno else "operator", rollout(model), 1 if fno else 2)
+    fno = model_kind(cfg) != "ups"          # a baseline's own run: its model is the first row
+    op_row, op_res = row(BASELINE_ROW.get(model_kind(cfg), "operator"), rollout(model), 1 if fno else 2)
     rows.append(op_row)
     for name in ("corrector", "student"):
         net = getattr(model, name, None)

@@ -226,10 +226,11 @@ def make_stage_loss(cfg, stage_cfg, *, x01: jax.Array, norm: dict | None = None)
     common = dict(x01=x01, rollout_steps=stage_cfg.rollout_steps, context_frames=context_frames(cfg),
                   pushforward_steps=stage_cfg.pushforward_steps, input_noise=stage_cfg.input_noise)
     options = {k: stage_cfg.get(k, v) for k, v in PUSHFORWARD_DEFAULTS.items()}
-    if model_kind(cfg) == "fno":
+    if model_kind(cfg) != "ups":                 # the FNO and hybrid baselines: PDEBench's autoregressive loss
         if options != PUSHFORWARD_DEFAULTS:
-            raise ConfigError(f"{sorted(k for k in options if options[k] != PUSHFORWARD_DEFAULTS[k])}: the FNO "
-                              f"baseline's loss is PDEBench's (fixed depth, MSE); leave these at their defaults")
+            raise ConfigError(f"{sorted(k for k in options if options[k] != PUSHFORWARD_DEFAULTS[k])}: the "
+                              f"{model_kind(cfg)} baseline's loss is PDEBench's (fixed depth, MSE); leave these at "
+                              f"their defaults")
         return make_fno_loss(**common)
     return make_ups_loss(stage_cfg.losses, query_points=stage_cfg.query_points, norm=norm, **options, **common)
 

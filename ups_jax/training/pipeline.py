@@ -267,7 +267,7 @@ def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkp
         else:
             _stop_if_preempted("before the final evaluation")
             results["eval"] = run_evaluation(model, cfg, data, workdir, logger)
-        if "eval" in results and model_kind(cfg) != "fno":   # a baseline run is a row of its caller's table
+        if "eval" in results and model_kind(cfg) == "ups":   # a baseline run is a row of its caller's table
             from ups_jax.training.comparison import run_comparison
             from ups_jax.eval.table import markdown
 

@@ -7,7 +7,8 @@ driver's ``validate`` and ``dry-run`` read the same table instead of if-chains:
 stage                 loss (normalised fields)                    frozen teachers it needs         validation (val)
 ====================  ==========================================  ===============================  =================
 codec                 losses.make_ups_loss (reconstruction)       —                                recon nRMSE
-operator / fno        losses.make_stage_loss (one-step, rollout)  encoder, decoder                 rollout nRMSE
+operator / fno /     losses.make_stage_loss (one-step, rollout)  encoder, decoder (operator)      rollout nRMSE
+hybrid
 corrector             refiner_losses: denoising (v-prediction)    encoder, operator                rollout nRMSE +corrector
 student               refiner_losses: distillation               encoder, operator, corrector     rollout nRMSE +student
 steady                refiner_losses: final frame                 encoder, decoder                 final-frame nRMSE
@@ -78,6 +79,7 @@ KINDS: dict[str, StageKind] = {k.name: k for k in (
     StageKind("codec", _core_loss, validator="recon"),
     StageKind("operator", _core_loss, validator="rollout"),
     StageKind("fno", _core_loss, validator="rollout"),
+    StageKind("hybrid", _core_loss, validator="rollout"),
     StageKind("corrector", _refiner_loss(refiner_losses.make_corrector_loss, pushforward_steps="pushforward_steps"),
               validator="rollout", refine="corrector"),
     StageKind("student", _refiner_loss(refiner_losses.make_student_loss, pushforward_steps="pushforward_steps"),
