@@ -74,6 +74,8 @@ class FNOBase(nnx.Module):
     """What FNO1d and FNO2d (models/fno2d.py) share: the Fourier layers and the autoregressive rollout. A subclass
     sets ``spectral``, ``pointwise`` and ``context_frames`` and maps (B, h, *grid) to the next frame."""
 
+    baseline_row = "FNO"           # its row in the comparison table (training/comparison.py)
+
     def fourier_layers(self, x: jax.Array) -> jax.Array:
         """``spectral(x) + pointwise(x)`` per layer, GELU after every layer but the last (channels last)."""
         last = len(self.spectral) - 1

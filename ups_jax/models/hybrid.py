@@ -51,6 +51,8 @@ def interpolate_to(u_c: jax.Array, x01: jax.Array) -> jax.Array:
 class HybridSolver(nnx.Module):
     """Coarse solver + learned correction, with the surrogate interface ``rollout_fields`` of UPS and the FNO."""
 
+    baseline_row = "hybrid"        # its row in the comparison table (training/comparison.py)
+
     def __init__(self, *, cells: int, domain: tuple[float, float], advective_scale: float, cfl: float,
                  max_substeps: int, width: int, kernel: int, depth: int, rngs: nnx.Rngs):
         lo, hi = float(domain[0]), float(domain[1])

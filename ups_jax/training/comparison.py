@@ -24,8 +24,6 @@ from ups_jax.eval.table import evaluate_row, persistence_row, write_table
 
 log = logging.getLogger(__name__)
 
-BASELINE_ROW = {"fno": "FNO", "hybrid": "hybrid"}    # a baseline run's own row name
-
 
 def run_comparison(model, cfg, data, workdir, done: set, baseline=None, split: str | None = None) -> dict:
     """``done``: stages finished in this workdir; ``baseline``: (model, norm) of the trained FNO or None."""
@@ -49,7 +47,7 @@ def run_comparison(model, cfg, data, workdir, done: set, baseline=None, split: s
 
     rows, notes = [], []
     fno = model_kind(cfg) != "ups"          # a baseline's own run: its model is the first row
-    op_row, op_res = row(BASELINE_ROW.get(model_kind(cfg), "operator"), rollout(model), 1 if fno else 2)
+    op_row, op_res = row(model.baseline_row if fno else "operator", rollout(model), 1 if fno else 2)
     rows.append(op_row)
     for name in ("corrector", "student"):
         net = getattr(model, name, None)
@@ -76,7 +74,7 @@ def run_comparison(model, cfg, data, workdir, done: set, baseline=None, split: s
         pass
     elif baseline is not None:
         b_model, b_norm = baseline
-        rows.append(row("FNO", rollout(b_model, norm=b_norm), 1)[0])
+        rows.append(row(b_model.baseline_row, rollout(b_model, norm=b_norm), 1)[0])
     elif baseline_spec(cfg):
         notes.append("FNO: not evaluated (the baseline run is not finished)")
     else:
