@@ -120,10 +120,11 @@ def test_the_train_command_refuses_a_steps_per_dispatch_that_does_not_divide(tmp
     assert not (tmp_path / "run").exists()
 
 
-def test_a_stage_that_compiles_nothing_new_after_its_first_checkpoint_logs_no_recompile(tmp_path, burgers_file):
-    """The recompile watch counts XLA compiles after the first dispatch, validation *and* checkpoint. Armed before
-    the checkpoint, the checkpoint's own first compiles were reported as "3 program(s) compiled again" in every
-    run. Without the persistent cache (a cache hit is not a compile, and would hide the false line)."""
+def test_a_stage_compiles_everything_at_its_start_and_logs_no_recompile(tmp_path, burgers_file):
+    """The loop compiles the validation (on one padded batch), the checkpoint's and the log's programs right after
+    the first dispatch and arms the recompile watch there: a real stage then compiles nothing more (its validations
+    and checkpoints included), so no "compiled again" line. Without the persistent cache (a cache hit is not a
+    compile, and would hide a false line)."""
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_PERSISTENT_CACHE") and
@@ -135,7 +136,30 @@ def test_a_stage_that_compiles_nothing_new_after_its_first_checkpoint_logs_no_re
                        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert any(r["kind"] == "val" for r in _records(tmp_path / "run"))   # it validated and checkpointed
+    assert "[codec] compiled: the first dispatch" in p.stderr + p.stdout
     assert "compiled again" not in p.stderr + p.stdout
+
+
+def test_a_compile_after_stage_start_is_logged_as_a_recompile(tmp_path, burgers_file, caplog):
+    """A validation that calls a compiled function with a new shape every time: its stage-start warm-up compiles
+    the first shape, and each real validation (steps 3 and 6) compiles again, which the watch reports once each."""
+    import logging
+
+    h = _StageHarness(burgers_file, *SIX, resident=True)
+    double = jax.jit(lambda x: 2 * x)
+    calls = []
+
+    def validate(model):
+        calls.append(None)
+        return {"val/crafted": float(np.asarray(double(np.zeros(len(calls), np.float32))).sum()) + 1.0}  # 1 program
+
+    h.spec.validate = validate
+    with caplog.at_level(logging.INFO):
+        h.run(tmp_path, options=LoopOptions(steps_per_dispatch=3))
+    assert len(calls) == 3                                    # the warm-up, then steps 3 and 6
+    lines = [r.getMessage() for r in caplog.records if "compiled again" in r.getMessage()]
+    assert len(lines) == 2 and all(x.startswith("stage codec: 1 program(s) compiled again") for x in lines)
+    assert any(r.getMessage().startswith("[codec] compiled: the first dispatch") for r in caplog.records)
 
 
 def test_a_checkpoint_of_the_old_train_state_format_is_refused_with_the_reason():
