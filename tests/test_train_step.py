@@ -165,12 +165,44 @@ def test_a_compile_after_stage_start_is_logged_as_a_recompile(tmp_path, burgers_
 def test_a_checkpoint_of_the_old_train_state_format_is_refused_with_the_reason():
     from ups_jax.training.checkpoints import check_format
 
-    check_format({"format": 2}, "run/checkpoints/operator/6")
-    with pytest.raises(CheckpointError) as e:
-        check_format({"step": 6}, "run/checkpoints/operator/6")       # format 1 wrote no 'format' key
-    msg = str(e.value)
-    assert "\n" not in msg and msg.startswith("run/checkpoints/operator/6: written with train-state format 1")
-    assert "q/k/v" in msg and "--fresh" in msg
+    where = "run/checkpoints/operator/6"
+    check_format({"format": 3}, where)
+    for state, found in (({"step": 6}, 1), ({"format": 2}, 2)):          # format 1 wrote no 'format' key
+        with pytest.raises(CheckpointError) as e:
+            check_format(state, where, {"decoder/layers/0/attn/qkv/kernel": (16, 48)})
+        assert str(e.value) == (
+            f"{where}: written with train-state format {found}, this ups_jax reads format 3 (format 2 made the "
+            f"optimizer state one flat vector and fused the operator's q/k/v and AdaLN projections, format 3 fused "
+            f"the decoder's q/k/v projections; older layouts are not converted); retrain with --fresh (the old run "
+            f"is set aside) or use another --workdir")
+    # format 3 changed only the decoder's attention: a model without it (:cpu, ns2d, the FNO) reads format 2
+    check_format({"format": 2}, where, {"decoder/head/fc1/kernel": (16, 16), "operator/x": (2,)})
+    with pytest.raises(CheckpointError):
+        check_format({"step": 6}, where, {"decoder/head/fc1/kernel": (16, 16)})
+
+
+def test_evaluate_and_infer_refuse_a_run_of_the_previous_format_in_one_line(tmp_path, trained_run):
+    """A finished :test run (its decoder has an attention layer) whose checkpoints say format 2: ``evaluate`` and
+    ``infer`` stop with the format line (exit 2), not with a list of parameter names."""
+    import re
+    import shutil
+
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_run[0], workdir)
+    for state in workdir.glob("checkpoints/*/*/state/*"):
+        if state.is_file() and '"format": 3' in state.read_text():
+            state.write_text(state.read_text().replace('"format": 3', '"format": 2'))
+    data = trained_run[1].data.paths[0]
+    commands = [["-m", "ups_jax.evaluate", "--workdir", str(workdir)],
+                ["-m", "ups_jax.infer", "--workdir", str(workdir), "--input", str(data),
+                 "--out", str(tmp_path / "pred.h5"), "--steps", "2"]]
+    for args in commands:
+        p = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2, (args, p.stderr[-2000:])
+        errors = [x for x in p.stderr.strip().splitlines() if not x.startswith("warning:")]
+        assert len(errors) == 1 and re.search(r"checkpoints/codec/\d+: written with train-state format 2, this "
+                                              r"ups_jax reads format 3 \(", errors[0]), errors
+    assert not (tmp_path / "pred.h5").exists()
 
 
 HLO = """HloModule jit_f
