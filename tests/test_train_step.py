@@ -269,3 +269,26 @@ def test_gpu_throughput_prints_rows_and_refuses_an_unknown_row(tmp_path):
     assert all(r["row"] == "stage" and r["updates_per_s"] > 0 for r in rows)
     printed = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
     assert printed == json.loads(out.read_text())
+
+
+def test_a_validation_warmed_on_one_batch_compiles_nothing_for_the_next_batches():
+    """The loop warms the validation on one padded batch; the real one runs more batches (e.g. 51 val
+    trajectories in batches of 50). Their noise keys start at another trajectory index: that must not compile a
+    program of its own (``jnp.arange(50, 100)`` did: a recompile line in every :cpu FNO run)."""
+    from flax import nnx
+
+    from test_training import _cfg
+    from ups_jax.compilation import compiles
+    from ups_jax.eval.rollout import Rollout
+    from ups_jax.models import build_model
+
+    cfg = _cfg()
+    nx = int(cfg.data.generate.nx) // int(cfg.data.reduced_resolution)
+    model = build_model(cfg, num_points=nx, rngs=nnx.Rngs(0))
+    rollout = Rollout(model, norm={"mean": 0.0, "std": 1.0}, x01=np.arange(nx) / nx, batch_size=2)
+    given = np.random.default_rng(0).normal(size=(5, 1, nx)).astype(np.float32)
+    first = rollout(given[:1], 0.01, 0.05, 3)                      # the warm-up: one batch, padded
+    before = compiles()[0]
+    rest = rollout(given, 0.01, 0.05, 3)                           # three batches, from trajectories 0, 2, 4
+    assert compiles()[0] == before
+    np.testing.assert_array_equal(rest[:1], first)                 # a trajectory's prediction: batch-independent
