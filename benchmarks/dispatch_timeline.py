@@ -89,6 +89,15 @@ def record_timeline(train_argv: list[str]) -> list[dict]:
             wrapped.warm_up = warm_up
         return wrapped, metric
 
+    import logging
+
+    class Recompiles(logging.Handler):          # the stage's recompile watch (ups_jax/compilation.py), if any
+        def emit(self, record):
+            if "compiled again" in record.getMessage():
+                events.append(dict(kind="recompile", t0=time.perf_counter(), t1=time.perf_counter(), step=None,
+                                   message=record.getMessage()))
+
+    logging.getLogger().addHandler(Recompiles())
     StageStep.run, checkpoints.save, RunLogger.log = timed_run, timed_save, timed_log
     pipeline.make_validator, pipeline.run_stage = timed_validator, timed_stage
     try:
@@ -126,6 +135,7 @@ def table(events: list[dict]) -> tuple[list[str], dict]:
                    first_validation_s=vals[0]["t1"] - vals[0]["t0"] if vals else None,
                    later_validations_s=[v["t1"] - v["t0"] for v in vals[1:]],
                    warm_up_s=sum(e["t1"] - e["t0"] for e in events if e["kind"] == "validation warm-up"),
+                   recompile_lines=[e["message"] for e in events if e["kind"] == "recompile"],
                    dispatches=len(dispatches), updates=sum(d["n"] for d in dispatches),
                    first_dispatch_s=dispatches[0]["t1"] - dispatches[0]["t0"] if dispatches else None,
                    median_s_per_update=statistics.median(per_update) if per_update else None,
