@@ -14,7 +14,7 @@ Rows (on a GPU the full sizes; on a CPU, or with ``--small``, the same rows smal
    ``test-config``: the same for ``:test`` (tiny, dispatch-bound on any machine).
 3. ``validation`` / ``checkpoint``: one validation of the production operator stage (compiled before timing) and
    one checkpoint as the loop writes it (params, EMA, optimizer state, JSON state; written and waited for).
-4. ``hlo``: kernels per operator update from the compiled HLO (top-level instructions reachable from the entry
+4. ``hlo``: kernels per operator update (and per codec update: that stage trains the decoder) from the compiled HLO (top-level instructions reachable from the entry
    through control flow, i.e. what launches work; parameters, tuples and bitcasts excluded), the same weighted
    by the loops' trip counts (the kernels one update launches: the K-step rollout's bodies run K times), the
    optimized module's instruction count and the lowered program's op count. ``--legacy-root`` (main 6c5568e) and
@@ -246,7 +246,7 @@ def hlo_row(spec: str, name: str) -> dict:
             "lowered_ops": count_lowered_ops(lowered.as_text())}
 
 
-def before_hlo_row(root: str) -> dict:
+def before_hlo_row(root: str, name: str = "operator") -> dict:
     """:func:`hlo_row` of another checkout that already has the dispatch step (issue 16, e.g. d877a49), in a
     subprocess that imports that checkout's ``ups_jax`` (its own configs): a before/after in one run."""
     import os
@@ -257,7 +257,7 @@ def before_hlo_row(root: str) -> dict:
             f"import ups_jax\n"                       # that checkout's, before gpu_throughput puts this one first
             f"from gpu_throughput import hlo_row\n"
             f"assert ups_jax.__file__.startswith({root!r}), ups_jax.__file__\n"
-            f"print('BEFORE ' + json.dumps(hlo_row({root + '/configs/burgers32.py'!r}, 'operator')))")
+            f"print('BEFORE ' + json.dumps(hlo_row({root + '/configs/burgers32.py'!r}, {name!r})))")
     p = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=root), capture_output=True,
                        text=True)
     lines = [x for x in p.stdout.splitlines() if x.startswith("BEFORE ")]
@@ -419,12 +419,15 @@ def main(argv) -> int:
         for row in validation_checkpoint_rows(prod, "operator"):
             emit(row)
     if "hlo" in wanted and budget_left():
-        emit(hlo_row(prod, "operator"))
+        stages = ("operator", "codec")       # the codec stage trains the decoder
+        for name in stages:
+            emit(hlo_row(prod, name))
         if a.legacy_root:
-            for row in legacy_rows(a.legacy_root, [(prod, "operator", 0)]):
+            for row in legacy_rows(a.legacy_root, [(prod, name, 0) for name in stages]):
                 emit(row)
         if a.before_root:
-            emit(before_hlo_row(a.before_root))
+            for name in stages:
+                emit(before_hlo_row(a.before_root, name))
     if "dry-run" in wanted and budget_left():
         emit(dry_run_row(prod, measured))
     if a.out:

@@ -505,6 +505,60 @@ def test_channel_separated_attention_matches_per_group_reference():
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
 
+class _UnfusedCrossAttention(nnx.Module):
+    """The decoder's cross-attention as it was before train-state format 3: separate q/k/v/out Linear(E, E)."""
+
+    def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs):
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        self.q_proj = nnx.Linear(dim, dim, rngs=rngs)
+        self.k_proj = nnx.Linear(dim, dim, rngs=rngs)
+        self.v_proj = nnx.Linear(dim, dim, rngs=rngs)
+        self.o_proj = nnx.Linear(dim, dim, rngs=rngs)
+
+    def __call__(self, q, kv):
+        b, nq, e = q.shape
+        nh, dh = self.num_heads, self.head_dim
+        qh = self.q_proj(q).reshape(b, nq, nh, dh)
+        kh = self.k_proj(kv).reshape(b, kv.shape[1], nh, dh)
+        vh = self.v_proj(kv).reshape(b, kv.shape[1], nh, dh)
+        w = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", qh, kh) / jnp.sqrt(jnp.float32(dh)), axis=-1)
+        return self.o_proj(jnp.einsum("bhqk,bkhd->bqhd", w, vh).reshape(b, nq, e))
+
+
+@pytest.mark.parametrize("variant", ["test", "full"])     # :cpu's decoder has no attention layers
+def test_fused_decoder_qkv_is_the_unfused_decoder_from_the_same_seed(variant, monkeypatch):
+    """Train-state format 3 fused the decoder's q/k/v projections into one parameter, initialised from the same
+    draws in the same order: a whole UPS model built from a seed has the same decoder (every other module too) and
+    gives the same decoder output as the model the unfused layout built from that seed."""
+    import ups_jax.models.decoder as decoder_module
+    from ups_jax.models.ups import param_arrays
+
+    cfg = cfg_for(variant)
+    fused = build_model(cfg, grid_size(cfg), seed=cfg.seed)
+    monkeypatch.setattr(decoder_module, "CrossAttention", _UnfusedCrossAttention)
+    unfused = build_model(cfg, grid_size(cfg), seed=cfg.seed)
+    a0 = unfused.decoder.layers[0].attn
+    a1 = fused.decoder.layers[0].attn
+    d = a1.dim
+    np.testing.assert_array_equal(a1.qkv.kernel[...], jnp.concatenate(
+        [a0.q_proj.kernel[...], a0.k_proj.kernel[...], a0.v_proj.kernel[...]], 1))
+    np.testing.assert_array_equal(a1.o_proj.kernel[...], a0.o_proj.kernel[...])
+    assert a1.qkv.kernel[...].shape == (d, 3 * d)
+    # every parameter outside the decoder's attention is bitwise the same (the draws after it did not shift)
+    p0, p1 = param_arrays(unfused), param_arrays(fused)
+    others = [k for k in p1 if "/attn/" not in k or not k.startswith("decoder/")]
+    assert others and all(np.array_equal(p0[k], p1[k]) for k in others)
+    # and the same function: trained-looking (non-zero) biases included
+    for attn0, attn1 in zip((l.attn for l in unfused.decoder.layers), (l.attn for l in fused.decoder.layers)):
+        for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            bias = 0.1 * jax.random.normal(jax.random.key(i), (d,))
+            getattr(attn0, name).bias[...] = bias
+            attn1.qkv.bias[...] = attn1.qkv.bias[...].at[i * d:(i + 1) * d].set(bias)
+    z = jax.random.normal(jax.random.key(7), (3, int(cfg.model.latent_tokens), int(cfg.model.latent_dim)))
+    xq = jax.random.uniform(jax.random.key(8), (3, 50))
+    np.testing.assert_allclose(fused.decoder(z, xq), unfused.decoder(z, xq), rtol=1e-6, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # checkpoint-shape helpers
 # ------------------------------------------------------------------------------------------------------------

@@ -120,10 +120,11 @@ def test_the_train_command_refuses_a_steps_per_dispatch_that_does_not_divide(tmp
     assert not (tmp_path / "run").exists()
 
 
-def test_a_stage_that_compiles_nothing_new_after_its_first_checkpoint_logs_no_recompile(tmp_path, burgers_file):
-    """The recompile watch counts XLA compiles after the first dispatch, validation *and* checkpoint. Armed before
-    the checkpoint, the checkpoint's own first compiles were reported as "3 program(s) compiled again" in every
-    run. Without the persistent cache (a cache hit is not a compile, and would hide the false line)."""
+def test_a_stage_compiles_everything_at_its_start_and_logs_no_recompile(tmp_path, burgers_file):
+    """The loop compiles the validation (on one padded batch), the checkpoint's and the log's programs right after
+    the first dispatch and arms the recompile watch there: a real stage then compiles nothing more (its validations
+    and checkpoints included), so no "compiled again" line. Without the persistent cache (a cache hit is not a
+    compile, and would hide a false line)."""
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_PERSISTENT_CACHE") and
@@ -135,18 +136,73 @@ def test_a_stage_that_compiles_nothing_new_after_its_first_checkpoint_logs_no_re
                        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert any(r["kind"] == "val" for r in _records(tmp_path / "run"))   # it validated and checkpointed
+    assert "[codec] compiled: the first dispatch" in p.stderr + p.stdout
     assert "compiled again" not in p.stderr + p.stdout
+
+
+def test_a_compile_after_stage_start_is_logged_as_a_recompile(tmp_path, burgers_file, caplog):
+    """A validation that calls a compiled function with a new shape every time: its stage-start warm-up compiles
+    the first shape, and each real validation (steps 3 and 6) compiles again, which the watch reports once each."""
+    import logging
+
+    h = _StageHarness(burgers_file, *SIX, resident=True)
+    double = jax.jit(lambda x: 2 * x)
+    calls = []
+
+    def validate(model):
+        calls.append(None)
+        return {"val/crafted": float(np.asarray(double(np.zeros(len(calls), np.float32))).sum()) + 1.0}  # 1 program
+
+    h.spec.validate = validate
+    with caplog.at_level(logging.INFO):
+        h.run(tmp_path, options=LoopOptions(steps_per_dispatch=3))
+    assert len(calls) == 3                                    # the warm-up, then steps 3 and 6
+    lines = [r.getMessage() for r in caplog.records if "compiled again" in r.getMessage()]
+    assert len(lines) == 2 and all(x.startswith("stage codec: 1 program(s) compiled again") for x in lines)
+    assert any(r.getMessage().startswith("[codec] compiled: the first dispatch") for r in caplog.records)
 
 
 def test_a_checkpoint_of_the_old_train_state_format_is_refused_with_the_reason():
     from ups_jax.training.checkpoints import check_format
 
-    check_format({"format": 2}, "run/checkpoints/operator/6")
-    with pytest.raises(CheckpointError) as e:
-        check_format({"step": 6}, "run/checkpoints/operator/6")       # format 1 wrote no 'format' key
-    msg = str(e.value)
-    assert "\n" not in msg and msg.startswith("run/checkpoints/operator/6: written with train-state format 1")
-    assert "q/k/v" in msg and "--fresh" in msg
+    where = "run/checkpoints/operator/6"
+    check_format({"format": 3}, where)
+    for state, found in (({"step": 6}, 1), ({"format": 2}, 2)):          # format 1 wrote no 'format' key
+        with pytest.raises(CheckpointError) as e:
+            check_format(state, where, {"decoder/layers/0/attn/qkv/kernel": (16, 48)})
+        assert str(e.value) == (
+            f"{where}: written with train-state format {found}, this ups_jax reads format 3 (format 2 made the "
+            f"optimizer state one flat vector and fused the operator's q/k/v and AdaLN projections, format 3 fused "
+            f"the decoder's q/k/v projections; older layouts are not converted); retrain with --fresh (the old run "
+            f"is set aside) or use another --workdir")
+    # format 3 changed only the decoder's attention: a model without it (:cpu, ns2d, the FNO) reads format 2
+    check_format({"format": 2}, where, {"decoder/head/fc1/kernel": (16, 16), "operator/x": (2,)})
+    with pytest.raises(CheckpointError):
+        check_format({"step": 6}, where, {"decoder/head/fc1/kernel": (16, 16)})
+
+
+def test_evaluate_and_infer_refuse_a_run_of_the_previous_format_in_one_line(tmp_path, trained_run):
+    """A finished :test run (its decoder has an attention layer) whose checkpoints say format 2: ``evaluate`` and
+    ``infer`` stop with the format line (exit 2), not with a list of parameter names."""
+    import re
+    import shutil
+
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_run[0], workdir)
+    for state in workdir.glob("checkpoints/*/*/state/*"):
+        if state.is_file() and '"format": 3' in state.read_text():
+            state.write_text(state.read_text().replace('"format": 3', '"format": 2'))
+    data = trained_run[1].data.paths[0]
+    commands = [["-m", "ups_jax.evaluate", "--workdir", str(workdir)],
+                ["-m", "ups_jax.infer", "--workdir", str(workdir), "--input", str(data),
+                 "--out", str(tmp_path / "pred.h5"), "--steps", "2"]]
+    for args in commands:
+        p = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2, (args, p.stderr[-2000:])
+        errors = [x for x in p.stderr.strip().splitlines() if not x.startswith("warning:")]
+        assert len(errors) == 1 and re.search(r"checkpoints/codec/\d+: written with train-state format 2, this "
+                                              r"ups_jax reads format 3 \(", errors[0]), errors
+    assert not (tmp_path / "pred.h5").exists()
 
 
 HLO = """HloModule jit_f
@@ -213,3 +269,26 @@ def test_gpu_throughput_prints_rows_and_refuses_an_unknown_row(tmp_path):
     assert all(r["row"] == "stage" and r["updates_per_s"] > 0 for r in rows)
     printed = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
     assert printed == json.loads(out.read_text())
+
+
+def test_a_validation_warmed_on_one_batch_compiles_nothing_for_the_next_batches():
+    """The loop warms the validation on one padded batch; the real one runs more batches (e.g. 51 val
+    trajectories in batches of 50). Their noise keys start at another trajectory index: that must not compile a
+    program of its own (``jnp.arange(50, 100)`` did: a recompile line in every :cpu FNO run)."""
+    from flax import nnx
+
+    from test_training import _cfg
+    from ups_jax.compilation import compiles
+    from ups_jax.eval.rollout import Rollout
+    from ups_jax.models import build_model
+
+    cfg = _cfg()
+    nx = int(cfg.data.generate.nx) // int(cfg.data.reduced_resolution)
+    model = build_model(cfg, num_points=nx, rngs=nnx.Rngs(0))
+    rollout = Rollout(model, norm={"mean": 0.0, "std": 1.0}, x01=np.arange(nx) / nx, batch_size=2)
+    given = np.random.default_rng(0).normal(size=(5, 1, nx)).astype(np.float32)
+    first = rollout(given[:1], 0.01, 0.05, 3)                      # the warm-up: one batch, padded
+    before = compiles()[0]
+    rest = rollout(given, 0.01, 0.05, 3)                           # three batches, from trajectories 0, 2, 4
+    assert compiles()[0] == before
+    np.testing.assert_array_equal(rest[:1], first)                 # a trajectory's prediction: batch-independent

@@ -86,7 +86,10 @@ class Rollout:
     def keys(self, first: int) -> jax.Array:
         """(batch_size,) noise keys of trajectories ``first, first + 1, ...``."""
         base = jax.random.key(self.seed)
-        return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(first, first + self.batch_size))
+        # the indices from numpy: ``jnp.arange(first, ...)`` compiles an extra program once ``first`` > 0 (the
+        # second batch of a validation), which the stage's recompile watch would report
+        index = jnp.asarray(np.arange(first, first + self.batch_size, dtype=np.int32))
+        return jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
 
     def __call__(self, given: np.ndarray, nu: np.ndarray, dt: float | np.ndarray, steps: int, *,
                  first_index: int = 0) -> np.ndarray:

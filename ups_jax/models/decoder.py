@@ -40,25 +40,33 @@ LOCAL_OFFSET_FREQS = (1.0, 2.0)   # offset features of the local readout (period
 
 
 class CrossAttention(nnx.Module):
-    """Multi-head attention q: (B, Q, E), kv: (B, T, E) → (B, Q, E); separate q/k/v/out Linear(E, E) with bias."""
+    """Multi-head attention q: (B, Q, E), kv: (B, T, E) → (B, Q, E). The q/k/v projections are one parameter,
+    ``qkv`` = Linear(E, 3E) holding [W_q | W_k | W_v] and [b_q | b_k | b_v] (train-state format 3): k and v are one
+    matmul of the latents, q one of the queries — the mathematics of three Linear(E, E), in fewer kernels and
+    parameter leaves. Initialised from the same draws, in the same order, as the three separate layers were (so a
+    seed gives the same initial decoder as before the fusion); ``o_proj`` = Linear(E, E)."""
 
     def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs):
         if num_heads <= 0 or dim % num_heads:
             raise ValueError(f"model.decoder.hidden_dim={dim} is not divisible by model.decoder.num_heads={num_heads}")
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
-        self.q_proj = nnx.Linear(dim, dim, rngs=rngs)
-        self.k_proj = nnx.Linear(dim, dim, rngs=rngs)
-        self.v_proj = nnx.Linear(dim, dim, rngs=rngs)
+        separate = [nnx.Linear(dim, dim, rngs=rngs) for _ in "qkv"]      # the draws of the unfused layout
+        kernel = jnp.concatenate([p.kernel[...] for p in separate], axis=1)
+        bias = jnp.concatenate([p.bias[...] for p in separate])
+        # no draw here (a throwaway key): the values are the ones above
+        self.qkv = nnx.Linear(dim, 3 * dim, kernel_init=lambda *_: kernel, bias_init=lambda *_: bias,
+                              rngs=nnx.Rngs(0))
         self.o_proj = nnx.Linear(dim, dim, rngs=rngs)
 
     def __call__(self, q: jax.Array, kv: jax.Array) -> jax.Array:
         chex.assert_rank([q, kv], 3)
         b, nq, e = q.shape
         chex.assert_shape(kv, (b, None, self.dim))
-        nh, dh = self.num_heads, self.head_dim
-        qh = self.q_proj(q).reshape(b, nq, nh, dh)
-        kh = self.k_proj(kv).reshape(b, kv.shape[1], nh, dh)
-        vh = self.v_proj(kv).reshape(b, kv.shape[1], nh, dh)
+        nh, dh, d = self.num_heads, self.head_dim, self.dim
+        w, bias = self.qkv.kernel[...], self.qkv.bias[...]
+        qh = (q @ w[:, :d] + bias[:d]).reshape(b, nq, nh, dh)
+        khv = (kv @ w[:, d:] + bias[d:]).reshape(b, kv.shape[1], 2, nh, dh)
+        kh, vh = khv[:, :, 0], khv[:, :, 1]
         logits = jnp.einsum("bqhd,bkhd->bhqk", qh, kh) / jnp.sqrt(jnp.float32(dh))
         w = jax.nn.softmax(logits, axis=-1)
         o = jnp.einsum("bhqk,bkhd->bqhd", w, vh).reshape(b, nq, e)

@@ -19,9 +19,10 @@ class DamagedCheckpoint(ValueError):
 
 
 # What a checkpoint's train state is (state JSON 'format'): 2 = flat parameter / optimizer vectors with the guard
-# counts in the JSON state (training/step.py) and the fused q/k/v + AdaLN parameters (models/pdet.py). Format 1
-# (no 'format' key) is refused with the reason: its optimizer state and parameter layout cannot be mapped.
-TRAIN_STATE_FORMAT = 2
+# counts in the JSON state (training/step.py) and the fused q/k/v + AdaLN parameters (models/pdet.py); 3 = also the
+# decoder's q/k/v projections as one parameter (models/decoder.py CrossAttention.qkv). Older formats (format 1
+# wrote no 'format' key) are refused with the reason, by training, ``infer`` and ``evaluate`` alike.
+TRAIN_STATE_FORMAT = 3
 
 
 def stage_dir(workdir: str | Path, stage: str) -> Path:
@@ -112,19 +113,29 @@ def check_compatible(workdir, stage: str, step: int, state: dict, *, model_shape
     unreadable checkpoint raises whatever orbax raises (the caller treats that as corruption, not a mismatch).
     ``opt_like()`` builds the optimizer-state target (only needed, and only called, for an unfinished stage)."""
     where = f"{stage_dir(workdir, stage)}/{step}"
-    check_format(state, where)
+    check_format(state, where, model_shapes)
     check_param_shapes(checkpoint_param_shapes(workdir, stage, step), model_shapes, where=where)
     if not state.get("finished") and opt_like is not None:
         check_opt_state(leaf_shapes(_item_metadata_tree(workdir, stage, step, "opt")), leaf_shapes(opt_like()),
                         where=where, stage=stage, saved_cfg=state.get("stage_config"), stage_cfg=stage_cfg)
 
 
-def check_format(state: dict, where: str) -> None:
-    """A checkpoint of an older train-state format (``TRAIN_STATE_FORMAT``) → one line saying why."""
+def _same_layout_as_format_2(model_shapes: dict | None) -> bool:
+    """Format 3 changed the decoder's cross-attention parameters only: a model without them (the FNO baseline,
+    a decoder with ``num_layers=0`` such as :cpu's and ns2d's) has format 2's layout exactly."""
+    return model_shapes is not None and not any(k.startswith("decoder/layers/") for k in model_shapes)
+
+
+def check_format(state: dict, where: str, model_shapes: dict | None = None) -> None:
+    """A checkpoint of an older train-state format (``TRAIN_STATE_FORMAT``) → one line saying why. With
+    ``model_shapes`` (the model the checkpoint is loaded into), a format-2 checkpoint of a model that format 3 did
+    not change is read."""
     found = int(state.get("format", 1))
+    if found == 2 and _same_layout_as_format_2(model_shapes):
+        return
     if found != TRAIN_STATE_FORMAT:
         raise CheckpointError(
             f"{where}: written with train-state format {found}, this ups_jax reads format {TRAIN_STATE_FORMAT} "
-            f"(since format 2 the optimizer state is one flat vector and the operator's q/k/v and AdaLN projections "
-            f"are fused parameters; the old layout cannot be mapped); retrain with --fresh (the old run is set "
-            f"aside) or use another --workdir")
+            f"(format 2 made the optimizer state one flat vector and fused the operator's q/k/v and AdaLN "
+            f"projections, format 3 fused the decoder's q/k/v projections; older layouts are not converted); "
+            f"retrain with --fresh (the old run is set aside) or use another --workdir")

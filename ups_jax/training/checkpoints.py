@@ -196,10 +196,12 @@ def _all_finite(tree) -> jax.Array:
 
 
 def save(mngr: ocp.CheckpointManager, step: int, *, params: dict, ema: dict, opt_state: Any, state: dict,
-         val: float) -> None:
+         val: float, finite: bool | None = None) -> None:
     """``params``/``ema`` are pure dicts, ``opt_state`` the optax state pytree. Refuses non-finite weights: a
-    checkpoint is a point to resume from, and a NaN one would poison every resume."""
-    if not bool(_all_finite((params, ema))):
+    checkpoint is a point to resume from, and a NaN one would poison every resume. ``finite``: the caller's own
+    check of the same weights (the loop checks its two flat vectors: one small program instead of one over every
+    leaf, compiled per stage); None checks the leaves here."""
+    if not (bool(_all_finite((params, ema))) if finite is None else finite):
         raise FloatingPointError(f"refusing to checkpoint non-finite parameters at step {step} "
                                  f"({mngr.directory}); the NaN guard should have skipped that update")
     mngr.save(step, args=ocp.args.Composite(

@@ -237,7 +237,7 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, pr
         guard = st.get("guard", [0, st.get("nonfinite_total", 0)])
         train = runner.state_from(nnx.split(model, filt, ...)[1], ema_params, opt_saved, guard)
     key = runner.place(key)
-    schedule = learning_rate_schedule(c)
+    schedule = jax.jit(learning_rate_schedule(c))    # one program (eagerly: ~13, compiled at the first log)
     bar = _progress(total_steps, step, name, progress)
     stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
     fault = _fault_from_env()
@@ -287,8 +287,29 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, pr
         stop_if_diverged()
 
     def validation_model():
-        ema_state = runner.params_flat.unravel(train.ema)
-        return nnx.merge(runner.graphdef, ema_state, runner.rest_state())
+        return nnx.merge(runner.graphdef, runner.unravel(train.ema), runner.rest_state())
+
+    def warm_up():
+        """Compiles, right after the first dispatch was issued (on an accelerator, while it runs), everything else
+        the stage will run — the validation (its fixed-shape programs, on one padded batch), the checkpoint's
+        copies and checks, the log's learning rate — and arms the recompile watch: from here on, any compile is a
+        shape or dtype that changed, and is logged."""
+        t0 = time.perf_counter()
+        getattr(spec.validate, "warm_up", spec.validate)(validation_model())
+        t1 = time.perf_counter()
+        snapshot()
+        float(schedule(0))
+        watch.arm()
+        log.info(f"[{name}] compiled: the first dispatch {t_first - t_start:.1f} s after stage start, the validation "
+                 f"{t1 - t0:.1f} s, the checkpoint's and the log's programs {time.perf_counter() - t1:.1f} s")
+
+    def snapshot():
+        """What a checkpoint writes, as fresh arrays: the donated train state may be overwritten while orbax
+        still writes them."""
+        rest = runner.rest_state()
+        return (param_dict(nnx.merge(runner.graphdef, runner.unravel(train.params), rest)),
+                param_dict(nnx.merge(runner.graphdef, runner.unravel(train.ema), rest)),
+                runner.copy(train.opt), runner.finite(train))
 
     def checkpoint(kind: str) -> bool:
         """Validates (kind 'eval'/'end'), checkpoints, calls on_checkpoint; True when the stage is over.
@@ -312,22 +333,16 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, pr
             metrics, val = {}, math.inf
         stop_if_diverged()
         finished = kind == "end" or stopped_early
-        rest = runner.rest_state()
         consecutive, total = nonfinite()
-        # fresh arrays (unravel copies): the donated train state may be overwritten while orbax writes these
-        ckpt.save(mngr, step, params=param_dict(nnx.merge(runner.graphdef, runner.unravel(train.params), rest)),
-                  ema=param_dict(nnx.merge(runner.graphdef, runner.unravel(train.ema), rest)),
-                  opt_state=jax.tree.map(lambda x: jnp.array(x, copy=True), train.opt), val=val, state=dict(
+        params, ema, opt_state, finite = snapshot()
+        ckpt.save(mngr, step, params=params, ema=ema, opt_state=opt_state, val=val, finite=finite, state=dict(
                       step=step, rng=np.asarray(jax.random.key_data(key)).tolist(), best_val=best_val,
                       best_step=best_step, evals_since_best=evals_since_best, loader=loader.state(),
                       finished=finished, stopped_early=stopped_early, stage=name, metrics=metrics,
                       nonfinite_total=total, guard=[consecutive, total], stage_config=c.to_dict(),
                       format=ckpt.TRAIN_STATE_FORMAT))
         last_saved, t_ckpt = step, time.monotonic()
-        if watch.base is None and kind in ("eval", "end"):
-            # the dispatch, the validation and the checkpoint's copies have compiled: anything after is a recompile
-            # (arming before the save counted the save's own first compiles as 3 "recompiles" in every run)
-            watch.arm()
+        watch.check()
         _fault(fault, name, step, "save")
         if on_checkpoint is not None or kind == "preempt":
             mngr.wait_until_finished()   # the hook may copy the directory: it must be complete
@@ -359,6 +374,9 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, pr
             # a full dispatch when it fits before the stop, else single updates (max_steps off the grid)
             n = per_dispatch if step % per_dispatch == 0 and step + per_dispatch <= stop_at else 1
             train, out = runner.run(train, key, step, runner.next_inputs(n))
+            if watch.base is None:
+                t_first = time.time()
+                warm_up()
             step += n
             pending.append(out)
             for s in range(step - n + 1, step + 1):

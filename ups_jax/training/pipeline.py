@@ -378,16 +378,20 @@ def load_run(workdir, data_paths=None):
     for stage in cfg.stage_order:   # every module from the best EMA of the (last) stage that trains it
         if (ckpt.stage_dir(workdir, stage)).is_dir():
             mngr = ckpt.open_manager(workdir, stage, read_only=True)
-            step = mngr.best_step()
-            mngr.close()
-            if step is None:
-                continue
-            where = f"{workdir}/checkpoints/{stage}/{step}"
             try:
-                saved = ckpt.checkpoint_param_shapes(workdir, stage, step, "ema")
-            except Exception as e:  # noqa: BLE001 — a damaged checkpoint is the run's state, not a bug
-                raise CheckpointError(f"{where}: unreadable checkpoint ({type(e).__name__}); re-train the stage "
-                                      f"(python -m ups_jax.train ... --workdir {workdir})") from e
+                step = mngr.best_step()
+                if step is None:
+                    continue
+                where = f"{workdir}/checkpoints/{stage}/{step}"
+                try:
+                    saved = ckpt.checkpoint_param_shapes(workdir, stage, step, "ema")
+                    state = ckpt.restore(mngr, step, items=("state",))["state"]
+                except Exception as e:  # noqa: BLE001 — a damaged checkpoint is the run's state, not a bug
+                    raise CheckpointError(f"{where}: unreadable checkpoint ({type(e).__name__}); re-train the stage "
+                                          f"(python -m ups_jax.train ... --workdir {workdir})") from e
+            finally:
+                mngr.close()
+            ckpt.check_format(state, where, param_shapes(model))   # an older layout: the reason, not a shape list
             ckpt.check_param_shapes(saved, param_shapes(model), where=where)
             restore_modules(model, workdir, stage, tuple(cfg.stages[stage].trainable), step=step)
             loaded = (stage, step)

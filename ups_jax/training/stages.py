@@ -195,7 +195,11 @@ def plan_stages(cfg, workdir, selection=()) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------------------------
 
 def make_validator(name: str, cfg, data, model):
-    """(validate(model) -> metrics, the metric that selects the best checkpoint) for stage ``name``."""
+    """(validate(model) -> metrics, the metric that selects the best checkpoint) for stage ``name``.
+
+    ``validate.warm_up(model)`` runs the smallest validation that calls every compiled program of the real one with
+    the same shapes (one padded batch): the loop calls it at stage start, so that the first validation compiles
+    nothing and any later compile is a recompile (training/loop.py)."""
     kind = stage_kind(name)
     traj, nu = data.trajectories("val", cfg.eval.val_max_trajectories)
     if kind.validator == "recon":
@@ -227,6 +231,7 @@ def _recon_validator(traj, data, model):
         pred = np.asarray(recon(nnx.state(m), normed)) * std + mean
         return {"val/recon_nrmse": float(np.mean(_nrmse(pred, frames)))}
 
+    validate.warm_up = validate          # one call of one shape: the warm-up is the validation
     return validate, "val/recon_nrmse"
 
 
@@ -236,11 +241,13 @@ def _rollout_validator(cfg, traj, nu, data, model, refine: str):
                       mode=cfg.eval.rollout_mode, refine=refine, seed=cfg.seed)
     start = cfg.eval.initial_step - 1
 
-    def validate(m):
+    def validate(m, n: int | None = None):
         # the same per-trajectory definition as the test evaluation (eval.evaluate.score)
-        model_m, pers_m, _ = score(rollout.set_model(m), traj, nu, dt, start, batch_size=len(traj))
+        model_m, pers_m, _ = score(rollout.set_model(m), traj[:n], nu[:n], dt, start, batch_size=len(traj))
         return {"val/nrmse": model_m["nrmse"], "val/persistence_nrmse": pers_m["nrmse"]}
 
+    # one trajectory, padded to the rollout's fixed batch like every batch of the real validation
+    validate.warm_up = lambda m: validate(m, 1)
     return validate, "val/nrmse"
 
 
@@ -280,4 +287,5 @@ def _steady_validator(traj, nu, data, model):
         return {"val/final_nrmse": float(np.mean(_nrmse(pred, traj[:, -1]))),
                 "val/persistence_final_nrmse": float(np.mean(_nrmse(traj[:, h - 1], traj[:, -1])))}
 
+    validate.warm_up = validate          # one padded batch: the warm-up is the validation
     return validate, "val/final_nrmse"

@@ -200,6 +200,7 @@ class StageStep:
                  compute_dtype: str = "float32", mesh: Mesh | None = None, steps_per_dispatch: int = 1):
         self.graphdef, params, rest = nnx.split(model, trainable_filter, ...)
         self.params_flat, self.rest_flat = ravel_state(params), ravel_state(rest)
+        self._rest = rest            # frozen: the model's own arrays serve every validation and checkpoint
         self.tx, self.mesh, self.accum_steps = tx, mesh, int(accum_steps)
         self.steps_per_dispatch = int(steps_per_dispatch)
         self.loader, self.prepare_batch = loader, prepare_batch
@@ -215,6 +216,11 @@ class StageStep:
             self.resident = self.place({"u": prepared["u"], "nu": prepared["nu"],
                                         "dt": jnp.asarray(prepared["dt"], jnp.float32).reshape(())})
         self.rest_vec = self.place(self.rest_flat.vector)
+        # the host side of a validation and a checkpoint as one compiled program each (eagerly, ``jnp.split`` of
+        # the vector into ~100 leaves compiled a program of its own for 1-4 s at the first validation)
+        self._unravel_params = jax.jit(lambda v: self.params_flat.unravel(v))
+        self._copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+        self._finite = jax.jit(lambda s: jnp.all(jnp.isfinite(s.params)) & jnp.all(jnp.isfinite(s.ema)))
 
     @property
     def num_params(self) -> int:
@@ -273,8 +279,18 @@ class StageStep:
         return xs
 
     def unravel(self, vector) -> Any:
-        """The trainable ``nnx.State`` of a flat parameter (or EMA) vector, as fresh arrays."""
-        return self.params_flat.unravel(jnp.array(vector, copy=True))
+        """The trainable ``nnx.State`` of a flat parameter (or EMA) vector, as fresh arrays (a jit's outputs: the
+        donated state may be overwritten while orbax still writes them)."""
+        return self._unravel_params(vector)
 
     def rest_state(self):
-        return self.rest_flat.unravel(self.rest_flat.vector)
+        """The frozen rest of the model (never trained or donated: the arrays the model was split into)."""
+        return self._rest
+
+    def copy(self, tree):
+        """Fresh copies of ``tree``'s arrays (the optimizer state for a checkpoint), in one compiled call."""
+        return self._copy(tree)
+
+    def finite(self, state: TrainState) -> bool:
+        """Whether the parameters and their EMA are all finite (checked on the two vectors before a checkpoint)."""
+        return bool(self._finite(state))
