@@ -191,6 +191,7 @@ def main(argv: Sequence[str]) -> int:
     ap.add_argument("--advective-scale", type=float, help="solver flux factor (default: the file's attribute, else 2)")
     ap.add_argument("--reference", help="2-D only: GRID:DT of the re-solve every row is scored against "
                                         "(default 256:0.01)")
+    ap.add_argument("--reference-cache", help="2-D only: .npz keeping the reference re-solve between calls")
     ap.add_argument("--out", help="write PREFIX.json and PREFIX.md")
     args = ap.parse_args(list(argv))
     import jax
@@ -215,8 +216,8 @@ def main(argv: Sequence[str]) -> int:
         if args.advective_scale is not None:
             raise UserError("--advective-scale is a 1-D (Burgers) option; the 2-D config has none")
         return rollout_vs_solver_2d.run(args, cfg, paths)
-    if args.reference:
-        raise UserError("--reference is a 2-D option; the 1-D rows are scored against the data themselves")
+    if args.reference or args.reference_cache:
+        raise UserError("--reference/--reference-cache are 2-D options; the 1-D rows are scored against the data")
     args.resolutions = args.resolutions or list(DEFAULT_RESOLUTIONS)
     p = Protocol(cfg, paths, args.max_trajectories)
     nx_full = p.full.nx

@@ -3,7 +3,8 @@
 Called by ``benchmarks/rollout_vs_solver.py`` when the config (or the first run's) has ``data.dims = 2``::
 
     .venv/bin/python benchmarks/rollout_vs_solver.py --config configs/ns2d.py:cpu [--workdir RUN ...]
-        [--resolutions 16 32 64 128] [--reference 256:0.01] [--max-trajectories N] [--repeats 2] [--out PREFIX]
+        [--resolutions 16 32 64 128] [--reference 256:0.01] [--reference-cache FILE.npz] [--max-trajectories N]
+        [--repeats 2] [--out PREFIX]
 
 **The truth.** The stored data (``:cpu``: solved at 128², stored at 32²) are themselves a solve, so the test
 trajectories are re-solved from their own initial fields on the ``--reference`` grid (default 256², step 0.01;
@@ -159,8 +160,27 @@ class Protocol2D:
         self.redraw_error = float(redraw)
         self._w0, self._T = w0, T
 
-    def solve_reference(self) -> None:
-        """The reference re-solve (the slow part: after every argument is checked)."""
+    def solve_reference(self, cache: str | None = None) -> None:
+        """The reference re-solve (the slow part: after every argument is checked). ``cache``: an ``.npz`` that
+        keeps it for the next call with the same data file, trajectories and reference (else it is solved again)."""
+        key = json.dumps([self.paths, Path(self.paths[0]).stat().st_size, self.idx.tolist(), self.start,
+                          self.ref_grid, self.ref_dt])
+        if cache and Path(cache).is_file():
+            with np.load(cache) as z:
+                if str(z["key"]) == key:
+                    self.given_full, self.truth = z["given_full"], z["truth"]
+                    self._finish()
+                    return
+        self._solve()
+        if cache:
+            with open(cache, "wb") as f:
+                np.savez(f, key=key, given_full=self.given_full, truth=self.truth)
+
+    def _finish(self) -> None:
+        self.bound = float(np.abs(self.truth).max())
+        self.stored_vs_truth = nrmse2d(self.stored[:, self.start + 1:], self.truth)
+
+    def _solve(self) -> None:
         from ups_jax.data import ns2d
 
         every = self.ref_grid // self.X
@@ -171,8 +191,7 @@ class Protocol2D:
         ref = np.asarray(solver(self._w0.astype(np.float32)))                # (N, T, S, S)
         self.given_full = ref[:, self.start].astype(np.float64)            # the given frame, reference grid
         self.truth = ref[:, self.start + 1:, ::every, ::every].astype(np.float64)    # at the protocol's points
-        self.bound = float(np.abs(self.truth).max())
-        self.stored_vs_truth = nrmse2d(self.stored[:, self.start + 1:], self.truth)
+        self._finish()
 
 
 def solver_row(p: Protocol2D, n: int, repeats: int) -> dict:
@@ -235,7 +254,7 @@ def run(args, cfg, paths) -> int:
     if bad:
         raise UserError(f"--resolutions {bad}: each must be even, >= 8, and a multiple or divisor of the stored "
                         f"{p.X}² grid")
-    p.solve_reference()
+    p.solve_reference(args.reference_cache)
     print(f"{machine()}\n{len(p.idx)} test trajectories of {p.paths[0]}: given frame t={p.start * p.dt:g}, "
           f"{p.steps} predicted frames at dt={p.dt:g}, scored on the stored {p.X}² points against a "
           f"{p.ref_grid}², dt={p.ref_dt:g} re-solve (initial fields redrawn from the seed: max rel. diff. "
