@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/rollout_vs_solver.py [--workdir RUN ...] [--config configs/burgers32.py:cpu]
         [--data FILE ...] [--resolutions 8 16 32 64 128 256 512 1024] [--max-trajectories N] [--repeats 2]
-        [--advective-scale A] [--reference 256:0.01] [--out PREFIX]
+        [--advective-scale A] [--reference 256:0.01] [--reference-cache FILE.npz] [--out PREFIX]
 
 A 2-D config or run (``data.dims = 2``, 2-D Navier–Stokes) goes to ``benchmarks/rollout_vs_solver_2d.py`` (its
 docstring: resolutions 16² .. 128² against a ``--reference`` re-solve); what follows is the 1-D comparison.
