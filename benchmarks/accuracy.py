@@ -9,6 +9,10 @@ user would type). A finished run (``run_end`` logged and ``eval/<split>.json`` p
 one resumes; a workdir whose ``config.json`` is another config is refused (one line, exit 2). Overrides apply to
 every config (e.g. ``--override "data.paths=('/data/1D_Burgers_Sols_Nu0.01.hdf5',)"``).
 
+A config whose ``baseline.config`` is another ``--config`` of the same command (``configs/ns2d.py:cpu`` and its
+FNO-2D ``configs/fno_ns2d.py:cpu``) is trained after it with ``--config.baseline.workdir`` pointing at that config's
+run of the same seed: the comparison table of the run shows the baseline trained once, not a second copy.
+
 Reports, per config, mean ± std over seeds (sample std, ddof = 1) of: the protocol nRMSE (PDEBench: 10 given
 frames, 31 predicted; per-trajectory mean over the split), the full-horizon nRMSE, Frobenius relative L2, fRMSE
 bands (PDEBench's Lx = 1), correlation time (steps) and training wall time (the stages' own wall time from
@@ -159,17 +163,37 @@ def mean_std(values: Sequence[float | None]) -> dict:
     return {"mean": m, "std": std, "n": len(v)}
 
 
-def run_config(spec: str, overrides: Sequence[str], seeds: int, root: Path, split: str) -> dict:
+def _same_spec(a: str, b: str) -> bool:
+    (fa, _, va), (fb, _, vb) = a.partition(":"), b.partition(":")
+    return va == vb and (ROOT / fa).resolve() == (ROOT / fb).resolve()
+
+
+def baseline_pairs(specs: Sequence[str], overrides: Sequence[str]) -> dict[str, str]:
+    """{spec: the other --config that is its baseline.config} (the baseline trained once, as its own config)."""
+    pairs = {}
+    for spec in specs:
+        wanted = str((_config_dict(spec, overrides, 0).get("baseline") or {}).get("config") or "")
+        other = next((o for o in specs if o != spec and wanted and _same_spec(o, wanted)), None)
+        if other:
+            pairs[spec] = other
+    return pairs
+
+
+def run_config(spec: str, overrides: Sequence[str], seeds: int, root: Path, split: str,
+               baseline: str | None = None) -> dict:
     rows = []
     for seed in range(seeds):
-        want = _config_dict(spec, overrides, seed)
         workdir = root / run_name(spec) / f"seed{seed}"
+        # baseline.workdir is relative to the run's workdir (training/pipeline.py baseline_workdir)
+        extra = [f"baseline.workdir={os.path.relpath(root / run_name(baseline) / f'seed{seed}', workdir)}"] \
+            if baseline else []
+        want = _config_dict(spec, [*overrides, *extra], seed)
         check_workdir(workdir, want, spec)
         reused = finished(workdir, split)
         if reused:
             print(f"reusing the finished run {workdir}", flush=True)
         else:
-            train(spec, overrides, seed, workdir)
+            train(spec, [*overrides, *extra], seed, workdir)
         rows.append(seed_row(workdir, split, want["stage_order"], seed, reused))
     prints = {json.dumps(r["fingerprint"], sort_keys=True) for r in rows}
     if len(prints) > 1:
@@ -255,7 +279,11 @@ def main(argv: Sequence[str]) -> int:
     root = Path(args.workdir_root)
     from solver_throughput import machine
 
-    configs = [run_config(spec, overrides, args.seeds, root, args.split) for spec in args.config]
+    pairs = baseline_pairs(args.config, overrides)
+    done = {}
+    for spec in sorted(args.config, key=lambda s: s in pairs):        # baselines first, then who uses them
+        done[spec] = run_config(spec, overrides, args.seeds, root, args.split, pairs.get(spec))
+    configs = [done[spec] for spec in args.config]
     report = {"command": ["benchmarks/accuracy.py", *argv], "date": datetime.date.today().isoformat(),
               "machine": machine(), "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()), "configs": configs}
     md = markdown(report)

@@ -2,7 +2,10 @@
 
     .venv/bin/python benchmarks/rollout_vs_solver.py [--workdir RUN ...] [--config configs/burgers32.py:cpu]
         [--data FILE ...] [--resolutions 8 16 32 64 128 256 512 1024] [--max-trajectories N] [--repeats 2]
-        [--advective-scale A] [--out PREFIX]
+        [--advective-scale A] [--reference 256:0.01] [--reference-cache FILE.npz] [--out PREFIX]
+
+A 2-D config or run (``data.dims = 2``, 2-D Navier–Stokes) goes to ``benchmarks/rollout_vs_solver_2d.py`` (its
+docstring: resolutions 16² .. 128² against a ``--reference`` re-solve); what follows is the 1-D comparison.
 
 The test trajectories of the dataset (the runs' own data with ``--workdir``, else ``--config``'s data, or
 ``--data``) at their full resolution are the reference. The protocol (from the first run's config, else
@@ -181,10 +184,14 @@ def main(argv: Sequence[str]) -> int:
     ap.add_argument("--workdir", nargs="+", default=[], help="trained run directories (their data and protocol)")
     ap.add_argument("--config", default="configs/burgers32.py:cpu", help="data and protocol when no --workdir")
     ap.add_argument("--data", nargs="+", help="PDEBench files (default: the runs' / config's data)")
-    ap.add_argument("--resolutions", nargs="+", type=int, default=list(DEFAULT_RESOLUTIONS))
+    ap.add_argument("--resolutions", nargs="+", type=int,
+                    help=f"solver grids (default 1-D: {' '.join(map(str, DEFAULT_RESOLUTIONS))}; 2-D: 16 32 64 128)")
     ap.add_argument("--max-trajectories", type=int, default=0, help="first N test trajectories (0 = all)")
     ap.add_argument("--repeats", type=int, default=2, help="timed calls after the warm-up; the best counts")
     ap.add_argument("--advective-scale", type=float, help="solver flux factor (default: the file's attribute, else 2)")
+    ap.add_argument("--reference", help="2-D only: GRID:DT of the re-solve every row is scored against "
+                                        "(default 256:0.01)")
+    ap.add_argument("--reference-cache", help="2-D only: .npz keeping the reference re-solve between calls")
     ap.add_argument("--out", help="write PREFIX.json and PREFIX.md")
     args = ap.parse_args(list(argv))
     import jax
@@ -203,6 +210,15 @@ def main(argv: Sequence[str]) -> int:
 
         cfg = load_config(args.config)
         paths = args.data or ensure_default_data(cfg)
+    if int(cfg.data.get("dims", 1)) == 2:
+        import rollout_vs_solver_2d
+
+        if args.advective_scale is not None:
+            raise UserError("--advective-scale is a 1-D (Burgers) option; the 2-D config has none")
+        return rollout_vs_solver_2d.run(args, cfg, paths)
+    if args.reference or args.reference_cache:
+        raise UserError("--reference/--reference-cache are 2-D options; the 1-D rows are scored against the data")
+    args.resolutions = args.resolutions or list(DEFAULT_RESOLUTIONS)
     p = Protocol(cfg, paths, args.max_trajectories)
     nx_full = p.full.nx
     bad = [n for n in args.resolutions if n < 4 or nx_full % n]

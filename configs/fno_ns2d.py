@@ -9,7 +9,8 @@ linear and pointwise layers (``model.fno.init='torch'``) — the recipe configs/
 PDEBench's own FNO (docs/benchmarks.md "Faithful FNO baseline": a warm-up/cosine sized to a short stage alone made
 the old baseline 1.6x worse). Deviations: the per-step MSE summed over the rollout instead of the paper's relative
 L2 loss; model selection on the val split. ``:cpu``/``:test``: the data of ns2d.py's variant and fewer steps
-(``:cpu``'s 200 updates never reach the first StepLR decay; ``:test``: 3 given frames, 4 modes, width 8).
+(``:cpu``: 135 updates, the training wall time of UPS's 400 there, never reaching the first StepLR decay;
+``:test``: 3 given frames, 4 modes, width 8).
 """
 
 from pathlib import Path
@@ -50,7 +51,11 @@ def get_config(arg=None):
         losses=mlc.ConfigDict(dict(recon=0.0, one_step=0.0, latent=0.0, rollout=1.0)))
     cfg.stage_order = ("fno",)
     if arg == "cpu":
-        cfg.stages.fno.update(dict(steps=200, eval_every=50, log_every=10))
+        # equal training wall time with UPS's :cpu stage (400 updates of configs/ns2d.py:cpu): one FNO-2D update
+        # (batch 20, gradients through the 11-step rollout) costs 3.0x the process CPU time of one UPS update
+        # (2.42 s against 0.81 s, benchmarks/step_cost.py interleaved on this 2-core machine, docs/benchmarks.md),
+        # so 400 / 3.0 = 135 updates; the LR stays constant over them (StepLR's first decay is at 500)
+        cfg.stages.fno.update(dict(steps=135, eval_every=45, log_every=15))
     elif arg == "test":
         cfg.model.context_frames = 3
         cfg.model.fno.update(dict(modes=4, width=8, head_width=16))

@@ -11,9 +11,10 @@ Variants:
 * (full): the FNO paper's setting (1200 trajectories: 960 train, 120 val, 120 test; t = 0..50, 51 frames; solved at
   256², stored at 64²): a GPU run, not run here.
 * ``:cpu`` (target: generation + training of UPS and FNO-2D + evaluation within ~20 min on 2 CPU cores; measured
-  under heavy load it took 284 s + 2740 s, docs/benchmarks.md, so the target is not confirmed): **smaller than the
-  paper**: 128 trajectories of t = 0..20 (21 frames: 10 given, 11 predicted), solved at 128² and stored at **32²**
-  (every 4th point), 400 UPS updates and 200 FNO-2D updates.
+  under heavy load the training took 2740 s, and ~15 min is estimated from process CPU time, docs/benchmarks.md;
+  generation 113 s): **smaller than the paper**: 128 trajectories of t = 0..20 (21 frames: 10 given, 11
+  predicted), solved at 128² and stored at **32²** (every 4th point), 400 UPS updates and 135 FNO-2D updates (the
+  same training wall time: configs/fno_ns2d.py).
 * ``:test`` (seconds; the unit tests): 24 trajectories of 8 frames at 16² (solved at 32²), 3 given frames.
 
 The model is the one UPS code path of configs/burgers32.py (``data.dims = 2`` makes the encoder patchify the 2-D

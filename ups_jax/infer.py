@@ -20,6 +20,13 @@ output is readable as input again. ``--mode steady``: the steady prior's state a
 Super-resolution: the decoder reads any point, so ``--nx-out M`` (M cell centres over the domain) or ``--x-query``
 can ask for a finer grid than training's; docs/benchmarks.md measures that error against the 1024-cell data.
 
+2-D runs (``data.dims = 2``, e.g. configs/ns2d.py): input a 2-D file (the 2-D PDEBench layout or the FNO ``.mat``;
+on the training grid or one it was reduced from) or a ``.npy`` (N, X, Y), (N, T, X, Y) or (N, T, X, Y, 1); output
+``tensor`` (N, 1 + steps, X, Y) with ``x-coordinate``, ``y-coordinate`` and ``t-coordinate`` (the T frame times),
+readable as input again. ``--nx-out M``: the M x M grid of points ``x_min + i L / M`` (the 2-D data's points,
+e.g. twice the training grid), same layout. ``--x-query``: scattered points, a ``.npy`` (Q, 2) or ``x1,y1,x2,y2,...``
+in domain units; output ``tensor`` (N, 1 + steps, Q) with ``query-points`` (Q, 2) (not readable as input).
+
 Bad input (a wrong grid or channel count, an unknown preset, a budget below the candidate count, a stage that is
 not trained, an existing --out or OUT.ttc.json) is a one-line error with exit code 2 (--debug for the traceback);
 nothing is written. Exit codes: 0 done; 2 bad input; 1 a bug. Status lines go to stderr, nothing to stdout.
@@ -38,6 +45,7 @@ import numpy as np
 from ups_jax.cli import ArgumentParser
 from ups_jax.errors import CheckpointError, ConfigError, DataError, run_cli
 from ups_jax.files import write_json_atomic
+from ups_jax.inference.inputs import output_points, output_points_2d, read_input, read_input_2d
 
 log = logging.getLogger(__name__)
 
@@ -63,91 +71,15 @@ def _parser() -> ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# input
-# ---------------------------------------------------------------------------------------------------------------
-
-def _reduction(have: float, want: float, what: str, path) -> int:
-    """Integer stride mapping ``have`` to ``want`` (cells: have/want; time: want/have)."""
-    k = have / want
-    if k < 1 - 1e-6 or abs(k - round(k)) > 1e-4:
-        raise DataError(f"{path}: {what}")
-    return int(round(k))
-
-
-def read_input(path: Path, *, grid_x: np.ndarray, dt: float, nu_arg, train_nus):
-    """→ (frames (N, T, nx) physical float32, ν (N,), dt of the frames). Checks grid, time step and channels."""
-    nx = len(grid_x)
-    if not path.is_file():
-        raise DataError(f"{path}: input file not found")
-    if path.suffix == ".npy":
-        a = np.load(path)
-        if a.ndim == 4:
-            if a.shape[-1] != 1:
-                raise DataError(f"{path}: {a.shape[-1]} channels but the model has 1 (Burgers u); pass "
-                                f"(N, T, X) or (N, T, X, 1)")
-            a = a[..., 0]
-        if a.ndim == 2:
-            a = a[:, None]
-        if a.ndim != 3:
-            raise DataError(f"{path}: array of shape {a.shape}; expected (N, X), (N, T, X) or (N, T, X, 1)")
-        if a.shape[-1] != nx:
-            raise DataError(f"{path}: {a.shape[-1]} cells but the model was trained on {nx}; give the input on "
-                            f"the training grid")
-        if nu_arg is None and len(set(train_nus)) != 1:
-            raise ConfigError(f"{path}: .npy input has no ν; pass --nu")
-        nu = float(nu_arg if nu_arg is not None else train_nus[0])
-        return a.astype(np.float32), np.full(a.shape[0], nu, np.float32), dt
-    from ups_jax.data.pdebench import PDEBenchDataset
-
-    probe = PDEBenchDataset([path])
-    try:
-        r = _reduction(probe.nx, nx, f"{probe.nx} cells but the model was trained on {nx} (or a grid it was "
-                                     f"reduced from by an integer factor)", path)
-        rt = _reduction(dt, probe.dt, f"frames every {probe.dt:g}, the model steps {dt:g}; need an integer "
-                                      f"multiple", path)
-        if not np.allclose(probe.x[::r], grid_x, rtol=0, atol=1e-4 * (np.abs(grid_x).max() + 1e-12)):
-            raise DataError(f"{path}: x-coordinate (every {r}th of {probe.nx} cells) differs from the training "
-                            f"grid ({nx} points on [{grid_x[0]:g}, {grid_x[-1]:g}])")
-    finally:
-        probe.close()
-    ds = PDEBenchDataset([path], reduced_resolution=r, reduced_resolution_t=rt)
-    try:
-        frames = ds.read(np.arange(ds.num_trajectories))
-        nu = ds.nu if nu_arg is None else np.full(ds.num_trajectories, nu_arg, np.float32)
-        return frames, nu, ds.dt
-    finally:
-        ds.close()
-
-
-def output_points(args, *, grid_x: np.ndarray, x_min: float, x_max: float) -> np.ndarray | None:
-    """Physical output coordinates, or None for the training grid."""
-    if args.x_query and args.nx_out:
-        raise ConfigError("give either --x-query or --nx-out, not both")
-    if args.nx_out:
-        if args.nx_out < 1:
-            raise ConfigError(f"--nx-out={args.nx_out} must be >= 1")
-        L = x_max - x_min
-        return (x_min + (np.arange(args.nx_out) + 0.5) * L / args.nx_out).astype(np.float64)
-    if args.x_query:
-        q = args.x_query
-        try:
-            xs = np.load(q) if q.endswith(".npy") else np.array([float(v) for v in q.split(",") if v.strip()])
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--x-query={q!r}: cannot read points ({e})") from e
-        xs = np.asarray(xs, np.float64).reshape(-1)
-        if xs.size == 0 or np.any(xs < x_min) or np.any(xs > x_max):
-            raise ConfigError(f"--x-query: {xs.size} point(s); all must lie in the domain [{x_min:g}, {x_max:g}]")
-        return xs
-    return None
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # output
 # ---------------------------------------------------------------------------------------------------------------
 
 def write_pdebench(out: Path, tensor: np.ndarray, x: np.ndarray, t0: float, dt: float, nu: np.ndarray,
-                   attrs: dict) -> None:
-    """PDEBench layout, written to a temporary file and renamed into place (never over an existing file)."""
+                   attrs: dict, *, y: np.ndarray | None = None, datasets: dict | None = None) -> None:
+    """PDEBench layout, written to a temporary file and renamed into place (never over an existing file).
+    2-D (``y`` or ``datasets`` given): ``y-coordinate`` / the extra datasets, and the T frame times (as the ns2d
+    generator writes them) instead of 1-D PDEBench's T + 1."""
+    two_d = y is not None or bool(datasets)
     import h5py
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -155,8 +87,13 @@ def write_pdebench(out: Path, tensor: np.ndarray, x: np.ndarray, t0: float, dt: 
         with h5py.File(tmp, "w") as f:
             f.create_dataset("tensor", data=tensor.astype(np.float32))
             f.create_dataset("x-coordinate", data=np.asarray(x, np.float32))
-            # PDEBench writes one more time value than frames; readers take times from the frame index
-            f.create_dataset("t-coordinate", data=(t0 + np.arange(tensor.shape[1] + 1) * dt).astype(np.float32))
+            if y is not None:
+                f.create_dataset("y-coordinate", data=np.asarray(y, np.float32))
+            for name, value in (datasets or {}).items():
+                f.create_dataset(name, data=value)
+            # PDEBench writes one more time value than frames in 1-D; readers take times from the frame index
+            nt = tensor.shape[1] + (0 if two_d else 1)
+            f.create_dataset("t-coordinate", data=(t0 + np.arange(nt) * dt).astype(np.float32))
             f.attrs["Nu"] = float(nu[0])
             if not np.all(nu == nu[0]):
                 f.create_dataset("nu", data=nu.astype(np.float32))
@@ -224,9 +161,21 @@ def main(argv) -> int:
         plan = make_plan(cfg.ttc, args.ttc, getattr(model, refine).calls, refine)
     elif args.refine != "none":
         _require_stage(workdir, args.refine, cfg)
-    xq = output_points(args, grid_x=data.x, x_min=x_min, x_max=x_max)
-    frames, nu, in_dt = read_input(inp, grid_x=np.asarray(data.x, np.float64), dt=dt, nu_arg=args.nu,
-                                   train_nus=train_nus)
+    if (args.x_query or args.nx_out) and not hasattr(model, "decode"):
+        raise ConfigError(f"{workdir}: --x-query / --nx-out need a UPS run (its decoder reads any point); this "
+                          f"model predicts on its training grid only")
+    two_d = data.dims == 2
+    if two_d:   # output points (Q, 2) physical, the output's spatial shape, the points in model coordinates
+        xq, out_shape, xq01 = output_points_2d(args, x_min=x_min, x_max=x_max, grid=data.grid) or (None, None, None)
+        frames, nu, in_dt = read_input_2d(inp, grid_x=np.asarray(data.x, np.float64),
+                                          grid_y=np.asarray(data.y, np.float64), dt=dt, nu_arg=args.nu,
+                                          train_nus=train_nus)
+    else:
+        xq = output_points(args, grid_x=data.x, x_min=x_min, x_max=x_max)
+        xq01 = None if xq is None else ((xq - x_min) / (x_max - x_min)) % 1.0
+        out_shape = None if xq is None else (len(xq),)
+        frames, nu, in_dt = read_input(inp, grid_x=np.asarray(data.x, np.float64), dt=dt, nu_arg=args.nu,
+                                       train_nus=train_nus)
     h = int(model.context_frames)
     k = h - 1 if args.frame is None else int(args.frame)
     if not h - 1 <= k < frames.shape[1]:
@@ -234,7 +183,6 @@ def main(argv) -> int:
                           f"{frames.shape[1]} frame(s) (use {h - 1}..{frames.shape[1] - 1})")
     ctx = frames[:, k - h + 1:k + 1]
     out_x = data.x if xq is None else xq
-    xq01 = None if xq is None else ((xq - x_min) / (x_max - x_min)) % 1.0
     bs = min(int(cfg.eval.batch_size), len(ctx))
     mean, std = float(data.norm["mean"]), float(data.norm["std"])
     if xq is None:
@@ -246,6 +194,7 @@ def main(argv) -> int:
         first = np.concatenate([np.asarray(recon(state, jnp.asarray((ctx[i:i + bs] - mean) / std, jnp.float32),
                                                  jnp.asarray(data.x01), jnp.asarray(xq01, jnp.float32)))
                                 for i in range(0, len(ctx), bs)]) * std + mean
+        first = first.reshape(len(ctx), *out_shape)
     attrs = {"generator": "ups_jax.infer", "workdir": str(workdir.absolute()), "stage": stage, "step": int(step),
              "mode": args.mode, "refine": args.refine, "ttc": args.ttc or "", "context_frames": h,
              "input": str(inp), "input_frame": k, "frame0": "given" if xq is None else "decoded reconstruction"}
@@ -270,13 +219,25 @@ def main(argv) -> int:
         roll = Rollout(model, norm=data.norm, x01=data.x01, batch_size=bs, mode="latent", refine=args.refine,
                        seed=args.seed, out_x01=xq01)
     pred = roll(ctx, nu, dt, int(args.steps))
-    write_pdebench(out, np.concatenate([first[:, None], pred], 1), out_x, t0, dt, nu, attrs)
+    if out_shape is not None:
+        pred = pred.reshape(pred.shape[:2] + tuple(out_shape))
+    where = {}
+    if two_d and xq is None:                        # the training grid
+        out_x, where = data.x, {"y": data.y}
+    elif two_d and len(out_shape) == 2:             # the --nx-out M x M grid
+        axis = xq.reshape(*out_shape, 2)[:, 0, 0]
+        out_x, where = axis, {"y": axis}
+    elif two_d:                                     # scattered points
+        out_x, where = xq[:, 0], {"datasets": {"query-points": xq.astype(np.float32)}}
+        where["y"] = xq[:, 1]
+    write_pdebench(out, np.concatenate([first[:, None], pred], 1), out_x, t0, dt, nu, attrs, **where)
     if plan is not None:
         ttc_log = {"summary": roll.summary(),   # per batch: evaluations per step; chosen reward (trajectory, step)
                    "evaluations_per_step": [np.asarray(b["evaluations"]).tolist() for b in roll.logs],
                    "chosen_reward": np.concatenate([np.asarray(b["chosen_reward"]) for b in roll.logs]).tolist()}
         write_json_atomic(str(out) + ".ttc.json", ttc_log)
-    log.info(f"wrote {out}: {len(ctx)} trajectories × {args.steps} steps on {len(out_x)} points")
+    log.info(f"wrote {out}: {len(ctx)} trajectories × {args.steps} steps on "
+             f"{'x'.join(map(str, pred.shape[2:]))} points")
     return 0
 
 

@@ -39,8 +39,9 @@ def run_comparison(model, cfg, data, workdir, done: set, baseline=None, split: s
     def row(name, r, evals, **extra):
         out, res = evaluate_row(name, r, traj, nu, dt=dt, Lx=data.Lx, eval_cfg=ev, evaluations_per_step=evals,
                                 extra=extra)
-        log.info(f"[table] {name}: nRMSE {out['protocol']['nrmse']:.4f} (31-step), {out['full_horizon']['nrmse']:.4f} "
-              f"(full); {out['wall_s_per_trajectory']:.4f} s/trajectory")
+        steps = res["protocol"]["steps"]                 # the protocol's predicted frames (31 for PDEBench Burgers)
+        log.info(f"[table] {name}: nRMSE {out['protocol']['nrmse']:.4f} ({steps}-step), "
+                 f"{out['full_horizon']['nrmse']:.4f} (full); {out['wall_s_per_trajectory']:.4f} s/trajectory")
         return out, res
 
     from ups_jax.models import model_kind
