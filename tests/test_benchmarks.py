@@ -292,3 +292,23 @@ def test_accuracy_budget_curves_scale_the_run_and_plot(burgers_file, tmp_path, c
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert run_cli(accuracy.main, argv[:-10] + ["--budgets", "2,1"]) == 2
     _one_line_error(capsys, "--budgets '2,1'", "start with 1")
+
+
+def test_step_cost_times_each_case_interleaved(burgers_file, tmp_path, capsys):
+    import step_cost
+
+    data = f"data.paths=('{burgers_file}',)"
+    argv = ["--rounds", "2", "--dispatches", "b=2", "--case", "a", TEST_SPEC, data,
+            "--case", "b", TEST_SPEC, data, "stages.codec.batch_size=8", "--json", str(tmp_path / "c.json")]
+    assert run_cli(step_cost.main, argv) == 0
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / "c.json").read_text())
+    assert set(res) == {"a", "b"} and res["b"]["overrides"] == [data, "stages.codec.batch_size=8"]
+    for r in res.values():
+        assert len(r["cpu_s_per_update"]) == len(r["wall_s_per_update"]) == 2 and min(r["cpu_s_per_update"]) > 0
+    assert out.index("round 0 a:") < out.index("round 0 b:") < out.index("round 1 a:")    # interleaved
+    assert "| a |" in out and "| b |" in out
+    assert run_cli(step_cost.main, ["--case", "a"]) == 2
+    _one_line_error(capsys, "--case needs a NAME and a config SPEC")
+    assert run_cli(step_cost.main, ["--case", "a", TEST_SPEC, "--dispatches", "a=0"]) == 2
+    _one_line_error(capsys, "--dispatches 'a=0'")
