@@ -66,7 +66,10 @@ def get_config(arg=None):
         # Today's :cpu stage (uniform depth, rel-L2, gradient through one pushforward step) costs 1.77x the old
         # one's process CPU time per update, and the faithful FNO 1.00x the old FNO's (benchmarks/step_cost.py,
         # interleaved in one process, 2026-12-05 under load 9-15): UPS 72 + 1500 x 0.308 x 1.77 = ~890 s ->
-        # (890 - 14.9) / 3.2527 = 269 -> 270 FNO updates, 5 validations (every 54).
+        # (890 - 14.9) / 3.2527 = 269 -> 270 FNO updates, 5 validations (every 54). Uncertain in the FNO's favour:
+        # the loop has since made UPS's updates faster on a quiet CPU (1.45x measured, the FNO's not measured), which
+        # would put the FNO's equal budget nearer ~190 updates; StepLR is constant here, so the first N updates of
+        # this stage are the N-update stage (its validation curve gives the FNO at smaller budgets).
         cfg.stages.fno.update(dict(steps=270, eval_every=54, log_every=18))
     elif arg == "test":
         cfg.model.context_frames = 3
