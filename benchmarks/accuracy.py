@@ -231,8 +231,8 @@ def run_config(spec: str, overrides: Sequence[str], seeds: int, root: Path, spli
     summary["train_wall_s"] = mean_std([r["train_wall_s"] for r in rows])
     summary["val_curve"] = curve_summary(rows)
     updates = sum(int(want["stages"][n]["steps"]) for n in want["stage_order"])
-    return {"config": spec, "name": name, "budget": budget, "updates": updates, "overrides": list(overrides), "seeds": list(range(seeds)),
-            "split": split, "n_trajectories": rows[0]["n_trajectories"], "protocol": rows[0]["protocol"],
+    return {"config": spec, "name": name, "budget": budget, "updates": updates, "overrides": list(overrides),
+            "seeds": list(range(seeds)), "split": split, "n_trajectories": rows[0]["n_trajectories"], "protocol": rows[0]["protocol"],
             "data": rows[0]["fingerprint"], "train_wall_exact": all(r["train_wall_exact"] for r in rows),
             "per_seed": rows, "summary": summary}
 
