@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/accuracy.py --config configs/burgers32.py:cpu [--config configs/fno_burgers.py:cpu]
         --seeds 3 [--workdir-root runs/accuracy] [--override key.path=value ...] [--out PREFIX]
+        [--budgets 1,2,4 [--budget-seeds N] [--quiet-wall-s S]] [--solver-cells 16,32,64]
 
 Each (config, seed) trains into ``WORKDIR_ROOT/<config>_<variant>/seed<S>`` with ``python -m ups_jax.train
 --config SPEC --config.seed=S [--config.<override> ...]`` (its own process, so each run is exactly the command a
@@ -19,8 +20,16 @@ bands (PDEBench's Lx = 1), correlation time (steps) and training wall time (the 
 ``metrics.jsonl``; marked * when a stage was resumed, then only its last segment counts), with persistence on the
 same test trajectories beside them; and the curve of error against training time: each stage's validation
 nRMSE (val split, the 31-step protocol on ``eval.val_max_trajectories`` trajectories: what selects the checkpoint)
-at every validation, against the wall time since that stage started, mean over seeds. Writes ``PREFIX.json``
-and ``PREFIX.md`` (default PREFIX: ``WORKDIR_ROOT/accuracy``) and prints the markdown.
+at every validation, against the wall time since that stage started, mean over seeds. Beside the models: the
+built-in solver from the given frame on coarse grids (``--solver-cells``, default 16, 32, 64 cells; as
+benchmarks/rollout_vs_solver.py), the honest baseline every accuracy table shows.
+
+Budget curves (``--budgets 1,2,4``): each config is also trained with B × its updates (every trained stage's
+steps, validation/log cadences and warm-up times B; the cosine follows its stage's length; see
+``budget_overrides``) into ``WORKDIR_ROOT/<config>_<variant>_xB/seed<S>`` for ``--budget-seeds`` seeds, and
+``PREFIX_budgets.png`` plots test nRMSE (mean ± std over seeds) against training wall time, one line per config.
+
+Writes ``PREFIX.json`` and ``PREFIX.md`` (default PREFIX: ``WORKDIR_ROOT/accuracy``) and prints the markdown.
 """
 
 from __future__ import annotations
@@ -50,6 +59,16 @@ METRICS = (("nRMSE (31-step protocol)", "nrmse", "protocol"), ("nRMSE (full hori
 
 
 
+# Stage keys counted in optimizer updates that a budget multiple scales (budget_overrides)
+SCALED_STAGE_KEYS = ("steps", "eval_every", "log_every", "warmup_steps", "pushforward_curriculum")
+SOLVER_CELLS = (16, 32, 64)       # the coarse-solver rows every accuracy table shows (issue 19)
+
+# Stage keys added after some runs were trained, and what the code does when a config lacks them (training/optim.py
+# reads them with these defaults): a run without the key is the same run as one with this value.
+ABSENT_STAGE_KEYS = {"optimizer": "adamw", "schedule": "warmup_cosine"}
+STEP_SCHEDULE_KEYS = ("lr_step_every", "lr_gamma")     # read only by the 'step' schedule
+
+
 def _config_dict(spec: str, overrides: Sequence[str], seed: int) -> dict:
     from ups_jax.config import load_config
 
@@ -60,7 +79,8 @@ def _config_dict(spec: str, overrides: Sequence[str], seed: int) -> dict:
 def check_workdir(workdir: Path, want: dict, spec: str) -> None:
     """Refuses a workdir written by another config (its config.json differs from ``want``). The settings of stages
     neither config trains (``stages.<name>`` outside both ``stage_order``) do not count: a new key there (e.g. of a
-    refine stage that ``:cpu`` does not run) cannot have changed the run."""
+    refine stage that ``:cpu`` does not run) cannot have changed the run; nor can a stage key the run's config
+    lacks because it was added later, when the config asks for what the code does without it (ABSENT_STAGE_KEYS)."""
     from ups_jax.config import flatten
 
     path = workdir / "config.json"
@@ -73,6 +93,15 @@ def check_workdir(workdir: Path, want: dict, spec: str) -> None:
     a, b = flatten(have), flatten(want)
     trained = set(have.get("stage_order", ())) | set(want.get("stage_order", ()))
     untrained = {f"stages.{n}." for n in set(have.get("stages", {})) | set(want.get("stages", {})) if n not in trained}
+    for name, stage in have.get("stages", {}).items():        # a run from before a stage key existed
+        for key, value in ABSENT_STAGE_KEYS.items():
+            if isinstance(stage, dict) and key not in stage and f"stages.{name}.{key}" in b:
+                a[f"stages.{name}.{key}"] = value
+        for key in STEP_SCHEDULE_KEYS:        # unread unless the schedule is 'step' (training/optim.py)
+            k = f"stages.{name}.{key}"
+            if k not in a and k in b and "step" not in (a.get(f"stages.{name}.schedule"),
+                                                         b.get(f"stages.{name}.schedule")):
+                a[k] = b[k]
     diff = sorted(k for k in set(a) | set(b)
                   if a.get(k) != b.get(k) and not any(k.startswith(p) for p in untrained))
     if diff:
@@ -179,14 +208,37 @@ def baseline_pairs(specs: Sequence[str], overrides: Sequence[str]) -> dict[str, 
     return pairs
 
 
+def budget_overrides(spec: str, overrides: Sequence[str], budget: int) -> list[str]:
+    """The overrides that train ``spec`` for ``budget`` × its updates: every trained stage's ``steps`` and the
+    cadences and schedule lengths counted in updates (SCALED_STAGE_KEYS, where set) times ``budget``; the
+    warm-up/cosine schedule is sized to ``steps`` by training/optim.py, so it follows. Not scaled: a 'step'
+    schedule's ``lr_step_every`` (PDEBench's StepLR counts epochs, not the run), the EMA decay (its horizon in
+    updates stays the same), ``patience`` (counts validations)."""
+    if budget == 1:
+        return []
+    cfg = _config_dict(spec, overrides, 0)
+    out = []
+    for name in cfg["stage_order"]:
+        for key in SCALED_STAGE_KEYS:
+            value = cfg["stages"][name].get(key)
+            if value:
+                out.append(f"stages.{name}.{key}={int(value) * budget}")
+    if cfg["checkpoint"].get("every_steps"):
+        out.append(f"checkpoint.every_steps={int(cfg['checkpoint']['every_steps']) * budget}")
+    return out
+
+
 def run_config(spec: str, overrides: Sequence[str], seeds: int, root: Path, split: str,
-               baseline: str | None = None) -> dict:
+               baseline: str | None = None, budget: int = 1) -> dict:
     rows = []
+    name = run_name(spec) + (f"_x{budget}" if budget != 1 else "")
+    overrides = [*overrides, *budget_overrides(spec, overrides, budget)]
     for seed in range(seeds):
-        workdir = root / run_name(spec) / f"seed{seed}"
-        # baseline.workdir is relative to the run's workdir (training/pipeline.py baseline_workdir)
-        extra = [f"baseline.workdir={os.path.relpath(root / run_name(baseline) / f'seed{seed}', workdir)}"] \
-            if baseline else []
+        workdir = root / name / f"seed{seed}"
+        # baseline.workdir is relative to the run's workdir (training/pipeline.py baseline_workdir); the baseline's
+        # run of the same budget and seed
+        b_name = run_name(baseline) + (f"_x{budget}" if budget != 1 else "") if baseline else ""
+        extra = [f"baseline.workdir={os.path.relpath(root / b_name / f'seed{seed}', workdir)}"] if baseline else []
         want = _config_dict(spec, [*overrides, *extra], seed)
         check_workdir(workdir, want, spec)
         reused = finished(workdir, split)
@@ -198,13 +250,14 @@ def run_config(spec: str, overrides: Sequence[str], seeds: int, root: Path, spli
     prints = {json.dumps(r["fingerprint"], sort_keys=True) for r in rows}
     if len(prints) > 1:
         raise UserError(f"{spec}: the seeds' runs were trained on different data (run_meta.json fingerprints "
-                        f"differ under {root / run_name(spec)}); use one dataset")
+                        f"differ under {root / name}); use one dataset")
     summary = {who: {f"{where}/{key}": mean_std([r[who][f"{where}/{key}"] for r in rows]) for _, key, where in METRICS}
                for who in ("model", "persistence")}
     summary["train_wall_s"] = mean_std([r["train_wall_s"] for r in rows])
     summary["val_curve"] = curve_summary(rows)
-    return {"config": spec, "name": run_name(spec), "overrides": list(overrides), "seeds": list(range(seeds)),
-            "split": split, "n_trajectories": rows[0]["n_trajectories"], "protocol": rows[0]["protocol"],
+    updates = sum(int(want["stages"][n]["steps"]) for n in want["stage_order"])
+    return {"config": spec, "name": name, "budget": budget, "updates": updates, "overrides": list(overrides),
+            "seeds": list(range(seeds)), "split": split, "n_trajectories": rows[0]["n_trajectories"], "protocol": rows[0]["protocol"],
             "data": rows[0]["fingerprint"], "train_wall_exact": all(r["train_wall_exact"] for r in rows),
             "per_seed": rows, "summary": summary}
 
@@ -217,6 +270,32 @@ def _pm(s: dict, digits: int = 4) -> str:
     return f"{s['mean']:.{digits}g} ± {s['std']:.2g}"
 
 
+def label(c: dict) -> str:
+    budget = c.get("budget", 1)
+    return f"`{c['config']}`" + (f" ×{budget} updates" if budget != 1 else "")
+
+
+def solver_rows(report: dict, cells: Sequence[int]) -> list[dict]:
+    """The built-in solver started from the given frame at ``cells`` cells (benchmarks/rollout_vs_solver.py:
+    restricted by cell averages, solved to the end, interpolated to the protocol's points, scored the same way),
+    on the test trajectories of the first config's first run (its data and protocol)."""
+    from rollout_vs_solver import Protocol, solver_row
+
+    from ups_jax.config import config_from_dict
+
+    if not cells:
+        return []
+    wd = Path(report["configs"][0]["per_seed"][0]["workdir"])
+    cfg = config_from_dict(json.loads((wd / "config.json").read_text()))
+    p = Protocol(cfg, json.loads((wd / "run_meta.json").read_text())["data_paths"], 0)
+    bad = [n for n in cells if n < 4 or p.full.nx % n]
+    if bad:
+        raise UserError(f"--solver-cells {bad}: each must divide the data's {p.full.nx} cells (cell averages)")
+    scale = p.advective_scale() or 2.0
+    return [{**solver_row(p, n, scale, repeats=1), "test_set_of": report["configs"][0]["config"]}
+            for n in sorted(cells)]
+
+
 def markdown(report: dict) -> str:
     head = ["method", "seeds"] + [label for label, _, _ in METRICS] + ["train wall (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -224,7 +303,7 @@ def markdown(report: dict) -> str:
     for c in report["configs"]:
         s = c["summary"]
         wall = _pm(s["train_wall_s"], 4) + ("" if c["train_wall_exact"] else " *")
-        lines.append("| " + " | ".join([f"`{c['config']}`", str(len(c["seeds"]))]
+        lines.append("| " + " | ".join([label(c), str(len(c["seeds"]))]
                                        + [_pm(s["model"][f"{w}/{k}"]) for _, k, w in METRICS] + [wall]) + " |")
         # which of the given frames a model reads does not change what is scored: the same 31 predicted frames
         scored = {k: v for k, v in c["protocol"].items() if k != "context_frames_read"}
@@ -234,6 +313,10 @@ def markdown(report: dict) -> str:
             lines.append("| " + " | ".join([f"persistence (test set of `{c['config']}`)", "—"]
                                            + [_pm(s["persistence"][f"{w}/{k}"]) for _, k, w in METRICS] + ["—"])
                          + " |")
+    for r in report.get("solver", []):
+        lines.append("| " + " | ".join([f"solver, {r['cells']} cells, from the given frame (test set of "
+                                        f"`{r['test_set_of']}`)", "—", f"{r['nrmse']:.4g}"]
+                                       + ["—"] * (len(METRICS) - 1) + ["—"]) + " |")
     c0 = report["configs"][0]
     reads = {c["config"]: c["protocol"].get("context_frames_read") for c in report["configs"]}
     notes = [f"Split `{c0['split']}`: {c0['n_trajectories']} trajectories; protocol {c0['protocol']}. Mean ± sample "
@@ -243,12 +326,68 @@ def markdown(report: dict) -> str:
         notes.append("Given frames read (the last h of the protocol's initial_step): " + ", ".join(
             f"`{k}` {v}" for k, v in reads.items()) + ". The full horizon starts at frame h − 1, so its length "
             "differs between such configs; the 31-step protocol scores the same frames for all.")
+    if report.get("solver"):
+        notes.append("Solver rows: the built-in finite-volume solver (the data's equation) from the last given "
+                     "frame restricted to n cells, solved to the end, interpolated to the protocol's points and "
+                     "scored the same way (benchmarks/rollout_vs_solver.py); no training, so no seeds.")
     if len(test_sets) > 1:
         notes.append("The configs were evaluated on different test sets (data or protocol differ): compare each with "
                      "its own persistence row.")
     if not all(c["train_wall_exact"] for c in report["configs"]):
         notes.append("* a stage was resumed: its wall time counts only the last segment.")
-    return "\n".join(lines + [""] + notes + [""] + curve_markdown(report))
+    budgets = [""] + budget_markdown(report) if len({c.get("budget", 1) for c in report["configs"]}) > 1 else []
+    return "\n".join(lines + [""] + notes + budgets + [""] + curve_markdown(report))
+
+
+def budget_markdown(report: dict) -> list[str]:
+    """Test nRMSE against the training budget (``--budgets``): one row per config and budget."""
+    quiet = report.get("quiet_wall_s")
+    head = ["method", "budget", "updates", "seeds", "test nRMSE (31-step)", "train wall (s, measured)"]
+    head += [f"nominal wall (s, {quiet:g} s per budget)"] if quiet else []
+    lines = ["Test nRMSE against the training budget (mean ± std over seeds):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in sorted(report["configs"], key=lambda c: (c["config"], c.get("budget", 1))):
+        b = c.get("budget", 1)
+        cells = [f"`{c['config']}`", f"×{b}", str(c["updates"]), str(len(c["seeds"])),
+                 _pm(c["summary"]["model"]["protocol/nrmse"]), _pm(c["summary"]["train_wall_s"], 4)]
+        lines.append("| " + " | ".join(cells + ([f"{b * quiet:g}"] if quiet else [])) + " |")
+    return lines
+
+
+def budget_plot(report: dict, path: Path) -> None:
+    """One PNG: test nRMSE (mean ± std over seeds) against training wall time, one line per config through its
+    budgets; x = the measured training wall (mean ± std), or budget × ``quiet_wall_s`` when given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    quiet = report.get("quiet_wall_s")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for spec in dict.fromkeys(c["config"] for c in report["configs"]):
+        cs = sorted((c for c in report["configs"] if c["config"] == spec), key=lambda c: c.get("budget", 1))
+        err = [c["summary"]["model"]["protocol/nrmse"] for c in cs]
+        walls = [c["summary"]["train_wall_s"] for c in cs]
+        x = [c.get("budget", 1) * quiet for c in cs] if quiet else [w["mean"] for w in walls]
+        xerr = None if quiet else [w["std"] or 0.0 for w in walls]
+        ax.errorbar(x, [e["mean"] for e in err], yerr=[e["std"] or 0.0 for e in err], xerr=xerr, marker="o",
+                    capsize=3, label=f"{spec} (seeds: {', '.join(str(len(c['seeds'])) for c in cs)})")
+        for xi, e, c in zip(x, err, cs):
+            ax.annotate(f"×{c.get('budget', 1)}", (xi, e["mean"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
+    for r in report.get("solver", []):
+        ax.axhline(r["nrmse"], color="grey", lw=0.8, ls=":")
+        ax.annotate(f"solver, {r['cells']} cells", (ax.get_xlim()[0], r["nrmse"]), fontsize=7, color="grey",
+                    textcoords="offset points", xytext=(2, 2))
+    ax.set_xlabel("training wall time (s)" + (f", nominal: budget × {quiet:g} s on a quiet machine" if quiet
+                                               else ", measured"))
+    ax.set_ylabel("test nRMSE (31-step protocol)")
+    ax.set_title("Burgers: test nRMSE against training budget")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def curve_markdown(report: dict) -> list[str]:
@@ -257,9 +396,19 @@ def curve_markdown(report: dict) -> list[str]:
              "|---|---|---|---|---|"]
     for c in report["configs"]:
         for p in c["summary"]["val_curve"]:
-            lines.append(f"| `{c['config']}` | {p['stage']} | {p['step']} | {_pm(p['elapsed_s'], 3)} | "
+            lines.append(f"| {label(c)} | {p['stage']} | {p['step']} | {_pm(p['elapsed_s'], 3)} | "
                          f"{p['metric']} {_pm(p['value'])} |")
     return lines
+
+
+def _positive_ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise UserError(f"{flag} {text!r}: expected comma-separated positive integers (e.g. 1,2,4)")
+    return values
 
 
 def main(argv: Sequence[str]) -> int:
@@ -270,9 +419,28 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--override", action="append", default=[], help="key.path=value for every config (repeat)")
     p.add_argument("--split", default="test", choices=["test", "val"], help="evaluation split (default test)")
     p.add_argument("--out", help="output prefix for .json/.md (default WORKDIR_ROOT/accuracy)")
+    p.add_argument("--budgets", default="1", help="comma-separated multiples of each config's updates, e.g. 1,2,4 "
+                   "(steps, cadences and warm-up scaled; runs of budget B go to <config>_xB/); with more than one, "
+                   "also PREFIX_budgets.png: test nRMSE against training wall time (default 1)")
+    p.add_argument("--budget-seeds", type=int, help="seeds for the budgets other than 1 (default --seeds)")
+    p.add_argument("--quiet-wall-s", type=float, help="the 1× budget's training wall time on a quiet machine (what "
+                   "the configs are sized to): the plot's x becomes budget × this instead of the measured walls "
+                   "(use it when the runs were timed under load)")
+    p.add_argument("--solver-cells", default=",".join(map(str, SOLVER_CELLS)),
+                   help=f"coarse-solver rows: cells, comma-separated ('' = none; default "
+                        f"{','.join(map(str, SOLVER_CELLS))})")
     args = p.parse_args(list(argv))
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1 (got {args.seeds})")
+    budgets = _positive_ints(args.budgets, "--budgets")
+    if budgets[0] != 1 or len(set(budgets)) != len(budgets):
+        raise UserError(f"--budgets {args.budgets!r}: start with 1 and list each multiple once (e.g. 1,2,4)")
+    budget_seeds = args.seeds if args.budget_seeds is None else args.budget_seeds
+    if budget_seeds < 1:
+        raise UserError(f"--budget-seeds must be >= 1 (got {budget_seeds})")
+    if args.quiet_wall_s is not None and not args.quiet_wall_s > 0:
+        raise UserError(f"--quiet-wall-s must be > 0 (got {args.quiet_wall_s})")
+    cells = _positive_ints(args.solver_cells, "--solver-cells") if args.solver_cells.strip() else []
     overrides = [o.removeprefix("--config.") for o in args.override]
     for spec in args.config:                                     # every config and override checked before training
         _config_dict(spec, overrides, 0)
@@ -280,19 +448,28 @@ def main(argv: Sequence[str]) -> int:
     from solver_throughput import machine
 
     pairs = baseline_pairs(args.config, overrides)
-    done = {}
-    for spec in sorted(args.config, key=lambda s: s in pairs):        # baselines first, then who uses them
-        done[spec] = run_config(spec, overrides, args.seeds, root, args.split, pairs.get(spec))
-    configs = [done[spec] for spec in args.config]
+    configs = []
+    for b in budgets:
+        done = {}
+        for spec in sorted(args.config, key=lambda s: s in pairs):    # baselines first, then who uses them
+            done[spec] = run_config(spec, overrides, args.seeds if b == 1 else budget_seeds, root, args.split,
+                                    pairs.get(spec), b)
+        configs += [done[spec] for spec in args.config]
     report = {"command": ["benchmarks/accuracy.py", *argv], "date": datetime.date.today().isoformat(),
-              "machine": machine(), "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()), "configs": configs}
+              "machine": machine(), "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()), "configs": configs,
+              "quiet_wall_s": args.quiet_wall_s}
+    report["solver"] = solver_rows(report, cells) if args.split == "test" else []
     md = markdown(report)
     prefix = str(args.out) if args.out else str(root / "accuracy")
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     Path(prefix + ".json").write_text(json.dumps(report, indent=1))
     Path(prefix + ".md").write_text(md + "\n")
     print(md)
-    print(f"wrote {prefix}.json and {prefix}.md")
+    written = [f"{prefix}.json", f"{prefix}.md"]
+    if len(budgets) > 1:
+        budget_plot(report, Path(prefix + "_budgets.png"))
+        written.append(f"{prefix}_budgets.png")
+    print(f"wrote {', '.join(written)}")
     return 0
 
 

@@ -252,3 +252,63 @@ def test_rollout_vs_solver_rows_and_equal_error(trained_run, burgers_file, tmp_p
     assert all(r["wall_s"] > 0 for r in rep["rows"])
     assert run_cli(rollout_vs_solver.main, ["--workdir", str(wd), "--resolutions", "24"]) == 2
     _one_line_error(capsys, "--resolutions [24]", "divide the data's 64 cells")
+
+
+def test_accuracy_accepts_a_run_from_before_the_optimizer_keys_only_with_their_old_behaviour(tmp_path):
+    from ups_jax.errors import UserError
+
+    have = {"seed": 0, "stage_order": ["operator"], "stages": {"operator": {"steps": 10}}}
+    (tmp_path / "config.json").write_text(json.dumps(have))
+    old = {"steps": 10, "optimizer": "adamw", "schedule": "warmup_cosine", "lr_step_every": 0, "lr_gamma": 0.5}
+    accuracy.check_workdir(tmp_path, {**have, "stages": {"operator": old}}, "spec")   # what the code did without them
+    for changed in ({"optimizer": "adam_l2"}, {"schedule": "step", "lr_step_every": 5}):
+        with pytest.raises(UserError, match="written by another config .*stages.operator"):
+            accuracy.check_workdir(tmp_path, {**have, "stages": {"operator": {**old, **changed}}}, "spec")
+
+
+def test_accuracy_budget_curves_scale_the_run_and_plot(burgers_file, tmp_path, capsys):
+    """--budgets 1,2: the ×2 run trains twice the updates with the cadences and warm-up scaled (its config.json),
+    the table has a row per budget and the coarse-solver rows, and the PNG is written."""
+    root = tmp_path / "acc"
+    argv = ["--config", TEST_SPEC, "--seeds", "1", "--workdir-root", str(root), "--budgets", "1,2",
+            "--override", f"data.paths=('{burgers_file}',)", "--override", "stage_order=('operator',)",
+            "--override", "baseline.config=", "--override", "eval.ttc_preset=",
+            "--override", "stages.operator.trainable=('encoder','operator','decoder')"]
+    assert run_cli(accuracy.main, argv) == 0
+    out = capsys.readouterr().out
+    one = json.loads((root / "burgers32_test" / "seed0" / "config.json").read_text())["stages"]["operator"]
+    two = json.loads((root / "burgers32_test_x2" / "seed0" / "config.json").read_text())["stages"]["operator"]
+    for key in ("steps", "eval_every", "log_every", "warmup_steps"):
+        assert two[key] == 2 * one[key], key
+    assert two["lr"] == one["lr"] and two["ema_decay"] == one["ema_decay"]
+    report = json.loads((root / "accuracy.json").read_text())
+    assert [(c["budget"], c["updates"]) for c in report["configs"]] == [(1, one["steps"]), (2, 2 * one["steps"])]
+    assert [r["cells"] for r in report["solver"]] == [16, 32, 64]
+    assert report["solver"][0]["nrmse"] > report["solver"][-1]["nrmse"] > 0     # finer grid, smaller error
+    md = (root / "accuracy.md").read_text()
+    assert f"| `{TEST_SPEC}` ×2 updates | 1 |" in md and f"| `{TEST_SPEC}` | ×2 | {2 * one['steps']} | 1 |" in md
+    assert "| solver, 16 cells, from the given frame" in md and md.strip() in out
+    png = root / "accuracy_budgets.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert run_cli(accuracy.main, argv[:-10] + ["--budgets", "2,1"]) == 2
+    _one_line_error(capsys, "--budgets '2,1'", "start with 1")
+
+
+def test_step_cost_times_each_case_interleaved(burgers_file, tmp_path, capsys):
+    import step_cost
+
+    data = f"data.paths=('{burgers_file}',)"
+    argv = ["--rounds", "2", "--dispatches", "b=2", "--case", "a", TEST_SPEC, data,
+            "--case", "b", TEST_SPEC, data, "stages.codec.batch_size=8", "--json", str(tmp_path / "c.json")]
+    assert run_cli(step_cost.main, argv) == 0
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / "c.json").read_text())
+    assert set(res) == {"a", "b"} and res["b"]["overrides"] == [data, "stages.codec.batch_size=8"]
+    for r in res.values():
+        assert len(r["cpu_s_per_update"]) == len(r["wall_s_per_update"]) == 2 and min(r["cpu_s_per_update"]) > 0
+    assert out.index("round 0 a:") < out.index("round 0 b:") < out.index("round 1 a:")    # interleaved
+    assert "| a |" in out and "| b |" in out
+    assert run_cli(step_cost.main, ["--case", "a"]) == 2
+    _one_line_error(capsys, "--case needs a NAME and a config SPEC")
+    assert run_cli(step_cost.main, ["--case", "a", TEST_SPEC, "--dispatches", "a=0"]) == 2
+    _one_line_error(capsys, "--dispatches 'a=0'")

@@ -106,7 +106,7 @@ def test_auto_steps_per_dispatch_divides_every_cadence():
     assert auto_steps_per_dispatch(cpu.stages.operator) == 25          # 1500, log 50, eval 300
     assert auto_steps_per_dispatch(cpu.stages.operator, checkpoint_every_steps=40) == 10
     fno = load_config(str(ROOT / "configs" / "fno_burgers.py") + ":cpu")
-    assert auto_steps_per_dispatch(fno.stages.fno) == 16                # 160, log 16, eval 32
+    assert auto_steps_per_dispatch(fno.stages.fno) == 18                # 270, log 18, eval 54
 
 
 def test_the_train_command_refuses_a_steps_per_dispatch_that_does_not_divide(tmp_path, burgers_file):
