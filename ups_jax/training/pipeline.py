@@ -388,7 +388,8 @@ def load_run(workdir, data_paths=None):
             except Exception as e:  # noqa: BLE001 — a damaged checkpoint is the run's state, not a bug
                 raise CheckpointError(f"{where}: unreadable checkpoint ({type(e).__name__}); re-train the stage "
                                       f"(python -m ups_jax.train ... --workdir {workdir})") from e
-            ckpt.check_param_shapes(saved, param_shapes(model), where=where)
+            ckpt.check_param_shapes(saved, param_shapes(model), where=where,
+                                    modules=tuple(cfg.stages[stage].trainable))
             restore_modules(model, workdir, stage, tuple(cfg.stages[stage].trainable), step=step)
             loaded = (stage, step)
     if loaded is None:
