@@ -193,6 +193,13 @@ def _refine_stages(cfg, arg):
     refiner = dict(hidden_dim=64, group_size=8, num_heads=2, depths=(1, 1, 1), mlp_ratio=2.0, cond_dim=32)
     cfg.model.corrector = mlc.ConfigDict(dict(
         refiner,
+        # 'latent': the diffusion residual corrector on z (models/corrector.py; measured on :cpu: +16.7 ± 4.2 %
+        # worse than the operator alone, docs/benchmarks.md); 'field': the periodic CNN on the decoded field, rollout
+        # state (z, û) (models/field_corrector.py, issue 19 item 2; it has no student: refuse the student stage)
+        kind="latent",
+        # the field corrector's network (models/field_cnn.py) and its state update: 'encode' (z = E(û), variant a)
+        # or 'carry' (z stays the operator's, û is fed beside it, variant b)
+        field=mlc.ConfigDict(dict(width=64, kernel=5, depth=5, state="carry")),
         refine_steps=3,          # K: refinement levels after the level-0 prediction (K + 1 calls per step)
         min_noise_std=1e-2,      # σ_K; levels σ_k = min_noise_std^(k/K) (PDE-Refiner uses 4e-7 on KS fields)
         residual_scale=0.1,      # unit of the latent residual z* − F(z) (logged as diag/residual_rms_scaled)
@@ -207,13 +214,17 @@ def _refine_stages(cfg, arg):
         return s
 
     # pushforward_steps P: the corrector/student train on the operator's own p-step states, p ~ U{0..P}
+    # rollout_loss ('mse' or 'rel_l2', as the operator's): read by the field corrector only (the latent one's loss
+    # is denoising; the checks refuse a non-default value with it)
     cfg.stages.corrector = stage(steps=3000, lr=1e-3, trainable=("corrector",), pushforward_steps=4)
     cfg.stages.student = stage(steps=1500, lr=5e-4, trainable=("student",), pushforward_steps=4)
     cfg.stages.steady = stage(steps=1500, lr=1e-3, batch_size=16, trainable=("steady",))
     cfg.stages.steady.latent_weight = 0.1
 
     cfg.ttc = mlc.ConfigDict()
-    cfg.ttc.refine = "student"               # candidates from 'student' (S calls each) or 'corrector' (K + 1)
+    # candidates from 'student' (S calls each) or 'corrector' (K + 1); with model.corrector.kind='field' (no student)
+    # the TTC always uses the field corrector (inference/ttc.py: candidates are scaled corrections)
+    cfg.ttc.refine = "student"
     cfg.ttc.gamma = 1.0                      # discount of lookahead rewards
     cfg.ttc.weights = mlc.ConfigDict(dict(mass=1.0, energy=1.0, tv=1.0))   # inference/rewards.py
     # The original's tiers (candidates / beam / budget; horizon 2 as its shipped TTC eval config). Budget = model
@@ -247,6 +258,7 @@ def _refine_stages(cfg, arg):
         cfg.stages.student.pushforward_steps = 1
         small = dict(hidden_dim=16, group_size=8, num_heads=2, cond_dim=8, depths=(1,))   # one layer: fast compiles
         cfg.model.corrector.update(dict(small, refine_steps=2))
+        cfg.model.corrector.field.update(dict(width=8, kernel=3, depth=2))
         cfg.model.steady.update(dict(small, iterations=2))
         cfg.baseline.config = "configs/fno_burgers.py:test"
         # one-step TTC horizon in :test: the lookahead doubles the beam search's compile time (tests/test_ttc.py

@@ -154,11 +154,11 @@ def main(argv) -> int:
     if args.mode == "steady":
         _require_stage(workdir, "steady", cfg)
     elif args.ttc:
-        from ups_jax.inference.ttc import make_plan
+        from ups_jax.inference.ttc import plan_for_model, ttc_refiner
 
-        refine = args.refine if args.refine != "none" else str(cfg.ttc.refine)
+        refine = args.refine if args.refine != "none" else ttc_refiner(cfg)
         _require_stage(workdir, refine, cfg)
-        plan = make_plan(cfg.ttc, args.ttc, getattr(model, refine).calls, refine)
+        plan = plan_for_model(cfg.ttc, args.ttc, model, refine)
     elif args.refine != "none":
         _require_stage(workdir, args.refine, cfg)
     if (args.x_query or args.nx_out) and not hasattr(model, "decode"):
@@ -176,6 +176,10 @@ def main(argv) -> int:
         out_shape = None if xq is None else (len(xq),)
         frames, nu, in_dt = read_input(inp, grid_x=np.asarray(data.x, np.float64), dt=dt, nu_arg=args.nu,
                                        train_nus=train_nus)
+    from ups_jax.models.field_corrector import GRID_ONLY, is_field
+
+    if xq is not None and (plan is not None and plan.kind == "field" or is_field(model, args.refine)):
+        raise ConfigError(GRID_ONLY)
     h = int(model.context_frames)
     k = h - 1 if args.frame is None else int(args.frame)
     if not h - 1 <= k < frames.shape[1]:

@@ -52,13 +52,20 @@ def pair_window(cfg, sc, nt) -> int:
     return context_frames_of(cfg) + int(sc.pushforward_steps) + 1
 
 
+def corrector_uses(cfg, sc) -> set[str]:
+    """The latent corrector reads the encoder's latents; the field corrector also decodes the operator's step."""
+    c = cfg.model.get("corrector")
+    field = c is not None and str(c.get("kind", "latent")) == "field"
+    return {"encoder", "operator", "corrector"} | ({"decoder"} if field else set())
+
+
 # name -> (uses(cfg, stage_cfg) -> set of submodules, window(cfg, stage_cfg, frames per trajectory) -> frames)
 STAGES: dict[str, tuple[Callable, Callable]] = {
     "codec": (core_uses, core_window),
     "operator": (core_uses, core_window),
     "fno": (core_uses, core_window),
     "hybrid": (core_uses, core_window),
-    "corrector": (lambda cfg, sc: {"encoder", "operator", "corrector"}, pair_window),
+    "corrector": (corrector_uses, pair_window),
     "student": (lambda cfg, sc: {"encoder", "operator", "corrector", "student"}, pair_window),
     "steady": (lambda cfg, sc: {"encoder", "decoder", "steady"}, lambda cfg, sc, nt: int(nt)),
 }

@@ -27,6 +27,21 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
 
     is_ups = model_kind(cfg) == "ups"
     h = context_frames(cfg)
+    field = False
+    if is_ups:
+        from ups_jax.errors import ConfigError
+        from ups_jax.models.field_corrector import corrector_kind
+
+        try:
+            field = corrector_kind(cfg.model) == "field"
+        except ConfigError as e:
+            c.add("architecture", "corrector kind", False, str(e), "set model.corrector.kind to 'latent' or 'field'")
+        if field and "student" in order:   # one deterministic call per step: there is no sampler to distil
+            c.add(S, "student with the field corrector", False,
+                  "stage_order has 'student' but model.corrector.kind='field': the field corrector is one "
+                  "deterministic network call per step, there is nothing to distil",
+                  "remove student from stage_order (e.g. --config.stage_order=operator,corrector,steady), or use "
+                  "model.corrector.kind='latent'")
     for name in order:
         if not c.add(S, f"{name} defined", name in cfg.stages,
                      f"stage_order names '{name}' but stages has no such section (known: "
@@ -94,7 +109,8 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
         c.add(P, f"{name} rollout", s.rollout_steps >= 1 and s.pushforward_steps >= 0 and s.input_noise >= 0,
               f"{k}.rollout_steps={s.rollout_steps}, pushforward_steps={s.pushforward_steps}, input_noise="
               f"{s.input_noise}", "use rollout_steps ≥ 1, pushforward_steps ≥ 0, input_noise ≥ 0")
-        _check_pushforward(c, P, name, k, s, core=name in ("codec", "operator") and is_ups)
+        _check_pushforward(c, P, name, k, s, core=name in ("codec", "operator") and is_ups,
+                           field_corrector=field)
         if nt is not None and s.rollout_steps >= 1:
             win = stage_kinds.window(cfg, name, nt)
             if c.add(P, f"{name} window", win <= nt,
@@ -123,10 +139,14 @@ PUSHFORWARD_DEFAULTS = dict(pushforward_sampling="fixed", pushforward_curriculum
                             rollout_loss="mse")   # as training/losses.py (configs saved before issue 19 lack them)
 
 
-def _check_pushforward(c: Checks, P: str, name: str, k: str, s, *, core: bool):
+def _check_pushforward(c: Checks, P: str, name: str, k: str, s, *, core: bool, field_corrector: bool = False):
     """The pushforward depth options and the rollout loss of a stage (training/losses.py)."""
     o = {key: s.get(key, v) for key, v in PUSHFORWARD_DEFAULTS.items()}
     changed = sorted(key for key, v in PUSHFORWARD_DEFAULTS.items() if o[key] != v)
+    if name == "corrector" and field_corrector:   # its loss reads rollout_loss (training/refiner_losses.py)
+        c.add(P, f"{name} rollout loss", o["rollout_loss"] in ("mse", "rel_l2"),
+              f"{k}.rollout_loss={o['rollout_loss']!r}", "choose 'mse' or 'rel_l2'")
+        changed = [key for key in changed if key != "rollout_loss"]
     if not core:   # the FNO's loss is PDEBench's; the refiners draw p ~ U{0..P} themselves
         c.add(P, f"{name} pushforward options", not changed, f"{k}: {', '.join(changed)} set on a stage whose "
               f"loss does not use them", "leave them at their defaults (only the UPS codec/operator losses use them)",
@@ -184,7 +204,11 @@ def check_ttc_and_baseline(cfg, c: Checks):
     if preset and "ttc" in cfg:
         from ups_jax.inference.ttc import make_plan, preset_names
 
-        refine = str(cfg.ttc.refine)
+        from ups_jax.inference.ttc import ttc_refiner
+        from ups_jax.models.field_corrector import corrector_kind
+
+        field = cfg.model.get("corrector") is not None and corrector_kind(cfg.model) == "field"
+        refine = ttc_refiner(cfg) if cfg.model.get("corrector") is not None else str(cfg.ttc.refine)
         c.add(S, "ttc.refine", refine in ("student", "corrector"),
               f"ttc.refine={refine!r}: the TTC candidates come from the 'student' or the 'corrector'",
               "use ttc.refine='student' or 'corrector', or eval.ttc_preset=''", passed=f"ttc.refine={refine!r}")
@@ -199,7 +223,9 @@ def check_ttc_and_baseline(cfg, c: Checks):
         calls = (int(m.refine_steps) + 1 if refine == "corrector" else int(cfg.model.student.steps)) if m else 1
         for name in preset_names(cfg.ttc):
             try:
-                plan = make_plan(cfg.ttc, name, calls, refine)
+                plan = (make_plan(cfg.ttc, name, 1, refine, kind="field",
+                                  encode=str(m.field.state) == "encode") if field else
+                        make_plan(cfg.ttc, name, calls, refine))
                 c.add(S, f"ttc.presets.{name}", True, plan.describe(), severity="info")
             except UserError as e:
                 c.add(S, f"ttc.presets.{name}", False, str(e), "raise the budget or lower candidates")

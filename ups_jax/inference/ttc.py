@@ -21,6 +21,9 @@ refiner call (the corrector makes K+1, the student S), or one decoder call. Per 
 evaluations. ``make_plan`` refuses a budget below the candidate count, then shrinks the plan (horizon first, then
 beam width, then candidates) until it fits; the evaluations actually made are counted from the array shapes each
 call evaluates and returned per step, and a step above the budget is an internal error.
+
+With ``model.corrector.kind='field'`` the state is (z, û) and the candidates are correction strengths, not
+samples: inference/field_ttc.py (its own cost formula); ``ttc_refiner`` and ``plan_for_model`` pick it.
 """
 
 from __future__ import annotations
@@ -56,24 +59,53 @@ class TTCPlan:
     refiner_calls: int
     gamma: float
     requested: tuple            # (candidates, beam_width, horizon) as configured
+    kind: str = "latent"        # 'latent' (refiner samples) | 'field' (field corrector strengths, field_ttc.py)
+    encode: bool = False        # field: the state update re-encodes each candidate (state='encode')
 
     @property
     def evaluations_per_step(self) -> int:
-        return step_cost(self.candidates, self.beam_width, self.horizon, self.refiner_calls)
+        return _cost(self.kind, self.refiner_calls, self.encode)(self.candidates, self.beam_width, self.horizon)
 
     def describe(self) -> str:
         shrunk = "" if self.requested == (self.candidates, self.beam_width, self.horizon) else \
             f" (configured {self.requested[0]}/{self.requested[1]}/{self.requested[2]}, shrunk to fit the budget)"
+        what = (f"the field corrector (correction strengths, state '{'encode' if self.encode else 'carry'}')"
+                if self.kind == "field" else f"the {self.refiner} ({self.refiner_calls} call(s))")
         return (f"TTC '{self.preset}': {self.candidates} candidates × beam {self.beam_width} × horizon "
-                f"{self.horizon} with the {self.refiner} ({self.refiner_calls} call(s)) = "
+                f"{self.horizon} with {what} = "
                 f"{self.evaluations_per_step} of {self.budget} evaluations per step{shrunk}")
+
+
+def _cost(kind: str, refiner_calls: int, encode: bool):
+    if kind == "field":
+        from ups_jax.inference.field_ttc import field_step_cost
+
+        return lambda N, W, H: field_step_cost(N, W, H, encode)
+    return lambda N, W, H: step_cost(N, W, H, refiner_calls)
+
+
+def ttc_refiner(cfg) -> str:
+    """The refiner TTC draws candidates from: ``ttc.refine``, or the corrector when it is the field kind (there is
+    no student to draw from)."""
+    from ups_jax.models.field_corrector import corrector_kind
+
+    return "corrector" if corrector_kind(cfg.model) == "field" else str(cfg.ttc.refine)
+
+
+def plan_for_model(ttc_cfg, preset: str, model, refine: str) -> "TTCPlan":
+    """:func:`make_plan` for the model's refiner ``refine`` (its kind, calls and state update)."""
+    net = getattr(model, refine)
+    if getattr(net, "kind", "latent") == "field":
+        return make_plan(ttc_cfg, preset, net.calls, refine, kind="field", encode=net.state_update == "encode")
+    return make_plan(ttc_cfg, preset, net.calls, refine)
 
 
 def preset_names(ttc_cfg) -> list[str]:
     return sorted(ttc_cfg.presets.keys())
 
 
-def make_plan(ttc_cfg, preset: str, refiner_calls: int, refiner: str | None = None) -> TTCPlan:
+def make_plan(ttc_cfg, preset: str, refiner_calls: int, refiner: str | None = None, *, kind: str = "latent",
+              encode: bool = False) -> TTCPlan:
     """The plan of ``ttc.presets.<preset>`` for a refiner of ``refiner_calls`` calls; ConfigError (exit 2) for an
     unknown preset, a budget below the candidate count, or one that cannot pay a single candidate."""
     names = preset_names(ttc_cfg)
@@ -88,17 +120,19 @@ def make_plan(ttc_cfg, preset: str, refiner_calls: int, refiner: str | None = No
         raise ConfigError(f"{key}.budget={budget} is smaller than the candidate count {N}: every step draws {N} "
                           f"candidates; raise {key}.budget or lower {key}.candidates")
     S = int(refiner_calls)
+    cost = _cost(kind, S, encode)
     requested = (N, W, H)
-    while step_cost(N, W, H, S) > budget and H > 1:
+    while cost(N, W, H) > budget and H > 1:
         H -= 1
-    while step_cost(N, W, H, S) > budget and W > 1:
+    while cost(N, W, H) > budget and W > 1:
         W -= 1
-    while step_cost(N, W, H, S) > budget and N > 1:
+    while cost(N, W, H) > budget and N > 1:
         N -= 1
-    if step_cost(N, W, H, S) > budget:
-        raise ConfigError(f"{key}.budget={budget} cannot pay one candidate: {step_cost(1, 1, 1, S)} evaluations per "
+    if cost(N, W, H) > budget:
+        raise ConfigError(f"{key}.budget={budget} cannot pay one candidate: {cost(1, 1, 1)} evaluations per "
                           f"step with a {S}-call refiner; raise the budget or use ttc.refine='student'")
-    return TTCPlan(preset, N, W, H, budget, refiner or str(ttc_cfg.refine), S, float(ttc_cfg.gamma), requested)
+    return TTCPlan(preset, N, W, H, budget, refiner or str(ttc_cfg.refine), S, float(ttc_cfg.gamma), requested,
+                   kind, bool(encode))
 
 
 def beam_search(step_fn: Callable, refine_fn: Callable, decode_fn: Callable, z0: jax.Array, f0: jax.Array,
@@ -179,6 +213,8 @@ def beam_search(step_fn: Callable, refine_fn: Callable, decode_fn: Callable, z0:
 
 def make_ttc_fn(graphdef, plan: TTCPlan, weights: Mapping[str, float], mean: float, std: float):
     weights = dict(weights)
+    if plan.kind == "field":
+        return make_field_ttc_fn(graphdef, plan, weights, mean, std)
 
     @functools.partial(jax.jit, static_argnames=("steps",))
     def run(state, u_ctx, nu, dt, x01, rng, steps: int):
@@ -209,6 +245,28 @@ def make_ttc_fn(graphdef, plan: TTCPlan, weights: Mapping[str, float], mean: flo
     return run
 
 
+def make_field_ttc_fn(graphdef, plan: TTCPlan, weights: dict, mean: float, std: float):
+    from ups_jax.inference.field_ttc import field_beam_search
+
+    @functools.partial(jax.jit, static_argnames=("steps",))
+    def run(state, u_ctx, nu, dt, x01, rng, steps: int):
+        """u_ctx: (B, h, *grid) normalised → (û (B, steps, *grid) normalised, log); deterministic (rng unused)."""
+        del rng
+        m = nnx.merge(graphdef, state)
+
+        def one(u, nu1, dt1):
+            us, log = field_beam_search(m, x01, u[None], dt1[None], nu1[None], steps=steps, plan=plan,
+                                        weights=weights, mean=mean, std=std)
+            return us[0], log
+
+        us, log = jax.vmap(one)(u_ctx, nu, dt)
+        return us, {"evaluations": log["evaluations"][0], "chosen_reward": log["chosen_reward"][:, 0],
+                    "candidate_reward_mean": jnp.mean(log["candidate_reward_mean"], 0),
+                    "candidate_reward_best": jnp.mean(log["candidate_reward_best"], 0)}
+
+    return run
+
+
 class TTCRollout(Rollout):
     """The evaluation's Rollout interface (physical frames in and out, ``out_x01`` output points) with TTC steps;
     ``logs`` keeps one numpy log per batch call."""
@@ -217,6 +275,10 @@ class TTCRollout(Rollout):
                  weights: Mapping[str, float], seed: int = 0, out_x01: np.ndarray | None = None):
         self.plan, self.weights = plan, dict(weights)
         self.logs: list[dict] = []
+        if plan.kind == "field" and out_x01 is not None:
+            from ups_jax.models.field_corrector import GRID_ONLY
+
+            raise ValueError(GRID_ONLY)
         super().__init__(model, norm=norm, x01=x01, batch_size=batch_size, mode="latent", refine=plan.refiner,
                          seed=seed, out_x01=out_x01)
         graphdef = self.graphdef
@@ -232,15 +294,17 @@ class TTCRollout(Rollout):
         return make_ttc_fn(self.graphdef, self.plan, self.weights, self.mean, self.std)
 
     def _predict(self, u, nu, dt, steps, rng, valid) -> np.ndarray:
-        zs, log = self.fn(self.state, u, nu, dt, self.x01, rng, steps=int(steps))
+        out_, log = self.fn(self.state, u, nu, dt, self.x01, rng, steps=int(steps))
         log = jax.device_get(log)
         log["chosen_reward"] = log["chosen_reward"][:valid]
         if int(np.max(log["evaluations"])) > self.plan.budget:   # cannot happen by construction: a bug if it does
             raise RuntimeError(f"TTC made {int(np.max(log['evaluations']))} evaluations in a step, budget "
                                f"{self.plan.budget}")
         self.logs.append(log)
+        if self.plan.kind == "field":          # the search returns the corrected fields û on the grid
+            return np.asarray(out_)
         out = self.x01 if self.out_x01 is None else self.out_x01
-        return np.asarray(self._decode(self.state, zs, out))
+        return np.asarray(self._decode(self.state, out_, out))
 
     def summary(self) -> dict:
         """What the TTC did over every call so far (JSON-ready)."""

@@ -163,6 +163,10 @@ def refined_rollout(model, z: jax.Array, dt, nu, num_steps: int, refine: str, rn
     """Predictor–corrector latent rollout: z_{t+1} = R(z_t, F(z_t)) with R the model's ``refine`` module
     ('corrector' or 'student'), one noise key per step → (B, num_steps, T, D)."""
     net = refiner(model, refine)
+    if getattr(net, "kind", "latent") == "field":
+        from ups_jax.models.field_corrector import GRID_ONLY
+
+        raise ValueError(f"the field corrector's rollout state is (z, û), not z alone: {GRID_ONLY}")
     keys = jax.random.split(rng, int(num_steps))
 
     def body(zc, key):
@@ -187,12 +191,18 @@ def refiner(model, name: str) -> ResidualCorrector:
     return net
 
 
-def build_refiners(cfg_model, *, latent_dim: int, latent_tokens: int, rngs: nnx.Rngs):
+def build_refiners(cfg_model, *, latent_dim: int, latent_tokens: int, rngs: nnx.Rngs, dims: int = 1):
     """(corrector, student) from ``model.corrector`` / ``model.student`` (None where a section is absent or
-    None). The student copies the corrector's architecture and runs ``model.student.steps`` levels."""
+    None). The student copies the corrector's architecture and runs ``model.student.steps`` levels.
+    ``model.corrector.kind='field'``: the physical-space corrector (models/field_corrector.py) on a ``dims``-D grid,
+    and no student (one deterministic call per step: nothing to distil)."""
+    from ups_jax.models.field_corrector import build_field_corrector, corrector_kind
+
     c = cfg_model.get("corrector")
     if c is None:
         return None, None
+    if corrector_kind(cfg_model) == "field":
+        return build_field_corrector(c, dims=dims, rngs=rngs), None
     kw = dict(latent_dim=latent_dim, latent_tokens=latent_tokens, hidden_dim=int(c.hidden_dim),
               group_size=int(c.group_size), num_heads=int(c.num_heads), depths=tuple(c.depths),
               mlp_ratio=float(c.mlp_ratio), cond_dim=int(c.cond_dim), refine_steps=int(c.refine_steps),

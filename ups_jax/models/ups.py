@@ -94,6 +94,11 @@ class UPS(nnx.Module):
         steps = int(steps)
         if refine != "none" and mode != "latent":
             raise ValueError(f"refine={refine!r} needs eval.rollout_mode='latent' (got {mode!r})")
+        if mode == "latent" and refine != "none":
+            from ups_jax.models.field_corrector import field_rollout, is_field
+
+            if is_field(self, refine):   # the (z, û) state: the output is the corrected field û itself
+                return field_rollout(self, u_ctx, dt, nu, x01, steps)
         if mode == "latent":
             zs = self.rollout(self.encode_frames(u_ctx, x01), dt, nu, steps, refine, rng)   # (B, S, T, D)
             t, d = zs.shape[-2:]
@@ -233,7 +238,7 @@ def build_model(cfg, num_points, *, channels: int = 1, rngs: nnx.Rngs | None = N
         from ups_jax.models.corrector import build_refiners
         from ups_jax.models.steady import build_steady
 
-        corrector, student = build_refiners(m, latent_dim=d, latent_tokens=t, rngs=rngs)
+        corrector, student = build_refiners(m, latent_dim=d, latent_tokens=t, rngs=rngs, dims=len(grid))
         steady = build_steady(m, latent_dim=d, latent_tokens=t, rngs=rngs)
     except ModelConfigError:
         raise

@@ -65,9 +65,37 @@ def checkpoint_param_shapes(workdir, stage: str, step: int, item: str = "params"
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def check_param_shapes(ckpt_shapes: dict[str, tuple], model_shapes: dict[str, tuple], *, where: str) -> None:
-    """Raises CheckpointError naming the first differing parameter path, both shapes and the config key."""
+def only_modules(shapes: dict[str, tuple], modules) -> dict[str, tuple]:
+    """The entries of ``shapes`` under the top-level submodules ``modules`` (what a finished stage hands on)."""
+    heads = set(modules)
+    return {k: v for k, v in shapes.items() if k.split("/", 1)[0] in heads}
+
+
+def _corrector_layout(shapes: dict[str, tuple]) -> str | None:
+    """'latent' / 'field' by the corrector's parameter names (net/… or cnn/…); None without a corrector."""
+    heads = {k.split("/")[1] for k in shapes if k.startswith("corrector/") and k.count("/") >= 1}
+    return "field" if "cnn" in heads else "latent" if "net" in heads else None
+
+
+def check_corrector_kind(ckpt_shapes: dict[str, tuple], model_shapes: dict[str, tuple], *, where: str) -> None:
+    """A corrector trained as one kind loaded as the other (``model.corrector.kind``) → one line with the fix."""
+    found, want = _corrector_layout(ckpt_shapes), _corrector_layout(model_shapes)
+    if found and want and found != want:
+        raise CheckpointError(
+            f"{where}: holds a {found} corrector but the config asks for model.corrector.kind='{want}' (a checkpoint "
+            f"from before the field corrector existed is 'latent'); pass --config.model.corrector.kind={found}, or "
+            f"train the {want} corrector in another --workdir (nothing was overwritten)")
+
+
+def check_param_shapes(ckpt_shapes: dict[str, tuple], model_shapes: dict[str, tuple], *, where: str,
+                       modules=None) -> None:
+    """Raises CheckpointError naming the first differing parameter path, both shapes and the config key.
+    ``modules``: compare only these top-level submodules (a finished stage hands on only what it trained)."""
     from ups_jax.models import config_key_for, shape_mismatches
+
+    if modules is not None:
+        ckpt_shapes, model_shapes = only_modules(ckpt_shapes, modules), only_modules(model_shapes, modules)
+    check_corrector_kind(ckpt_shapes, model_shapes, where=where)
 
     for path in sorted(set(model_shapes) & set(ckpt_shapes)):
         if tuple(ckpt_shapes[path]) != tuple(model_shapes[path]):
@@ -108,13 +136,16 @@ def _short(v) -> str:
 
 
 def check_compatible(workdir, stage: str, step: int, state: dict, *, model_shapes: dict,
-                     opt_like: Callable[[], Any] | None = None, stage_cfg: dict | None = None) -> None:
+                     opt_like: Callable[[], Any] | None = None, stage_cfg: dict | None = None,
+                     modules=None) -> None:
     """A resume point written by another config → one-line CheckpointError. Reads metadata only (no arrays); an
     unreadable checkpoint raises whatever orbax raises (the caller treats that as corruption, not a mismatch).
     ``opt_like()`` builds the optimizer-state target (only needed, and only called, for an unfinished stage)."""
     where = f"{stage_dir(workdir, stage)}/{step}"
     check_format(state, where, model_shapes)
-    check_param_shapes(checkpoint_param_shapes(workdir, stage, step), model_shapes, where=where)
+    # a finished stage hands on only the modules it trained (``modules``); an unfinished one resumes them all
+    check_param_shapes(checkpoint_param_shapes(workdir, stage, step), model_shapes, where=where,
+                       modules=modules if state.get("finished") else None)
     if not state.get("finished") and opt_like is not None:
         check_opt_state(leaf_shapes(_item_metadata_tree(workdir, stage, step, "opt")), leaf_shapes(opt_like()),
                         where=where, stage=stage, saved_cfg=state.get("stage_config"), stage_cfg=stage_cfg)

@@ -241,6 +241,13 @@ def _weights_read(mngr: ocp.CheckpointManager, step: int, params_like: dict | No
     return restore(mngr, step, params_like=params_like, items=("params", "ema"))
 
 
+def checkpoint_like(workdir, stage: str, step: int, item: str = "ema") -> dict:
+    """The tree ``item`` of ``stage``'s checkpoint ``step`` holds, as ShapeDtypeStructs (from its metadata)."""
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    tree = _item_metadata_tree(Path(workdir), stage, step, item)
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), tree)
+
+
 def newest_readable_state(mngr: ocp.CheckpointManager) -> tuple[int, dict] | None:
     """(step, JSON state) of the newest complete checkpoint (its state reads, and for a finished stage its
     weights too); None if there is none. A damaged step is skipped (restore_for_resume reports it when the run

@@ -53,17 +53,19 @@ def run_comparison(model, cfg, data, workdir, done: set, baseline=None, split: s
     for name in ("corrector", "student"):
         net = getattr(model, name, None)
         if name in done and net is not None:
-            rows.append(row(f"+{name}", rollout(model, refine=name), net.calls + 2)[0])
+            # operator + decoder + the refiner's calls (+ the encoder of the field corrector's state='encode')
+            extra = int(getattr(net, "state_update", "") == "encode")
+            rows.append(row(f"+{name}", rollout(model, refine=name), net.calls + 2 + extra)[0])
         elif name in cfg.stage_order:
             notes.append(f"+{name}: not evaluated (stage '{name}' is not finished in this workdir)")
     preset = str(ev.get("ttc_preset", "") or "")
     if preset:
-        from ups_jax.inference.ttc import TTCRollout, make_plan
+        from ups_jax.inference.ttc import TTCRollout, plan_for_model, ttc_refiner
 
-        refine = str(cfg.ttc.refine)
+        refine = ttc_refiner(cfg)
         net = getattr(model, refine, None)
         if refine in done and net is not None:
-            plan = make_plan(cfg.ttc, preset, net.calls, refine)
+            plan = plan_for_model(cfg.ttc, preset, model, refine)
             t = TTCRollout(model, norm=data.norm, x01=data.x01, batch_size=bs, plan=plan,
                            weights=dict(cfg.ttc.weights), seed=cfg.seed)
             r, _ = row(f"+TTC({preset})", t, plan.evaluations_per_step + 1)

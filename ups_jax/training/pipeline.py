@@ -392,7 +392,8 @@ def load_run(workdir, data_paths=None):
             finally:
                 mngr.close()
             ckpt.check_format(state, where, param_shapes(model))   # an older layout: the reason, not a shape list
-            ckpt.check_param_shapes(saved, param_shapes(model), where=where)
+            ckpt.check_param_shapes(saved, param_shapes(model), where=where,
+                                    modules=tuple(cfg.stages[stage].trainable))
             restore_modules(model, workdir, stage, tuple(cfg.stages[stage].trainable), step=step)
             loaded = (stage, step)
     if loaded is None:

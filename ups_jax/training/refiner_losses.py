@@ -96,3 +96,50 @@ def make_steady_loss(*, x01, context_frames: int, latent_weight: float):
         return loss, terms
 
     return loss_fn
+
+
+def make_field_corrector_loss(*, x01, context_frames: int, pushforward_steps: int, rollout_loss: str = "mse",
+                              norm: dict | None = None):
+    """The field corrector (``model.corrector.kind='field'``, models/field_corrector.py) on pushforward pairs of
+    the *corrected* rollout: from the given frames, the frozen operator + decoder and the current corrector roll P
+    corrected steps without gradient (state (z, û)); the state after p ~ U{0..P} of them (per window; 0 = the true
+    state) takes one more corrected step, trained against the true next frame — so the corrector learns to correct
+    its own drift, which the probe's true-state-only fit did not (its gain faded over the rollout).
+
+    ``rollout_loss`` 'mse' (normalised units) or 'rel_l2' (per-frame relative L2 in physical units, what nRMSE
+    measures; needs the train split's ``norm``), as the operator stage's option (training/losses.py). Logs the
+    same loss of the uncorrected step D(F(z)) on the same pairs (``diag/uncorrected``): the corrector's gain."""
+    from ups_jax.errors import ConfigError
+    from ups_jax.models.field_corrector import decode_grid, field_states
+
+    h, P = int(context_frames), int(pushforward_steps)
+    if rollout_loss == "rel_l2":
+        if norm is None:
+            raise ConfigError("rollout_loss='rel_l2' needs the train split's normalisation (norm={'mean', 'std'})")
+        offset = float(norm["mean"]) / float(norm["std"])
+
+        def frame_loss(pred, true):   # (B, points) normalised → mean relative L2 in physical units
+            err = jnp.sqrt(jnp.sum(jnp.square(pred - true), axis=-1) + 1e-12)
+            return jnp.mean(err / jnp.sqrt(jnp.sum(jnp.square(true + offset), axis=-1) + 1e-12))
+    elif rollout_loss == "mse":
+        def frame_loss(pred, true):
+            return _mse(pred, true)
+    else:
+        raise ConfigError(f"stages.corrector.rollout_loss={rollout_loss!r}: choose 'mse' or 'rel_l2'")
+
+    def loss_fn(model, batch, rng):
+        u, dt, nu = batch["u"], batch["dt"], batch["nu"]
+        B = u.shape[0]
+        rows = jnp.arange(B)
+        p = jax.random.randint(rng, (B,), 0, P + 1)
+        zs, ctxs, _ = field_states(model, u[:, :h], dt, nu, x01, P)              # P corrected steps
+        z_t, ctx_t = jax.lax.stop_gradient(zs[rows, p]), jax.lax.stop_gradient(ctxs[rows, p])
+        decoded = jax.lax.stop_gradient(decode_grid(model, model.step(z_t, dt, nu), x01))
+        pred = model.corrector(ctx_t[:, -1], decoded, nu)
+        true = u[rows, h + p]
+        flat = lambda a: a.reshape(B, -1)
+        loss = frame_loss(flat(pred), flat(true))
+        return loss, {"loss/field": loss, "diag/uncorrected": frame_loss(flat(decoded), flat(true)),
+                      "diag/pushforward_depth": jnp.mean(p.astype(jnp.float32))}
+
+    return loss_fn

@@ -34,7 +34,8 @@ def check_stage_resumable(workdir, cfg, model, stage: str) -> tuple[int, bool] |
                 state = ckpt.restore(mngr, step, items=("state",))["state"]
                 ckpt.check_compatible(workdir, stage, step, state, model_shapes=param_shapes(model),
                                       opt_like=(lambda: abstract_opt_state(model, sc)) if sc is not None else None,
-                                      stage_cfg=sc.to_dict() if sc is not None else None)
+                                      stage_cfg=sc.to_dict() if sc is not None else None,
+                                      modules=tuple(sc.trainable) if sc is not None else None)
             except CheckpointError:
                 raise
             except Exception as e:  # noqa: BLE001 — sorted into damage (older step) and anything else (stop)

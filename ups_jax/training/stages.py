@@ -10,6 +10,7 @@ codec                 losses.make_ups_loss (reconstruction)       —           
 operator / fno /     losses.make_stage_loss (one-step, rollout)  encoder, decoder (operator)      rollout nRMSE
 hybrid
 corrector             refiner_losses: denoising (v-prediction)    encoder, operator                rollout nRMSE +corrector
+ (kind 'field')       refiner_losses: corrected pushforward pairs encoder, operator, decoder       rollout nRMSE +corrector
 student               refiner_losses: distillation               encoder, operator, corrector     rollout nRMSE +student
 steady                refiner_losses: final frame                 encoder, decoder                 final-frame nRMSE
 ====================  ==========================================  ===============================  =================
@@ -75,13 +76,24 @@ def _refiner_loss(make, **stage_keys):
                                      **{arg: sc[key] for arg, key in stage_keys.items()})
 
 
+def _corrector_loss(cfg, sc, x01, norm=None):
+    """The latent diffusion corrector's denoising loss, or the field corrector's loss on pushforward pairs of the
+    corrected rollout (``model.corrector.kind``)."""
+    from ups_jax.models.field_corrector import corrector_kind
+
+    if corrector_kind(cfg.model) == "field":
+        return refiner_losses.make_field_corrector_loss(
+            x01=x01, context_frames=stage_kinds.context_frames_of(cfg), pushforward_steps=sc.pushforward_steps,
+            rollout_loss=str(sc.get("rollout_loss", "mse")), norm=norm)
+    return _refiner_loss(refiner_losses.make_corrector_loss, pushforward_steps="pushforward_steps")(cfg, sc, x01)
+
+
 KINDS: dict[str, StageKind] = {k.name: k for k in (
     StageKind("codec", _core_loss, validator="recon"),
     StageKind("operator", _core_loss, validator="rollout"),
     StageKind("fno", _core_loss, validator="rollout"),
     StageKind("hybrid", _core_loss, validator="rollout"),
-    StageKind("corrector", _refiner_loss(refiner_losses.make_corrector_loss, pushforward_steps="pushforward_steps"),
-              validator="rollout", refine="corrector"),
+    StageKind("corrector", _corrector_loss, validator="rollout", refine="corrector"),
     StageKind("student", _refiner_loss(refiner_losses.make_student_loss, pushforward_steps="pushforward_steps"),
               validator="rollout", refine="student", prepare=_student_init),
     StageKind("steady", _refiner_loss(refiner_losses.make_steady_loss, latent_weight="latent_weight"),
@@ -125,10 +137,16 @@ def restore_modules(model, workdir, name: str, modules, *, step: int | None = No
     pure = param_dict(model)
     mngr = ckpt.open_manager(workdir, name, read_only=True)
     try:
+        # the modules not loaded are read as the checkpoint holds them: a stage's stale copy of a module it does
+        # not train may have another layout (e.g. the latent corrector in an operator checkpoint, loaded into a
+        # model with model.corrector.kind='field')
+        at = mngr.best_step() if step is None else step
+        target = {k: (pure[k] if k in modules else v)
+                  for k, v in ckpt.checkpoint_like(workdir, name, at, "ema").items()}
         if step is None:
-            step, ema = ckpt.restore_best_ema(mngr, name, pure)     # one-line CheckpointError when unreadable
+            step, ema = ckpt.restore_best_ema(mngr, name, target)   # one-line CheckpointError when unreadable
         else:
-            ema = ckpt.restore(mngr, step, params_like=pure, items=("ema",))["ema"]
+            ema = ckpt.restore(mngr, step, params_like=target, items=("ema",))["ema"]
     finally:
         mngr.close()
     for module in modules:
