@@ -287,6 +287,10 @@ def solver_rows(report: dict, cells: Sequence[int]) -> list[dict]:
         return []
     wd = Path(report["configs"][0]["per_seed"][0]["workdir"])
     cfg = config_from_dict(json.loads((wd / "config.json").read_text()))
+    if int(cfg.data.get("dims", 1)) != 1:      # 2-D: benchmarks/rollout_vs_solver.py (its 2-D table) has them
+        print("solver rows: 1-D only here; for 2-D data run benchmarks/rollout_vs_solver.py --workdir RUN",
+              flush=True)
+        return []
     p = Protocol(cfg, json.loads((wd / "run_meta.json").read_text())["data_paths"], 0)
     bad = [n for n in cells if n < 4 or p.full.nx % n]
     if bad:

@@ -34,11 +34,11 @@ def build(spec: str, overrides: Sequence[str]):
     from ups_jax.config import load_config
     from ups_jax.data.grids import grid_size, spatial_shape
     from ups_jax.driver.compiled_step import stage_parts
-    from ups_jax.driver.dry_run import _load_data
+    from ups_jax.driver.synthetic_data import load_data
     from ups_jax.models import build_model
 
     cfg = load_config(spec, list(overrides))
-    data = _load_data(cfg, False, [])
+    data = load_data(cfg, False, [])
     model = build_model(cfg, num_points=grid_size(spatial_shape(data.dataset)), rngs=nnx.Rngs(cfg.seed))
     name = cfg.stage_order[0]
     sc, runner, state, loader = stage_parts(cfg, data, model, 0, name)

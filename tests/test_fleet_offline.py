@@ -218,7 +218,8 @@ def test_stage_metric_from_the_stage_table(tmp_path):
     from ups_jax.training.stages import KINDS
 
     assert {n: ex.stage_val_metric(n) for n in KINDS} == {
-        "codec": "val/recon_nrmse", "operator": "val/nrmse", "fno": "val/nrmse", "corrector": "val/nrmse",
+        "codec": "val/recon_nrmse", "operator": "val/nrmse", "fno": "val/nrmse", "hybrid": "val/nrmse",
+        "corrector": "val/nrmse",
         "student": "val/nrmse", "steady": "val/final_nrmse"}
     smoke = ex.load_experiment(str(ROOT / "experiments" / "smoke.py"))
     steady = dataclasses.replace(smoke, overrides=[*smoke.overrides, "stage_order=codec,operator,steady"],

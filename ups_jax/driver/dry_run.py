@@ -50,7 +50,7 @@ from ups_jax.config import load_config
 from ups_jax.errors import UserError
 from ups_jax.driver.compiled_step import _flops, _memory, peak_rss_bytes, stage_parts
 from ups_jax.driver.compiled_step import compiled_stage_memory, device_memory_bytes  # noqa: F401 (public names, moved)
-from ups_jax.driver.synthetic_data import _load_data
+from ups_jax.driver.synthetic_data import load_data
 
 
 # Dense peak FLOP/s for float32 matmuls (TF32 tensor cores, which XLA uses for f32 on these GPUs) and memory.
@@ -83,7 +83,7 @@ def dry_run(cfg, *, skip_data: bool = False, estimate_only: bool = False, timing
                                                                  for e in errs[:3]) + more +
                         " (python -m ups_jax.driver validate for the fixes)", exit_code=1)
     notes: list[str] = []
-    data = _load_data(cfg, skip_data, notes)
+    data = load_data(cfg, skip_data, notes)
     model = build_model(cfg, num_points=grid_size(spatial_shape(data.dataset)), rngs=nnx.Rngs(cfg.seed))
     t_ready = time.time()
     dev = jax.devices()[0]

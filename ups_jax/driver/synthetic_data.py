@@ -69,7 +69,7 @@ class SyntheticData:
         return RunData.prepare_batch(self, batch)
 
 
-def _load_data(cfg, skip_data: bool, notes: list):
+def load_data(cfg, skip_data: bool, notes: list):
     if skip_data:
         notes.append("--skip-data: synthetic fields with the grid of data.generate (no data file read; data "
                      "loading and validate-data are not in the estimate)")

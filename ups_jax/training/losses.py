@@ -214,6 +214,7 @@ def make_fno_loss(*, x01: jax.Array, rollout_steps: int, context_frames: int, pu
     return loss_fn
 
 
+BASELINE_NAMES = {"fno": "FNO", "hybrid": "hybrid"}
 PUSHFORWARD_DEFAULTS = dict(pushforward_sampling="fixed", pushforward_curriculum=0, pushforward_grad_steps=0,
                             rollout_loss="mse")
 
@@ -229,7 +230,7 @@ def make_stage_loss(cfg, stage_cfg, *, x01: jax.Array, norm: dict | None = None)
     if model_kind(cfg) != "ups":                 # the FNO and hybrid baselines: PDEBench's autoregressive loss
         if options != PUSHFORWARD_DEFAULTS:
             raise ConfigError(f"{sorted(k for k in options if options[k] != PUSHFORWARD_DEFAULTS[k])}: the "
-                              f"{model_kind(cfg)} baseline's loss is PDEBench's (fixed depth, MSE); leave these at "
+                              f"{BASELINE_NAMES[model_kind(cfg)]} baseline's loss is PDEBench's (fixed depth, MSE); leave these at "
                               f"their defaults")
         return make_fno_loss(**common)
     return make_ups_loss(stage_cfg.losses, query_points=stage_cfg.query_points, norm=norm, **options, **common)
