@@ -76,9 +76,13 @@ def _config_dict(spec: str, overrides: Sequence[str], seed: int) -> dict:
     return json.loads(json.dumps(cfg.to_dict()))
 
 
+REFINE_MODULES = ("corrector", "student", "steady")   # each trained by the stage of its name
+
+
 def check_workdir(workdir: Path, want: dict, spec: str) -> None:
     """Refuses a workdir written by another config (its config.json differs from ``want``). The settings of stages
-    neither config trains (``stages.<name>`` outside both ``stage_order``) do not count: a new key there (e.g. of a
+    neither config trains (``stages.<name>`` outside both ``stage_order``, and ``model.<name>`` of such a refine
+    stage) do not count: a new key there (e.g. of a
     refine stage that ``:cpu`` does not run) cannot have changed the run; nor can a stage key the run's config
     lacks because it was added later, when the config asks for what the code does without it (ABSENT_STAGE_KEYS)."""
     from ups_jax.config import flatten
@@ -93,6 +97,8 @@ def check_workdir(workdir: Path, want: dict, spec: str) -> None:
     a, b = flatten(have), flatten(want)
     trained = set(have.get("stage_order", ())) | set(want.get("stage_order", ()))
     untrained = {f"stages.{n}." for n in set(have.get("stages", {})) | set(want.get("stages", {})) if n not in trained}
+    # the refine stages' own model sections (model.corrector, ...) cannot have changed a run that trains none of them
+    untrained |= {f"model.{n}." for n in REFINE_MODULES if n not in trained}
     for name, stage in have.get("stages", {}).items():        # a run from before a stage key existed
         for key, value in ABSENT_STAGE_KEYS.items():
             if isinstance(stage, dict) and key not in stage and f"stages.{name}.{key}" in b:

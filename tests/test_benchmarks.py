@@ -103,6 +103,10 @@ def test_accuracy_ignores_settings_of_stages_neither_run_trains(tmp_path):
     # a key added to a stage the run never trained (a refine stage of :cpu): the same run
     want = {**have, "stages": {"operator": {"steps": 10}, "corrector": {"steps": 5, "decoded_weight": 1.0}}}
     accuracy.check_workdir(tmp_path, want, "spec")
+    # ... nor to that refine stage's own model section (model.corrector.kind, added later)
+    accuracy.check_workdir(tmp_path, {**want, "model": {"corrector": {"kind": "latent"}}}, "spec")
+    with pytest.raises(UserError, match="written by another config .*model.latent_dim"):
+        accuracy.check_workdir(tmp_path, {**want, "model": {"latent_dim": 16}}, "spec")
     # ... but not once that stage is trained, nor a change to a trained stage
     for other in ({**want, "stage_order": ["operator", "corrector"]},
                   {**have, "stages": {"operator": {"steps": 11}, "corrector": {"steps": 5}}}):
