@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ups_jax.inference.beams import follow_best_beam, take_beams
 from ups_jax.inference.rewards import reward
 from ups_jax.models.field_corrector import advance, decode_grid, field_step
 
@@ -84,7 +85,7 @@ def field_beam_search(m, x01, u_ctx, dt, nu, *, steps: int, plan, weights, mean:
         _, idx = jax.lax.top_k(cum + value.reshape(B, W * N), W)
 
         def take(a):
-            return jnp.take_along_axis(a, idx.reshape((B, W) + (1,) * (a.ndim - 2)), axis=1)
+            return take_beams(a, idx)
 
         zb_new = take(z_c.reshape(B, W * N, T, D))
         cb_new = take(c_c.reshape((B, W * N, h) + grid))
@@ -95,13 +96,4 @@ def field_beam_search(m, x01, u_ctx, dt, nu, *, steps: int, plan, weights, mean:
     init = (jnp.broadcast_to(z0[:, None], (B, W, T, D)), jnp.broadcast_to(u_ctx[:, None], (B, W, h) + grid),
             jnp.zeros((B, W), jnp.float32))
     (_, _, score), outs = jax.lax.scan(body, init, None, length=int(steps))
-    rows = jnp.arange(B)
-
-    def back(beam, o):
-        return o["parent"][rows, beam], (o["u"][rows, beam], o["reward"][rows, beam])
-
-    _, (us, rs) = jax.lax.scan(back, jnp.argmax(score, axis=1),
-                               {k: outs[k] for k in ("u", "parent", "reward")}, reverse=True)
-    log = {"evaluations": outs["evaluations"], "chosen_reward": jnp.swapaxes(rs, 0, 1),
-           "candidate_reward_mean": outs["cand_mean"], "candidate_reward_best": outs["cand_best"]}
-    return jnp.swapaxes(us, 0, 1), log
+    return follow_best_beam(outs, score, "u")

@@ -20,29 +20,57 @@ def _reduction(have: float, want: float, what: str, path) -> int:
     return int(round(k))
 
 
+def _read_npy(path: Path, grid: tuple[int, ...], field: str, dt: float, nu_arg, train_nus):
+    """A ``.npy`` of initial states on the training grid: (N, *grid), (N, T, *grid) or (N, T, *grid, 1); ν from
+    ``--nu`` or the run's single training ν."""
+    a = np.load(path)
+    d = len(grid)
+    shapes = " or ".join(f"({', '.join(f)})" for f in (("N", *"XY"[:d]), ("N", "T", *"XY"[:d]),
+                                                       ("N", "T", *"XY"[:d], "1")))
+    if a.ndim == d + 3:
+        if a.shape[-1] != 1:
+            raise DataError(f"{path}: {a.shape[-1]} channels but the model has 1 ({field}); pass {shapes}")
+        a = a[..., 0]
+    if a.ndim == d + 1:
+        a = a[:, None]
+    if a.ndim != d + 2:
+        raise DataError(f"{path}: array of shape {a.shape}; expected {shapes}")
+    if a.shape[2:] != tuple(grid):
+        have = f"{a.shape[-1]} cells" if d == 1 else f"a {'x'.join(map(str, a.shape[2:]))} grid"
+        raise DataError(f"{path}: {have} but the model was trained on {'x'.join(map(str, grid))}; give the input "
+                        f"on the training grid")
+    if nu_arg is None and len(set(train_nus)) != 1:
+        raise ConfigError(f"{path}: .npy input has no ν; pass --nu")
+    nu = float(nu_arg if nu_arg is not None else train_nus[0])
+    return a.astype(np.float32), np.full(a.shape[0], nu, np.float32), dt
+
+
+def _read_all(ds, nu_arg):
+    """Every trajectory of an opened (reduced) dataset → (frames, ν, dt); the dataset is closed."""
+    try:
+        frames = ds.read(np.arange(ds.num_trajectories))
+        nu = ds.nu if nu_arg is None else np.full(ds.num_trajectories, nu_arg, np.float32)
+        return frames, nu, ds.dt
+    finally:
+        ds.close()
+
+
+def _query_values(q: str) -> np.ndarray:
+    """``--x-query``: a ``.npy`` file or comma-separated numbers, as float64."""
+    try:
+        v = np.load(q) if q.endswith(".npy") else np.array([float(x) for x in q.split(",") if x.strip()])
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--x-query={q!r}: cannot read points ({e})") from e
+    return np.asarray(v, np.float64)
+
+
 def read_input(path: Path, *, grid_x: np.ndarray, dt: float, nu_arg, train_nus):
     """→ (frames (N, T, nx) physical float32, ν (N,), dt of the frames). Checks grid, time step and channels."""
     nx = len(grid_x)
     if not path.is_file():
         raise DataError(f"{path}: input file not found")
     if path.suffix == ".npy":
-        a = np.load(path)
-        if a.ndim == 4:
-            if a.shape[-1] != 1:
-                raise DataError(f"{path}: {a.shape[-1]} channels but the model has 1 (Burgers u); pass "
-                                f"(N, T, X) or (N, T, X, 1)")
-            a = a[..., 0]
-        if a.ndim == 2:
-            a = a[:, None]
-        if a.ndim != 3:
-            raise DataError(f"{path}: array of shape {a.shape}; expected (N, X), (N, T, X) or (N, T, X, 1)")
-        if a.shape[-1] != nx:
-            raise DataError(f"{path}: {a.shape[-1]} cells but the model was trained on {nx}; give the input on "
-                            f"the training grid")
-        if nu_arg is None and len(set(train_nus)) != 1:
-            raise ConfigError(f"{path}: .npy input has no ν; pass --nu")
-        nu = float(nu_arg if nu_arg is not None else train_nus[0])
-        return a.astype(np.float32), np.full(a.shape[0], nu, np.float32), dt
+        return _read_npy(path, (nx,), "Burgers u", dt, nu_arg, train_nus)
     from ups_jax.data.ns2d_reader import file_dims
     from ups_jax.data.pdebench import PDEBenchDataset
 
@@ -59,13 +87,7 @@ def read_input(path: Path, *, grid_x: np.ndarray, dt: float, nu_arg, train_nus):
                             f"grid ({nx} points on [{grid_x[0]:g}, {grid_x[-1]:g}])")
     finally:
         probe.close()
-    ds = PDEBenchDataset([path], reduced_resolution=r, reduced_resolution_t=rt)
-    try:
-        frames = ds.read(np.arange(ds.num_trajectories))
-        nu = ds.nu if nu_arg is None else np.full(ds.num_trajectories, nu_arg, np.float32)
-        return frames, nu, ds.dt
-    finally:
-        ds.close()
+    return _read_all(PDEBenchDataset([path], reduced_resolution=r, reduced_resolution_t=rt), nu_arg)
 
 
 def output_points(args, *, grid_x: np.ndarray, x_min: float, x_max: float) -> np.ndarray | None:
@@ -78,12 +100,7 @@ def output_points(args, *, grid_x: np.ndarray, x_min: float, x_max: float) -> np
         L = x_max - x_min
         return (x_min + (np.arange(args.nx_out) + 0.5) * L / args.nx_out).astype(np.float64)
     if args.x_query:
-        q = args.x_query
-        try:
-            xs = np.load(q) if q.endswith(".npy") else np.array([float(v) for v in q.split(",") if v.strip()])
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--x-query={q!r}: cannot read points ({e})") from e
-        xs = np.asarray(xs, np.float64).reshape(-1)
+        xs = _query_values(args.x_query).reshape(-1)
         if xs.size == 0 or np.any(xs < x_min) or np.any(xs > x_max):
             raise ConfigError(f"--x-query: {xs.size} point(s); all must lie in the domain [{x_min:g}, {x_max:g}]")
         return xs
@@ -96,23 +113,7 @@ def read_input_2d(path: Path, *, grid_x: np.ndarray, grid_y: np.ndarray, dt: flo
     if not path.is_file():
         raise DataError(f"{path}: input file not found")
     if path.suffix == ".npy":
-        a = np.load(path)
-        if a.ndim == 5:
-            if a.shape[-1] != 1:
-                raise DataError(f"{path}: {a.shape[-1]} channels but the model has 1 (vorticity); pass "
-                                f"(N, T, X, Y) or (N, T, X, Y, 1)")
-            a = a[..., 0]
-        if a.ndim == 3:
-            a = a[:, None]
-        if a.ndim != 4:
-            raise DataError(f"{path}: array of shape {a.shape}; expected (N, X, Y), (N, T, X, Y) or (N, T, X, Y, 1)")
-        if a.shape[-2:] != shape:
-            raise DataError(f"{path}: a {a.shape[-2]}x{a.shape[-1]} grid but the model was trained on "
-                            f"{shape[0]}x{shape[1]}; give the input on the training grid")
-        if nu_arg is None and len(set(train_nus)) != 1:
-            raise ConfigError(f"{path}: .npy input has no ν; pass --nu")
-        nu = float(nu_arg if nu_arg is not None else train_nus[0])
-        return a.astype(np.float32), np.full(a.shape[0], nu, np.float32), dt
+        return _read_npy(path, shape, "vorticity", dt, nu_arg, train_nus)
     from ups_jax.data.ns2d_reader import Field2DDataset, file_dims
 
     if file_dims(path) != 2:
@@ -134,13 +135,7 @@ def read_input_2d(path: Path, *, grid_x: np.ndarray, grid_y: np.ndarray, dt: flo
                                 f"grid ({len(want)} points on [{want[0]:g}, {want[-1]:g}])")
     finally:
         probe.close()
-    ds = Field2DDataset([path], reduced_resolution=r, reduced_resolution_t=rt, nu=nu_arg)
-    try:
-        frames = ds.read(np.arange(ds.num_trajectories))
-        nu = ds.nu if nu_arg is None else np.full(ds.num_trajectories, nu_arg, np.float32)
-        return frames, nu, ds.dt
-    finally:
-        ds.close()
+    return _read_all(Field2DDataset([path], reduced_resolution=r, reduced_resolution_t=rt, nu=nu_arg), nu_arg)
 
 
 def output_points_2d(args, *, x_min: float, x_max: float, grid: tuple[int, int]):
@@ -158,12 +153,7 @@ def output_points_2d(args, *, x_min: float, x_max: float, grid: tuple[int, int])
         pts = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
         shape = (args.nx_out, args.nx_out)
     elif args.x_query:
-        q = args.x_query
-        try:
-            pts = np.load(q) if q.endswith(".npy") else np.array([float(v) for v in q.split(",") if v.strip()])
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--x-query={q!r}: cannot read points ({e})") from e
-        pts = np.asarray(pts, np.float64)
+        pts = _query_values(args.x_query)
         if pts.ndim == 1 and pts.size % 2 == 0:
             pts = pts.reshape(-1, 2)
         if pts.ndim != 2 or pts.shape[-1] != 2 or pts.shape[0] == 0:

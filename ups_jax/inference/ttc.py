@@ -39,6 +39,7 @@ from flax import nnx
 
 from ups_jax.errors import ConfigError
 from ups_jax.eval.rollout import Rollout
+from ups_jax.inference.beams import follow_best_beam, take_beams
 from ups_jax.inference.rewards import reward
 
 
@@ -188,8 +189,8 @@ def beam_search(step_fn: Callable, refine_fn: Callable, decode_fn: Callable, z0:
         cum = (score[:, :, None] + r).reshape(B, W * N)
         _, idx = jax.lax.top_k(cum + value.reshape(B, W * N), W)                     # (B, W), per sample
 
-        def take(a):   # a: (B, W·N, ...) → the W chosen (B, W, ...)
-            return jnp.take_along_axis(a, idx.reshape((B, W) + (1,) * (a.ndim - 2)), axis=1)
+        def take(a):
+            return take_beams(a, idx)
 
         zb_new, fb_new = take(zc.reshape(B, W * N, T, D)), take(fc.reshape(B, W * N, X))
         out = {"z": zb_new, "parent": idx // N, "reward": take(r.reshape(B, W * N)),
@@ -199,16 +200,7 @@ def beam_search(step_fn: Callable, refine_fn: Callable, decode_fn: Callable, z0:
     init = (jnp.broadcast_to(z0[:, None], (B, W, T, D)), jnp.broadcast_to(f0[:, None], (B, W) + f0.shape[1:]),
             jnp.zeros((B, W), jnp.float32))
     (_, _, score), outs = jax.lax.scan(body, init, jax.random.split(rng, int(steps)))
-    rows = jnp.arange(B)
-
-    def back(beam, o):                                            # follow the back-pointers of the best beam
-        return o["parent"][rows, beam], (o["z"][rows, beam], o["reward"][rows, beam])
-
-    _, (zs, rs) = jax.lax.scan(back, jnp.argmax(score, axis=1),
-                               {k: outs[k] for k in ("z", "parent", "reward")}, reverse=True)
-    log = {"evaluations": outs["evaluations"], "chosen_reward": jnp.swapaxes(rs, 0, 1),
-           "candidate_reward_mean": outs["cand_mean"], "candidate_reward_best": outs["cand_best"]}
-    return jnp.swapaxes(zs, 0, 1), log
+    return follow_best_beam(outs, score, "z")
 
 
 def make_ttc_fn(graphdef, plan: TTCPlan, weights: Mapping[str, float], mean: float, std: float):
