@@ -110,3 +110,26 @@ def test_the_baseline_workdir_is_relative_to_the_run_not_the_cwd(tmp_path, monke
         assert baseline_workdir(cfg, "runs/a") == cwd / "runs" / "a" / "shared" / "fno"   # a relative WORKDIR
         cfg.baseline.workdir = str(tmp_path / "fno")
         assert baseline_workdir(cfg, run) == tmp_path / "fno"
+
+
+def test_the_comparison_names_an_unfinished_baseline_by_its_config(trained_run, tmp_path):
+    """The table's note names the configured baseline (the FNO or the hybrid), not always "FNO"; without one it
+    says how to configure either."""
+    from ups_jax.training.comparison import run_comparison
+    from ups_jax.training.restore import load_run
+
+    wd, cfg, _ = trained_run
+    _, data, model, _, _ = load_run(wd)
+    cfg = cfg.copy_and_resolve_references()
+    with cfg.unlocked():
+        cfg.eval.ttc_preset = ""
+        cfg.eval.max_trajectories = 2
+        cfg.baseline.config = "configs/hybrid_burgers.py:test"
+    table = run_comparison(model, cfg, data, tmp_path / "a", done={"codec", "operator"})
+    assert [r["row"] for r in table["rows"]] == ["operator", "persistence"]
+    assert "baseline configs/hybrid_burgers.py:test: not evaluated (its run is not finished)" in table["notes"]
+    with cfg.unlocked():
+        cfg.baseline.config = ""
+    notes = run_comparison(model, cfg, data, tmp_path / "b", done={"codec", "operator"})["notes"]
+    assert any(n.startswith("baseline: not configured (set --config.baseline.config=configs/fno_burgers.py:cpu")
+               for n in notes)

@@ -2,7 +2,7 @@
 
 Rows, all on the same test trajectories: ``operator`` (the latent rollout alone), ``+corrector`` (predictor–corrector,
 K+1 refiner calls per step), ``+student`` (S calls), ``+TTC(<preset>)`` (beam search over refiner samples, within its
-budget), ``FNO`` (the baseline run, cfg.baseline) and ``persistence``. A row whose stage is not finished is left out
+budget), the baseline run's row (cfg.baseline: ``FNO`` or the hybrid, its ``baseline_row``) and ``persistence``. A row whose stage is not finished is left out
 with a note saying why. Stochastic rows use ``cfg.seed`` for their noise, so the table is reproducible.
 
 It sits in ``training`` (with the pipeline that calls it), above ``eval`` and ``inference``: it uses both, and the
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def run_comparison(model, cfg, data, workdir, done: set, baseline=None, split: str | None = None) -> dict:
-    """``done``: stages finished in this workdir; ``baseline``: (model, norm) of the trained FNO or None."""
+    """``done``: stages finished in this workdir; ``baseline``: (model, norm) of the trained baseline or None."""
     split = split or cfg.eval.split
     traj, nu = data.trajectories(split, cfg.eval.max_trajectories)
     dt, ev = float(data.dataset.dt), cfg.eval
@@ -74,14 +74,15 @@ def run_comparison(model, cfg, data, workdir, done: set, baseline=None, split: s
         else:
             notes.append(f"+TTC({preset}): not evaluated (its refiner stage '{refine}' is not finished)")
     if fno:
-        pass
+        pass                                # this run is itself a baseline: no baseline of its own
     elif baseline is not None:
         b_model, b_norm = baseline
         rows.append(row(b_model.baseline_row, rollout(b_model, norm=b_norm), 1)[0])
-    elif baseline_spec(cfg):
-        notes.append("FNO: not evaluated (the baseline run is not finished)")
+    elif baseline_spec(cfg):                # named by its config: the baseline may be the FNO or the hybrid
+        notes.append(f"baseline {baseline_spec(cfg)}: not evaluated (its run is not finished)")
     else:
-        notes.append("FNO: not configured (set --config.baseline.config=configs/fno_burgers.py:cpu)")
+        notes.append("baseline: not configured (set --config.baseline.config=configs/fno_burgers.py:cpu, or "
+                     "configs/hybrid_burgers.py:cpu for the solver-in-the-loop hybrid)")
     rows.append(persistence_row(op_res))
     table = {"split": split, "n_trajectories": op_res["n_trajectories"], "protocol": op_res["protocol"],
              "rows": rows, "notes": notes, "seed": int(cfg.seed)}
