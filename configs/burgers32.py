@@ -76,6 +76,8 @@ def get_config(arg=None):
     cfg.model.context_frames = 1         # h: the encoder reads the last h given frames (as channels)
     cfg.model.latent_dim = 32            # D
     cfg.model.latent_tokens = 32         # T
+    # per-sample amplitude: the codec sees u / RMS(u) and carries log RMS as the last latent dim (models/encoder.py)
+    cfg.model.scale_norm = False
     cfg.model.encoder = mlc.ConfigDict(dict(width=64, kernel_size=5, num_conv=2, fourier_freqs=(1, 2, 4, 8),
                                             final_norm=True, raw_skip=False))
     cfg.model.operator = mlc.ConfigDict(dict(

@@ -99,7 +99,7 @@ class AnyPointDecoder(nnx.Module):
                  num_heads: int, num_layers: int, mlp_hidden: int, fourier_freqs: Sequence[float],
                  local_freqs: Sequence[float] = (), local_mlp: int = 0, local_neighbors: int = 1,
                  raw_patch: int | tuple[int, ...] = 0, token_grid: tuple[int, ...] | None = None,
-                 rngs: nnx.Rngs):
+                 scale_norm: bool = False, rngs: nnx.Rngs):
         if hidden_dim <= 0 or num_heads <= 0 or hidden_dim % num_heads:
             raise ValueError(f"model.decoder.hidden_dim={hidden_dim} is not divisible by "
                              f"model.decoder.num_heads={num_heads}")
@@ -109,6 +109,10 @@ class AnyPointDecoder(nnx.Module):
         if len(fourier_freqs) == 0:
             raise ValueError("model.decoder.fourier_freqs must not be empty (queries are encoded only by them)")
         self.latent_dim, self.latent_tokens, self.out_channels = latent_dim, latent_tokens, out_channels
+        # scale_norm (models/encoder.py): the last latent dim is log s; the decoder reads the field's shape from the
+        # other dims only and multiplies by exp(mean over tokens of log s), so D(E(αu)) = α D(E(u))
+        self.scale_dims = int(bool(scale_norm))
+        field_dim = latent_dim - self.scale_dims
         self.token_grid = tuple(int(t) for t in (token_grid or (latent_tokens,)))
         self.dims = len(self.token_grid)
         if int(np.prod(self.token_grid)) != latent_tokens:
@@ -117,7 +121,7 @@ class AnyPointDecoder(nnx.Module):
         self.fourier_freqs = tuple(float(f) for f in fourier_freqs)
         nf = 2 * len(self.fourier_freqs) * self.dims
         self.query_embed = nnx.Linear(nf, hidden_dim, rngs=rngs)
-        self.latent_proj = nnx.Linear(latent_dim, hidden_dim, rngs=rngs)
+        self.latent_proj = nnx.Linear(field_dim, hidden_dim, rngs=rngs)
         self.pos_embed = nnx.Linear(nf, hidden_dim, rngs=rngs)
         self.layers = nnx.List([DecoderBlock(hidden_dim, num_heads, mlp_hidden, rngs=rngs)
                                 for _ in range(num_layers)])
@@ -128,17 +132,17 @@ class AnyPointDecoder(nnx.Module):
             raise ValueError("model.decoder.local_freqs (the Fourier patch readout) is 1-D only; use "
                              "model.decoder.local_mlp in 2-D")
         if self.local_freqs:
-            self.local_readout = nnx.Linear(latent_dim, out_channels * (1 + 2 * len(self.local_freqs)), rngs=rngs)
+            self.local_readout = nnx.Linear(field_dim, out_channels * (1 + 2 * len(self.local_freqs)), rngs=rngs)
         self.local_mlp_width, self.local_neighbors = int(local_mlp), int(local_neighbors)
         if self.local_mlp_width:
             n_tok = (2 * self.local_neighbors + 1) ** self.dims
-            self.local_mlp = MLP(n_tok * latent_dim + (2 * len(LOCAL_OFFSET_FREQS) + 1) * self.dims,
+            self.local_mlp = MLP(n_tok * field_dim + (2 * len(LOCAL_OFFSET_FREQS) + 1) * self.dims,
                                  self.local_mlp_width, out_channels, rngs=rngs)
         self.raw_shape = tuple(int(p) for p in (raw_patch if isinstance(raw_patch, (tuple, list)) else
                                                 (raw_patch,) * self.dims))
         self.raw_patch = int(np.prod(self.raw_shape)) if raw_patch else 0
         if self.raw_patch:   # the encoder's identity path: start as exact interpolation, learn corrections
-            if out_channels != 1 or latent_dim <= self.raw_patch:
+            if out_channels != 1 or field_dim <= self.raw_patch:
                 raise ValueError("the raw skip path needs one output channel and latent_dim > the patch size")
             self.head.fc2.kernel[...] = jnp.zeros_like(self.head.fc2.kernel[...])
             if self.local_mlp_width:
@@ -186,8 +190,9 @@ class AnyPointDecoder(nnx.Module):
         return vals[..., None]
 
     def latent_keys(self, z: jax.Array) -> jax.Array:
-        """(B, T, D) → key/value tokens (B, T, hidden) with token-centre positional embedding."""
-        chex.assert_shape(z, (None, self.latent_tokens, self.latent_dim))
+        """(B, T, D') → key/value tokens (B, T, hidden) with token-centre positional embedding (D' = the field dims:
+        D without the scale dim)."""
+        chex.assert_shape(z, (None, self.latent_tokens, self.latent_dim - self.scale_dims))
         centres = jnp.asarray(token_centres01(self.token_grid))                       # (T, d)
         pos = self.pos_embed(point_features(centres, self.fourier_freqs))  # (T, hidden)
         return self.latent_proj(z) + pos[None]
@@ -196,7 +201,10 @@ class AnyPointDecoder(nnx.Module):
         """z: (B, T, D); xq01: query coordinates in [0, 1), shared (Q,) or per-sample (B, Q) in 1-D, (Q, 2) or
         (B, Q, 2) in 2-D → (B, Q, C)."""
         chex.assert_rank(z, 3)
+        chex.assert_axis_dimension(z, 2, self.latent_dim)
         b = z.shape[0]
+        if self.scale_dims:
+            z, log_s = z[..., :-1], z[..., -1]
         xq01 = as_points(xq01, self.dims, b)                                           # (B, Q, d)
         nq = xq01.shape[1]
         latents = self.latent_keys(z)
@@ -211,5 +219,7 @@ class AnyPointDecoder(nnx.Module):
             out = out + self.local_mlp_readout(z, xq01)
         if self.raw_patch:
             out = out + self.raw_interpolation(z, xq01)
+        if self.scale_dims:
+            out = out * jnp.exp(jnp.mean(log_s, axis=1))[:, None, None]
         chex.assert_shape(out, (b, nq, self.out_channels))
         return out

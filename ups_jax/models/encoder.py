@@ -9,6 +9,14 @@ Replaces the original's frozen, randomly initialised ``enc_grid.GridEncoder`` (u
 3. patchify: the X points are split into T contiguous patches of X/T points, each flattened to ``(X/T)·width``
    features → ``Linear → D`` → ``LayerNorm(D)``.
 
+``scale_norm`` (per-sample amplitude, issue 19): the encoder divides the field by s = the RMS of the newest frame
+(per sample, + ``SCALE_EPS``) before anything else and appends log s to every token as its last latent dim, so the
+tokens describe the field's *shape* at unit amplitude and carry its amplitude separately; the decoder multiplies its
+output by exp(mean log s). The codec is then equivariant to the amplitude (up to the ε): D(E(αu)) = α D(E(u)), so
+its floor is a fraction of each field's own size instead of a fixed amount in normalised units, which made the
+rollout's relative error on low-amplitude trajectories ~2x that on the others (docs/benchmarks.md). The operator
+sees log s (the dynamics depend on the amplitude) and advances it like any latent dim.
+
 One code path for 1-D and 2-D (``models/spatial.py``): ``num_points`` is the grid, X or (X, Y); in 2-D the convs
 have (k, k) kernels, the Fourier features are those of x and of y, and the √T x √T token patches of
 (X/√T)·(Y/√T) points are flattened the same way (``layers.patchify``), so the latent tokens are (B, T, D) in both.
@@ -28,11 +36,22 @@ from ups_jax.data.grids import token_grid
 from ups_jax.models.layers import gelu, layer_norm, patchify
 from ups_jax.models.spatial import point_features
 
+# the floor of the per-sample scale s (normalised units; train-split z-scored fields have RMS ~1): a field with no
+# amplitude is not blown up by 1/s
+SCALE_EPS = 1e-3
+
+
+def sample_scale(u: jax.Array) -> jax.Array:
+    """(B, *grid, C) → (B,): sqrt(mean(newest frame²) + ε²), the newest frame being the last channel."""
+    newest = u[..., -1].astype(jnp.float32)
+    return jnp.sqrt(jnp.mean(jnp.square(newest), axis=tuple(range(1, newest.ndim))) + SCALE_EPS ** 2)
+
 
 class GridEncoder(nnx.Module):
     def __init__(self, *, num_points: int | tuple[int, ...], latent_tokens: int, latent_dim: int,
                  in_channels: int = 1, width: int, kernel_size: int, num_conv: int, fourier_freqs: Sequence[float],
-                 final_norm: bool = True, raw_skip: bool = False, rngs: nnx.Rngs):
+                 final_norm: bool = True, raw_skip: bool = False, scale_norm: bool = False,
+                 rngs: nnx.Rngs):
         grid = tuple(int(n) for n in (num_points if isinstance(num_points, (tuple, list)) else (num_points,)))
         if min(grid) <= 0 or latent_tokens <= 0:
             raise ValueError(f"model.latent_tokens={latent_tokens} and grid size {num_points} must be positive")
@@ -71,13 +90,18 @@ class GridEncoder(nnx.Module):
         # raw_skip: the first `patch` latent dims of a token ARE its patch's values of the newest frame (an identity
         # path: no reconstruction floor at grid points); the encoder's learned features fill the rest.
         self.raw_dims = self.patch if raw_skip else 0
+        self.scale_dims = int(bool(scale_norm))            # the last latent dim: log s (scale_norm)
+        learned = latent_dim - self.raw_dims - self.scale_dims
         if self.raw_dims and latent_dim <= self.raw_dims:
             raise ValueError(f"model.encoder.raw_skip needs model.latent_dim={latent_dim} > the patch of "
                              f"{self.raw_dims} grid points (grid {num_points} / model.latent_tokens={latent_tokens})")
-        self.proj = nnx.Linear(self.patch * c_in, latent_dim - self.raw_dims, rngs=rngs)
+        if learned < 1:
+            raise ValueError(f"model.scale_norm needs model.latent_dim={latent_dim} > {self.raw_dims + 1} (the raw "
+                             f"patch's {self.raw_dims} dims and the scale's one leave no learned dim)")
+        self.proj = nnx.Linear(self.patch * c_in, learned, rngs=rngs)
         self.final_norm = bool(final_norm)
         if self.final_norm:
-            self.norm = layer_norm(latent_dim - self.raw_dims, rngs=rngs)
+            self.norm = layer_norm(learned, rngs=rngs)
 
     def features(self, u: jax.Array, x01: jax.Array) -> jax.Array:
         """(B, *grid, C), x01 (*grid[, d]) or (B, *grid[, d]) → per-point input features (B, *grid, C + 2F·d)."""
@@ -100,6 +124,9 @@ class GridEncoder(nnx.Module):
         coords = self.grid if self.dims == 1 else self.grid + (self.dims,)
         if x01.shape not in (coords, (u.shape[0],) + coords):
             raise ValueError(f"GridEncoder: x01 must be {coords} or {(u.shape[0],) + coords}, got {tuple(x01.shape)}")
+        if self.scale_dims:
+            s = sample_scale(u)
+            u = u / s.reshape((-1,) + (1,) * (u.ndim - 1))
         h = self.features(u, x01)
         for conv in self.convs:
             y = gelu(conv(h))
@@ -113,5 +140,7 @@ class GridEncoder(nnx.Module):
         if self.raw_dims:   # newest frame = last channel (frames are stacked oldest first); patch values row-major
             raw = patchify(u[..., -1:].astype(jnp.float32), self.token_grid)
             z = jnp.concatenate([raw, z], axis=-1)
+        if self.scale_dims:
+            z = jnp.concatenate([z, jnp.broadcast_to(jnp.log(s)[:, None, None], z.shape[:2] + (1,))], axis=-1)
         chex.assert_shape(z, (u.shape[0], self.latent_tokens, self.latent_dim))
         return z

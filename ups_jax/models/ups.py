@@ -169,6 +169,12 @@ def context_frames(cfg) -> int:
     return h
 
 
+def scale_norm(cfg) -> bool:
+    """``cfg.model.scale_norm``: the codec works on each sample's field divided by its RMS and carries log RMS as
+    the last latent dim (models/encoder.py); False when absent (configs from before the key)."""
+    return bool(_model_section(cfg).get("scale_norm", False))
+
+
 def build_model(cfg, num_points, *, channels: int = 1, rngs: nnx.Rngs | None = None,
                 seed: int | None = None):
     """Builds the model of ``cfg.model`` (UPS, or the FNO baseline when ``model.kind='fno'``) from the config only;
@@ -216,7 +222,8 @@ def build_model(cfg, num_points, *, channels: int = 1, rngs: nnx.Rngs | None = N
             width=int(_get(enc, "width", "model.encoder")), kernel_size=int(_get(enc, "kernel_size", "model.encoder")),
             num_conv=int(_get(enc, "num_conv", "model.encoder")),
             fourier_freqs=tuple(_get(enc, "fourier_freqs", "model.encoder")),
-            final_norm=bool(enc.get("final_norm", True)), raw_skip=bool(enc.get("raw_skip", False)), rngs=rngs)
+            final_norm=bool(enc.get("final_norm", True)), raw_skip=bool(enc.get("raw_skip", False)),
+            scale_norm=scale_norm(cfg), rngs=rngs)
         operator = LatentOperator(
             latent_dim=d, hidden_dim=int(_get(op, "hidden_dim", "model.operator")),
             group_size=int(_get(op, "group_size", "model.operator")),
@@ -234,7 +241,8 @@ def build_model(cfg, num_points, *, channels: int = 1, rngs: nnx.Rngs | None = N
             fourier_freqs=tuple(_get(dec, "fourier_freqs", "model.decoder")),
             local_freqs=tuple(_get(dec, "local_freqs", "model.decoder")),
             local_mlp=int(dec.get("local_mlp", 0)), local_neighbors=int(dec.get("local_neighbors", 1)),
-            raw_patch=encoder.patch_shape if encoder.raw_dims else 0, token_grid=encoder.token_grid, rngs=rngs)
+            raw_patch=encoder.patch_shape if encoder.raw_dims else 0, token_grid=encoder.token_grid,
+            scale_norm=scale_norm(cfg), rngs=rngs)
         from ups_jax.models.corrector import build_refiners
         from ups_jax.models.steady import build_steady
 
