@@ -306,8 +306,16 @@ def solver_rows(report: dict, cells: Sequence[int]) -> list[dict]:
             for n in sorted(cells)]
 
 
+def protocol_name(report: dict) -> str:
+    """'31-step' (PDEBench Burgers), '11-step' (ns2d :cpu): the protocol's predicted frames, as the run logs it."""
+    steps = {c["protocol"].get("steps") for c in report["configs"]}
+    return f"{steps.pop()}-step" if len(steps) == 1 and None not in steps else "protocol's"
+
+
 def markdown(report: dict) -> str:
-    head = ["method", "seeds"] + [label for label, _, _ in METRICS] + ["train wall (s)"]
+    name = protocol_name(report)
+    head = (["method", "seeds"] + [label.replace("31-step", name) for label, _, _ in METRICS]
+            + ["train wall (s)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     test_sets: dict[str, str] = {}
     for c in report["configs"]:
@@ -315,7 +323,7 @@ def markdown(report: dict) -> str:
         wall = _pm(s["train_wall_s"], 4) + ("" if c["train_wall_exact"] else " *")
         lines.append("| " + " | ".join([label(c), str(len(c["seeds"]))]
                                        + [_pm(s["model"][f"{w}/{k}"]) for _, k, w in METRICS] + [wall]) + " |")
-        # which of the given frames a model reads does not change what is scored: the same 31 predicted frames
+        # which of the given frames a model reads does not change what is scored: the same predicted frames
         scored = {k: v for k, v in c["protocol"].items() if k != "context_frames_read"}
         key = json.dumps([c["data"], scored, c["split"]], sort_keys=True)
         if key not in test_sets:
@@ -335,7 +343,7 @@ def markdown(report: dict) -> str:
     if len(set(reads.values())) > 1:
         notes.append("Given frames read (the last h of the protocol's initial_step): " + ", ".join(
             f"`{k}` {v}" for k, v in reads.items()) + ". The full horizon starts at frame h − 1, so its length "
-            "differs between such configs; the 31-step protocol scores the same frames for all.")
+            f"differs between such configs; the {name} protocol scores the same frames for all.")
     if report.get("solver"):
         notes.append("Solver rows: the built-in finite-volume solver (the data's equation) from the last given "
                      "frame restricted to n cells, solved to the end, interpolated to the protocol's points and "
@@ -352,7 +360,8 @@ def markdown(report: dict) -> str:
 def budget_markdown(report: dict) -> list[str]:
     """Test nRMSE against the training budget (``--budgets``): one row per config and budget."""
     quiet = report.get("quiet_wall_s")
-    head = ["method", "budget", "updates", "seeds", "test nRMSE (31-step)", "train wall (s, measured)"]
+    head = ["method", "budget", "updates", "seeds", f"test nRMSE ({protocol_name(report)})",
+            "train wall (s, measured)"]
     head += [f"nominal wall (s, {quiet:g} s per budget)"] if quiet else []
     lines = ["Test nRMSE against the training budget (mean ± std over seeds):", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -391,8 +400,8 @@ def budget_plot(report: dict, path: Path) -> None:
                     textcoords="offset points", xytext=(2, 2))
     ax.set_xlabel("training wall time (s)" + (f", nominal: budget × {quiet:g} s on a quiet machine" if quiet
                                                else ", measured"))
-    ax.set_ylabel("test nRMSE (31-step protocol)")
-    ax.set_title("Burgers: test nRMSE against training budget")
+    ax.set_ylabel(f"test nRMSE ({protocol_name(report)} protocol)")
+    ax.set_title("test nRMSE against training budget")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

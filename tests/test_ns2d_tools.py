@@ -167,3 +167,6 @@ def test_accuracy_trains_the_baseline_once_and_the_table_uses_it(ns2d_test_file,
     assert rows["FNO"]["protocol"]["nrmse"] == pytest.approx(fno_eval, rel=1e-6)
     report = json.loads((root / "accuracy.json").read_text())
     assert [c["config"] for c in report["configs"]] == [ups, fno]                     # reported as given
+    steps = report["configs"][0]["protocol"]["steps"]                                 # the 2-D protocol's own
+    table = (root / "accuracy.md").read_text()
+    assert f"nRMSE ({steps}-step protocol)" in table and "31-step" not in table
