@@ -94,6 +94,15 @@ def test_analyze_full_run_statuses_table_and_plots(tmp_path, capsys):
     assert all((run_dir / "analysis" / link).is_file() for link in links)
 
 
+def test_the_comparison_table_is_not_taken_for_a_split_evaluation(tmp_path, capsys):
+    """A finished run also has eval/table.json (the comparison rows, no "model" block): not a missing item."""
+    run_dir = write_run(tmp_path / "run", {"operator": stage(loss=(1.0, 0.05), grad=(1.0, 0.1))},
+                        eval_=eval_json(0.05, 0.2))
+    (run_dir / "eval" / "table.json").write_text(json.dumps({"split": "test", "rows": [{"row": "operator"}]}))
+    summary = cli_json(capsys, "analyze", "--workdir", run_dir)
+    assert summary["missing"] == [] and list(summary["evaluation"]) == ["test"]
+
+
 def test_analyze_clean_run_looks_good_and_stdout_summary(tmp_path, capsys):
     # validation has plateaued (the last evaluation is not better than the previous best by > 1 %)
     spec = {"codec": stage(loss=(1.0, 0.01), val=(0.01, 0.01)), "operator": stage(loss=(1.0, 0.02), val=(0.3, 0.3))}

@@ -32,6 +32,7 @@ from ups_jax.errors import UserError
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 EVAL_DIR = "eval"
+COMPARISON_TABLE = "table.json"    # eval/table.py write_table: the comparison rows, beside <split>.json
 KINDS = ("run_start", "train", "val", "stage_end", "eval", "run_end",
          "resume", "stage_skip", "preempted", "checkpoint_unreadable")   # the last four: events, not series
 
@@ -283,7 +284,8 @@ def _load_evals(run: Run) -> None:
     candidates: dict[str, Path] = {}
     if eval_dir.is_dir():
         for p in sorted(eval_dir.glob("*.json")):
-            candidates[p.stem] = p
+            if p.name != COMPARISON_TABLE:        # the end-of-run comparison, not a split's evaluation
+                candidates[p.stem] = p
     for split, rec in run.eval_records.items():
         file = rec.get("file")
         p = run.workdir / file if isinstance(file, str) and file else eval_dir / f"{split}.json"
