@@ -66,6 +66,8 @@ SOLVER_CELLS = (16, 32, 64)       # the coarse-solver rows every accuracy table 
 # Stage keys added after some runs were trained, and what the code does when a config lacks them (training/optim.py
 # reads them with these defaults): a run without the key is the same run as one with this value.
 ABSENT_STAGE_KEYS = {"optimizer": "adamw", "schedule": "warmup_cosine"}
+# model keys added later, with the value that means "what the code did before them"
+ABSENT_MODEL_KEYS = {"model.scale_norm": False, "model.operator.advance_scale": True}
 STEP_SCHEDULE_KEYS = ("lr_step_every", "lr_gamma")     # read only by the 'step' schedule
 
 
@@ -84,7 +86,8 @@ def check_workdir(workdir: Path, want: dict, spec: str) -> None:
     neither config trains (``stages.<name>`` outside both ``stage_order``, and ``model.<name>`` of such a refine
     stage) do not count: a new key there (e.g. of a
     refine stage that ``:cpu`` does not run) cannot have changed the run; nor can a stage key the run's config
-    lacks because it was added later, when the config asks for what the code does without it (ABSENT_STAGE_KEYS)."""
+    lacks because it was added later, when the config asks for what the code does without it (ABSENT_STAGE_KEYS,
+    ABSENT_MODEL_KEYS)."""
     from ups_jax.config import flatten
 
     path = workdir / "config.json"
@@ -99,6 +102,9 @@ def check_workdir(workdir: Path, want: dict, spec: str) -> None:
     untrained = {f"stages.{n}." for n in set(have.get("stages", {})) | set(want.get("stages", {})) if n not in trained}
     # the refine stages' own model sections (model.corrector, ...) cannot have changed a run that trains none of them
     untrained |= {f"model.{n}." for n in REFINE_MODULES if n not in trained}
+    for k, value in ABSENT_MODEL_KEYS.items():                # a run from before a model key existed
+        if k not in a and k in b:
+            a[k] = value
     for name, stage in have.get("stages", {}).items():        # a run from before a stage key existed
         for key, value in ABSENT_STAGE_KEYS.items():
             if isinstance(stage, dict) and key not in stage and f"stages.{name}.{key}" in b:

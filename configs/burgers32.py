@@ -84,6 +84,7 @@ def get_config(arg=None):
         hidden_dim=96, group_size=12, num_heads=6, depths=(1, 1, 1), mlp_ratio=2.0,
         cond_dim=64,                     # width of the (dt, nu) conditioning embedding (AdaLN)
         pos_embed=True,                  # learned token positions (the original had none; see models/operator.py)
+        advance_scale=True,              # with model.scale_norm: the operator also steps log s (False: kept fixed)
     ))
     cfg.model.decoder = mlc.ConfigDict(dict(
         hidden_dim=96, num_heads=4, num_layers=2, mlp_hidden=128, fourier_freqs=(1, 2, 4, 8, 16, 32),

@@ -107,6 +107,10 @@ def test_accuracy_ignores_settings_of_stages_neither_run_trains(tmp_path):
     accuracy.check_workdir(tmp_path, {**want, "model": {"corrector": {"kind": "latent"}}}, "spec")
     with pytest.raises(UserError, match="written by another config .*model.latent_dim"):
         accuracy.check_workdir(tmp_path, {**want, "model": {"latent_dim": 16}}, "spec")
+    # a model key added later (model.scale_norm) at its "as before" value: the same run; at another value: not
+    accuracy.check_workdir(tmp_path, {**want, "model": {"scale_norm": False}}, "spec")
+    with pytest.raises(UserError, match="written by another config .*model.scale_norm"):
+        accuracy.check_workdir(tmp_path, {**want, "model": {"scale_norm": True}}, "spec")
     # ... but not once that stage is trained, nor a change to a trained stage
     for other in ({**want, "stage_order": ["operator", "corrector"]},
                   {**have, "stages": {"operator": {"steps": 11}, "corrector": {"steps": 5}}}):

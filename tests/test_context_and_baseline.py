@@ -218,6 +218,24 @@ def test_scale_norm_makes_the_codec_amplitude_equivariant(config, grid, override
     assert errors[False] > 1e-2, errors
 
 
+def test_advance_scale_false_keeps_log_s_through_the_rollout():
+    """model.operator.advance_scale=False: the operator reads log s but never changes it (the decoded amplitude
+    stays the given frame's); True (default): it steps it like any latent dim."""
+    from ups_jax.models import build_model
+
+    u = jnp.asarray(np.random.default_rng(2).normal(size=(2, 1, 64)), jnp.float32)
+    x01 = jnp.asarray((np.arange(64) + 0.5) / 64)
+    for advance in (False, True):
+        cfg = _cfg("burgers32.py:test", "--config.model.scale_norm=True",
+                   f"--config.model.operator.advance_scale={advance}")
+        model = _perturbed(build_model(cfg, 64, seed=0))
+        z0 = model.encode_frames(u[:, :model.context_frames] if model.context_frames == 1 else
+                                 jnp.repeat(u, model.context_frames, axis=1), x01)
+        zs = model.rollout(z0, jnp.full((2,), 0.05), jnp.full((2,), 0.01), 3)
+        moved = float(jnp.max(jnp.abs(zs[..., -1] - z0[:, None, :, -1])))
+        assert (moved == 0.0) == (not advance), (advance, moved)
+
+
 def test_scale_norm_keeps_the_raw_path_exact_at_the_grid_points():
     """With the raw skip, the raw dims hold u / s and the decoder multiplies by s: still u at the grid points."""
     from ups_jax.models import build_model

@@ -58,11 +58,17 @@ class ConditionEmbedding(nnx.Module):
 class LatentOperator(nnx.Module):
     def __init__(self, *, latent_dim: int, hidden_dim: int, group_size: int, num_heads: int,
                  depths: Sequence[int] = (1, 1, 1), mlp_ratio: float = 2.0, cond_dim: int,
-                 output_init_scale: float = 1e-2, latent_tokens: int | None = None, rngs: nnx.Rngs):
+                 output_init_scale: float = 1e-2, latent_tokens: int | None = None, frozen_dims: int = 0,
+                 rngs: nnx.Rngs):
         check_attention_dims(hidden_dim, group_size, num_heads)
         if latent_dim <= 0:
             raise ValueError(f"model.latent_dim={latent_dim} must be positive")
         self.latent_dim, self.hidden_dim = latent_dim, hidden_dim
+        # the last ``frozen_dims`` latent dims are inputs the step reads but never changes (model.scale_norm with
+        # model.operator.advance_scale=False: the amplitude log s stays the given frame's through the rollout)
+        self.frozen_dims = int(frozen_dims)
+        if not 0 <= self.frozen_dims < latent_dim:
+            raise ValueError(f"frozen latent dims {frozen_dims} must be in [0, model.latent_dim={latent_dim})")
         self.cond_embed = ConditionEmbedding(cond_dim, rngs=rngs)
         self.input_proj = nnx.Linear(latent_dim, hidden_dim, rngs=rngs)
         self.latent_tokens = latent_tokens
@@ -96,6 +102,8 @@ class LatentOperator(nnx.Module):
             h = h + self.pos_embed[...][None]
         h = self.pdet(h, modulation=modulation)
         r = self.output_proj(h)
+        if self.frozen_dims:
+            r = r.at[..., -self.frozen_dims:].set(0.0)
         chex.assert_equal_shape([z, r])
         return r
 

@@ -231,7 +231,8 @@ def build_model(cfg, num_points, *, channels: int = 1, rngs: nnx.Rngs | None = N
             depths=tuple(_get(op, "depths", "model.operator")),
             mlp_ratio=float(_get(op, "mlp_ratio", "model.operator")),
             cond_dim=int(_get(op, "cond_dim", "model.operator")),
-            latent_tokens=t if _get(op, "pos_embed", "model.operator") else None, rngs=rngs)
+            latent_tokens=t if _get(op, "pos_embed", "model.operator") else None,
+            frozen_dims=int(scale_norm(cfg) and not op.get("advance_scale", True)), rngs=rngs)
         decoder = AnyPointDecoder(
             latent_dim=d, latent_tokens=t, out_channels=int(channels),
             hidden_dim=int(_get(dec, "hidden_dim", "model.decoder")),
