@@ -154,6 +154,10 @@ def get_config(arg=None):
         #   pushforward steps (issue 19, docs/benchmarks.md "Pushforward depth and the loss"; seed 0, 1500
         #   updates, against fixed P = 2 with MSE): best val nRMSE 0.1887 -> 0.1302, test 0.1340 -> 0.1053, full
         #   horizon 0.2213 -> 0.2036, step 1 0.107 -> 0.064. A curriculum on the max depth was worse on val.
+        # - 3000 updates (was 1500): the whole <= 10-minute budget. Measured on the quiet 2-core box (2026-12-05,
+        #   benchmarks/step_cost.py): 0.152 s per update, so 1500 updates used ~4 of its 10 minutes; with 3000 the
+        #   stage takes ~8 min (docs/benchmarks.md "The :cpu budget, measured quiet"). Cadences and warm-up scale
+        #   with it (validation every 600, log every 100, warm-up 200: what benchmarks/accuracy.py --budgets 2 ran).
         cfg.model.encoder.update(dict(width=32, raw_skip=True, final_norm=False))
         cfg.model.operator.update(dict(group_size=96, num_heads=4))
         cfg.model.decoder.update(dict(mlp_hidden=96, num_layers=0, local_mlp=64))
@@ -161,7 +165,8 @@ def get_config(arg=None):
             cfg.stages[name].query_points = 64
         cfg.stage_order = ("operator",)
         cfg.stages.codec.update(dict(steps=1200, batch_size=32, eval_every=400, warmup_steps=50, lr=3e-3))
-        cfg.stages.operator.update(dict(steps=1500, batch_size=16, eval_every=300, lr=1e-3, rollout_steps=4,
+        cfg.stages.operator.update(dict(steps=3000, batch_size=16, eval_every=600, log_every=100, warmup_steps=200,
+                                        lr=1e-3, rollout_steps=4,
                                         pushforward_steps=2, pushforward_sampling="uniform", rollout_loss="rel_l2",
                                         pushforward_grad_steps=1, trainable=("encoder", "operator", "decoder")))
     elif arg == "test":
