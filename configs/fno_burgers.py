@@ -59,18 +59,15 @@ def get_config(arg=None):
         rollout_steps=frames - 10, query_points=0,
         losses=mlc.ConfigDict(dict(recon=0.0, one_step=0.0, latent=0.0, rollout=1.0)))
     if arg == "cpu":
-        # Equal training wall time with configs/burgers32.py:cpu's operator stage on a quiet 2-core machine
-        # (docs/benchmarks.md "Equal budget with the faithful FNO"). Quiet measurements (2026-11-30): the old :cpu
-        # stage (pushforward P = 2 fixed, MSE) took 534 s = ~72 s of compile/validations + 1500 x 0.308 s (its
-        # validation curve); the FNO 3.2527 s/update + 14.9 s of setup, compile, 5 validations and checkpoints.
-        # Today's :cpu stage (uniform depth, rel-L2, gradient through one pushforward step) costs 1.77x the old
-        # one's process CPU time per update, and the faithful FNO 1.00x the old FNO's (benchmarks/step_cost.py,
-        # interleaved in one process, 2026-12-05 under load 9-15): UPS 72 + 1500 x 0.308 x 1.77 = ~890 s ->
-        # (890 - 14.9) / 3.2527 = 269 -> 270 FNO updates, 5 validations (every 54). Uncertain in the FNO's favour:
-        # the loop has since made UPS's updates faster on a quiet CPU (1.45x measured, the FNO's not measured), which
-        # would put the FNO's equal budget nearer ~190 updates; StepLR is constant here, so the first N updates of
-        # this stage are the N-update stage (its validation curve gives the FNO at smaller budgets).
-        cfg.stages.fno.update(dict(steps=270, eval_every=54, log_every=18))
+        # Equal training wall time with configs/burgers32.py:cpu's operator stage on the quiet 2-core machine
+        # (docs/benchmarks.md "The :cpu budget, measured quiet"): measured 2026-12-05 with nothing else running,
+        # benchmarks/step_cost.py interleaving both configs: UPS 0.152 s/update, this FNO 1.49 s/update (9.8x); the
+        # :cpu stage of 3000 updates then took 513 s end to end (seed 1, alone on the box). (513 - ~45 s of
+        # compilation, 5 validations and checkpoints) / 1.49 = 314 -> 315 FNO updates, 5 validations (every 63).
+        # Before this measurement it was 270, sized by arithmetic from older quiet figures to a ~890 s UPS stage
+        # that in fact took ~4 minutes: the FNO then had ~1.7x UPS's time. StepLR is constant here (it halves after
+        # 800 updates), so the first N updates of this stage are the N-update stage.
+        cfg.stages.fno.update(dict(steps=315, eval_every=63, log_every=21))
     elif arg == "test":
         cfg.model.context_frames = 3
         cfg.model.fno.update(dict(modes=6, width=8, head_width=16))

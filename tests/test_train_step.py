@@ -106,7 +106,7 @@ def test_auto_steps_per_dispatch_divides_every_cadence():
     assert auto_steps_per_dispatch(cpu.stages.operator) == 25          # 3000, log 100, eval 600
     assert auto_steps_per_dispatch(cpu.stages.operator, checkpoint_every_steps=40) == 10
     fno = load_config(str(ROOT / "configs" / "fno_burgers.py") + ":cpu")
-    assert auto_steps_per_dispatch(fno.stages.fno) == 18                # 270, log 18, eval 54
+    assert auto_steps_per_dispatch(fno.stages.fno) == 21                # 315, log 21, eval 63
 
 
 def test_the_train_command_refuses_a_steps_per_dispatch_that_does_not_divide(tmp_path, burgers_file):
