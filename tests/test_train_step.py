@@ -104,7 +104,7 @@ def test_auto_steps_per_dispatch_divides_every_cadence():
     assert auto_steps_per_dispatch(cfg.stages.operator) == 25          # 6000 steps, log 50, eval 250
     cpu = load_config(str(ROOT / "configs" / "burgers32.py") + ":cpu")
     assert auto_steps_per_dispatch(cpu.stages.operator) == 25          # 3000, log 100, eval 600
-    assert auto_steps_per_dispatch(cpu.stages.operator, checkpoint_every_steps=40) == 10
+    assert auto_steps_per_dispatch(cpu.stages.operator, checkpoint_every_steps=30) == 10
     fno = load_config(str(ROOT / "configs" / "fno_burgers.py") + ":cpu")
     assert auto_steps_per_dispatch(fno.stages.fno) == 21                # 315, log 21, eval 63
 
