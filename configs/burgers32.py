@@ -1,7 +1,8 @@
 """UPS on 1D Burgers (PDEBench layout): the 32-dim "production" config of the original, with its defects fixed.
 
-Variants (big_vision style): ``--config configs/burgers32.py`` (full size, GPU), ``:cpu`` (trains in ~15 min on
-2 CPU cores), ``:test`` (seconds; unit tests). Override anything with ``--config.a.b=value``.
+Variants (big_vision style): ``--config configs/burgers32.py`` (full size, GPU), ``:cpu`` (its one stage trains
+in ~9 min on 2 quiet CPU cores; ≤ 15 min with data generation and evaluation), ``:test`` (seconds; unit tests).
+Override anything with ``--config.a.b=value``.
 
 Every width comes from here; nothing in the models is hard-coded (ups-original.md §12 item 10).
 """
@@ -135,7 +136,7 @@ def get_config(arg=None):
     cfg.cost.min_step_s = 5e-4           # assumed floor per jitted step on a GPU (dispatch/launch latency)
 
     if arg == "cpu":
-        # ~15 min on 2 CPU cores. What the measurements in docs/benchmarks.md ("Accuracy levers") kept:
+        # <= 10 min of training on 2 CPU cores. What the measurements in docs/benchmarks.md ("Accuracy levers") kept:
         # - raw skip: the first patch dims of each token are the newest frame's grid values, the decoder starts as
         #   their interpolation (no reconstruction floor), and no LayerNorm on the encoder output (it removed the
         #   per-token amplitude);
@@ -257,7 +258,7 @@ def _refine_stages(cfg, arg):
     cfg.baseline = mlc.ConfigDict(dict(config="configs/fno_burgers.py", workdir=""))
 
     if arg == "cpu":
-        # The joint operator stage alone takes the ~15 min of the demo (make demo) on 2 cores, so :cpu trains only
+        # The joint operator stage alone takes ~9 of the demo's (make demo) ≤ 15 min on 2 cores, so :cpu trains only
         # it by default; the refine stages are configured and run on the same workdir with (finished stages
         # skipped):  python -m ups_jax.train --config configs/burgers32.py:cpu --workdir runs/burgers32_cpu \
         #                --config.stage_order=operator,corrector,student,steady
