@@ -13,9 +13,11 @@ Replaces the original's frozen, randomly initialised ``enc_grid.GridEncoder`` (u
 (per sample, + ``SCALE_EPS``) before anything else and appends log s to every token as its last latent dim, so the
 tokens describe the field's *shape* at unit amplitude and carry its amplitude separately; the decoder multiplies its
 output by exp(mean log s). The codec is then equivariant to the amplitude (up to the ε): D(E(αu)) = α D(E(u)), so
-its floor is a fraction of each field's own size instead of a fixed amount in normalised units, which made the
-rollout's relative error on low-amplitude trajectories ~2x that on the others (docs/benchmarks.md). The operator
-sees log s (the dynamics depend on the amplitude) and advances it like any latent dim.
+its floor is a fraction of each field's own size instead of a fixed amount in normalised units. The operator sees
+log s (the dynamics depend on the amplitude) and advances it like any latent dim (or keeps it:
+``model.operator.advance_scale=False``). Off by default: the rollout's relative error on low-amplitude trajectories
+is ~2x that on the others, but this did not remove it and made ``:cpu`` worse (docs/benchmarks.md, "The error by
+amplitude").
 
 One code path for 1-D and 2-D (``models/spatial.py``): ``num_points`` is the grid, X or (X, Y); in 2-D the convs
 have (k, k) kernels, the Fourier features are those of x and of y, and the √T x √T token patches of
