@@ -194,8 +194,6 @@ def main(argv: Sequence[str]) -> int:
     ap.add_argument("--reference-cache", help="2-D only: .npz keeping the reference re-solve between calls")
     ap.add_argument("--out", help="write PREFIX.json and PREFIX.md")
     args = ap.parse_args(list(argv))
-    import jax
-
     from solver_throughput import machine
     from ups_jax.config import config_from_dict, load_config
 
@@ -234,20 +232,32 @@ def main(argv: Sequence[str]) -> int:
         print(f"warning: the solver at the data's own {nx_full} cells misses the data by nRMSE {own['nrmse']:.3g}: "
               f"the data do not solve this equation (try --advective-scale)", flush=True)
     models = [model_row(w, p, args.repeats) for w in args.workdir]
+    meta = {"data": [str(x) for x in paths], "n_trajectories": len(p.idx), "given_t": p.t0, "dt": p.dt,
+            "steps": p.steps, "protocol_cells": int(p.x.size), "advective_scale": scale}
+    return finish(models, solvers, lambda rows: markdown(rows, len(p.idx), min(args.resolutions)), args.repeats,
+                  "; solver frames interpolated piecewise-linearly to the protocol grid", args.out, meta)
+
+
+def finish(models: list[dict], solvers: list[dict], table: Callable[[list[dict]], str], repeats: int, trailer: str,
+           out: str | None, meta: dict) -> int:
+    """The end of the 1-D and the 2-D comparison: each model's equal-error solver, ``table(rows)`` printed with
+    date, load and jax, and with ``out`` PREFIX.md and PREFIX.json (``meta`` + machine, date, load and the rows)."""
+    import jax
+
+    from solver_throughput import machine
+
     for m in models:
         m["equal_error"] = equal_error(m, solvers)
     rows = models + solvers
-    md = markdown(rows, len(p.idx), min(args.resolutions))
+    md = table(rows)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(md + f"\n\n{datetime.date.today().isoformat()}; load average {load}; jax {jax.__version__}; wall = best "
-               f"of {args.repeats} after a warm-up call; solver frames interpolated piecewise-linearly to the protocol "
-               f"grid")
-    if args.out:
-        report = {"date": datetime.date.today().isoformat(), "machine": machine(), "loadavg": load,
-                  "data": [str(x) for x in paths], "n_trajectories": len(p.idx), "given_t": p.t0, "dt": p.dt,
-                  "steps": p.steps, "protocol_cells": int(p.x.size), "advective_scale": scale, "rows": rows}
-        Path(args.out + ".json").write_text(json.dumps(report, indent=1))
-        Path(args.out + ".md").write_text(md + "\n")
+               f"of {repeats} after a warm-up call" + trailer)
+    if out:
+        report = {"date": datetime.date.today().isoformat(), "machine": machine(), "loadavg": load, **meta,
+                  "rows": rows}
+        Path(out + ".json").write_text(json.dumps(report, indent=1))
+        Path(out + ".md").write_text(md + "\n")
     return 0
 
 

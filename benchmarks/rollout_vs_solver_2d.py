@@ -30,9 +30,7 @@ reference is printed: it is the floor of any model trained on them.
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -243,9 +241,7 @@ def markdown(rows: list[dict], n_traj: int, coarsest: int) -> str:
 
 
 def run(args, cfg, paths) -> int:
-    import jax
-
-    from rollout_vs_solver import equal_error
+    from rollout_vs_solver import finish
     from solver_throughput import machine
 
     resolutions = sorted(args.resolutions or DEFAULT_RESOLUTIONS_2D)
@@ -266,19 +262,9 @@ def run(args, cfg, paths) -> int:
         print(f"solver {n}²: dt {solvers[-1]['dt']:g} (ladder {solvers[-1]['dt_ladder']}), nRMSE "
               f"{solvers[-1]['nrmse']:.4g}, {solvers[-1]['wall_s']:.4g} s", flush=True)
     models = [model_row(w, p, args.repeats) for w in args.workdir]
-    for m in models:
-        m["equal_error"] = equal_error(m, solvers)
-    rows = models + solvers
-    md = markdown(rows, len(p.idx), min(resolutions))
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     notes = "; ".join(f"{m['method']}: nRMSE vs the stored data {m['nrmse_vs_stored']:.4g}" for m in models)
-    print(md + f"\n\n{datetime.date.today().isoformat()}; load average {load}; jax {jax.__version__}; wall = best "
-               f"of {args.repeats} after a warm-up call" + (f"\n{notes}" if notes else ""))
-    if args.out:
-        report = {"date": datetime.date.today().isoformat(), "machine": machine(), "loadavg": load,
-                  "data": p.paths, "n_trajectories": len(p.idx), "given_t": p.start * p.dt, "dt": p.dt,
-                  "steps": p.steps, "protocol_grid": p.X, "reference": {"grid": p.ref_grid, "dt": p.ref_dt},
-                  "redraw_error": p.redraw_error, "stored_vs_reference_nrmse": p.stored_vs_truth, "rows": rows}
-        Path(args.out + ".json").write_text(json.dumps(report, indent=1))
-        Path(args.out + ".md").write_text(md + "\n")
-    return 0
+    meta = {"data": p.paths, "n_trajectories": len(p.idx), "given_t": p.start * p.dt, "dt": p.dt, "steps": p.steps,
+            "protocol_grid": p.X, "reference": {"grid": p.ref_grid, "dt": p.ref_dt}, "redraw_error": p.redraw_error,
+            "stored_vs_reference_nrmse": p.stored_vs_truth}
+    return finish(models, solvers, lambda rows: markdown(rows, len(p.idx), min(resolutions)), args.repeats,
+                  f"\n{notes}" if notes else "", args.out, meta)

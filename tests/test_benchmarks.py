@@ -257,6 +257,9 @@ def test_rollout_vs_solver_rows_and_equal_error(trained_run, burgers_file, tmp_p
     coarsest_ok = min((s for s in solver if s["nrmse"] <= model["nrmse"]), key=lambda s: s["cells"])
     assert eq["cells"] == coarsest_ok["cells"]
     assert "| method | nRMSE | wall s | trajectories/s | equal-error solver |" in out and f"model {wd}" in out
+    model_line = next(line for line in out.splitlines() if line.startswith(f"| model {wd} |"))
+    assert f"| {eq['cells']} cells" in model_line                   # the printed table has the equal-error solver
+    assert (tmp_path / "r.md").read_text().strip() in out
     assert all(r["wall_s"] > 0 for r in rep["rows"])
     assert run_cli(rollout_vs_solver.main, ["--workdir", str(wd), "--resolutions", "24"]) == 2
     _one_line_error(capsys, "--resolutions [24]", "divide the data's 64 cells")
