@@ -270,6 +270,13 @@ def test_workdir_shape_mismatch_names_path_shapes_and_key(trained_workdir, burge
     assert "model.encoder.width" in key
 
 
+def test_workdir_trained_without_scale_norm_names_the_key(trained_workdir, burgers_file):
+    """Turning model.scale_norm on for a run trained without it: the shape error names the key."""
+    checks = run_checks(cfg_with(*data_args(burgers_file), "model.scale_norm=True"), workdir=trained_workdir)
+    c = named(checks, "codec shapes")
+    assert not c.ok and c.severity == "error" and "model.scale_norm" in c.message, c.message
+
+
 def test_workdir_other_grid_and_dataset(trained_workdir, burgers_file, burgers_dir):
     other = burgers_dir / "1D_Burgers_Sols_Nu0.1.hdf5"
     checks = run_checks(cfg_with(*data_args(other)), workdir=trained_workdir)

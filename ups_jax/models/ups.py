@@ -297,7 +297,9 @@ CONFIG_KEY_FOR_PARAM: tuple[tuple[str, str], ...] = (
                                   "2·len(fourier_freqs)) / model.encoder.width"),
     (r"^encoder/convs/\d+/kernel$", "model.encoder.kernel_size / model.encoder.width"),
     (r"^encoder/convs/", "model.encoder.width"),
-    (r"^encoder/proj/kernel$", "model.encoder.width · (grid size / model.latent_tokens) / model.latent_dim"),
+    (r"^encoder/proj/kernel$", "model.encoder.width · (grid size / model.latent_tokens) / model.latent_dim (less "
+                               "model.encoder.raw_skip's patch and model.scale_norm's dim)"),
+    (r"^encoder/(proj|norm)/", "model.latent_dim (less model.encoder.raw_skip's patch and model.scale_norm's dim)"),
     (r"^encoder/", "model.latent_dim"),
     (r"^operator/cond_embed/", "model.operator.cond_dim"),
     (r"^operator/input_proj/kernel$", "model.latent_dim / model.operator.hidden_dim"),
@@ -309,8 +311,11 @@ CONFIG_KEY_FOR_PARAM: tuple[tuple[str, str], ...] = (
     (r"^operator/pdet/.*/mod_(attn|ff)/", "model.operator.cond_dim / model.operator.hidden_dim"),
     (r"^operator/", "model.operator.hidden_dim"),
     (r"^decoder/(query_embed|pos_embed)/kernel$", "model.decoder.fourier_freqs / model.decoder.hidden_dim"),
-    (r"^decoder/latent_proj/kernel$", "model.latent_dim / model.decoder.hidden_dim"),
-    (r"^decoder/local_readout/", "model.latent_dim / model.decoder.local_freqs"),
+    # the decoder reads every latent dim but model.scale_norm's
+    (r"^decoder/latent_proj/kernel$", "model.latent_dim (less model.scale_norm's dim) / model.decoder.hidden_dim"),
+    (r"^decoder/local_readout/", "model.latent_dim (less model.scale_norm's dim) / model.decoder.local_freqs"),
+    (r"^decoder/local_mlp/fc1/kernel$", "model.latent_dim (less model.scale_norm's dim) · the neighbour tokens "
+                                        "(model.decoder.local_neighbors) / model.decoder.local_mlp"),
     (r"^operator/pos_embed$", "model.latent_tokens / model.operator.hidden_dim"),
     (r"^decoder/layers/\d+/mlp/", "model.decoder.hidden_dim / model.decoder.mlp_hidden"),
     (r"^decoder/head/fc1/", "model.decoder.hidden_dim / model.decoder.mlp_hidden"),
