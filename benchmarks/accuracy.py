@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/accuracy.py --config configs/burgers32.py:cpu [--config configs/fno_burgers.py:cpu]
         --seeds 3 [--workdir-root runs/accuracy] [--override key.path=value ...] [--out PREFIX]
-        [--budgets 1,2,4 [--budget-seeds N] [--quiet-wall-s S]] [--solver-cells 16,32,64]
+        [--budgets 1,2,4 [--budget-seeds N] [--quiet-wall-s S[,S...]]] [--solver-cells 16,32,64]
 
 Each (config, seed) trains into ``WORKDIR_ROOT/<config>_<variant>/seed<S>`` with ``python -m ups_jax.train
 --config SPEC --config.seed=S [--config.<override> ...]`` (its own process, so each run is exactly the command a
@@ -27,7 +27,9 @@ benchmarks/rollout_vs_solver.py), the honest baseline every accuracy table shows
 Budget curves (``--budgets 1,2,4``): each config is also trained with B × its updates (every trained stage's
 steps, validation/log cadences and warm-up times B; the cosine follows its stage's length; see
 ``budget_overrides``) into ``WORKDIR_ROOT/<config>_<variant>_xB/seed<S>`` for ``--budget-seeds`` seeds, and
-``PREFIX_budgets.png`` plots test nRMSE (mean ± std over seeds) against training wall time, one line per config.
+``PREFIX_budgets.png`` plots test nRMSE (mean ± std over seeds) against training wall time, one line per config:
+the measured walls, or, with ``--quiet-wall-s`` (one value, or one per ``--config`` in order), budget × each
+config's 1× wall on a quiet machine, for runs that were timed beside other work.
 
 Writes ``PREFIX.json`` and ``PREFIX.md`` (default PREFIX: ``WORKDIR_ROOT/accuracy``) and prints the markdown.
 """
@@ -363,36 +365,44 @@ def markdown(report: dict) -> str:
     return "\n".join(lines + [""] + notes + budgets + [""] + curve_markdown(report))
 
 
+def quiet_wall(report: dict, spec: str) -> float | None:
+    """The 1× training wall of ``spec`` on a quiet machine (``--quiet-wall-s``), or None (plot the measured walls).
+    Reports before the per-config form hold one float for every config."""
+    quiet = report.get("quiet_wall_s")
+    return quiet.get(spec) if isinstance(quiet, dict) else quiet
+
+
 def budget_markdown(report: dict) -> list[str]:
     """Test nRMSE against the training budget (``--budgets``): one row per config and budget."""
-    quiet = report.get("quiet_wall_s")
+    quiet = report.get("quiet_wall_s") is not None
     head = ["method", "budget", "updates", "seeds", f"test nRMSE ({protocol_name(report)})",
             "train wall (s, measured)"]
-    head += [f"nominal wall (s, {quiet:g} s per budget)"] if quiet else []
+    head += ["nominal wall (s, budget × the 1× quiet wall)"] if quiet else []
     lines = ["Test nRMSE against the training budget (mean ± std over seeds):", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in sorted(report["configs"], key=lambda c: (c["config"], c.get("budget", 1))):
         b = c.get("budget", 1)
         cells = [f"`{c['config']}`", f"×{b}", str(c["updates"]), str(len(c["seeds"])),
                  _pm(c["summary"]["model"]["protocol/nrmse"]), _pm(c["summary"]["train_wall_s"], 4)]
-        lines.append("| " + " | ".join(cells + ([f"{b * quiet:g}"] if quiet else [])) + " |")
+        lines.append("| " + " | ".join(cells + ([f"{b * quiet_wall(report, c['config']):g}"] if quiet else []))
+                     + " |")
     return lines
 
 
 def budget_plot(report: dict, path: Path) -> None:
     """One PNG: test nRMSE (mean ± std over seeds) against training wall time, one line per config through its
-    budgets; x = the measured training wall (mean ± std), or budget × ``quiet_wall_s`` when given."""
+    budgets; x = the measured training wall (mean ± std), or budget × the config's ``quiet_wall`` when given."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    quiet = report.get("quiet_wall_s")
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for spec in dict.fromkeys(c["config"] for c in report["configs"]):
         cs = sorted((c for c in report["configs"] if c["config"] == spec), key=lambda c: c.get("budget", 1))
         err = [c["summary"]["model"]["protocol/nrmse"] for c in cs]
         walls = [c["summary"]["train_wall_s"] for c in cs]
+        quiet = quiet_wall(report, spec)
         x = [c.get("budget", 1) * quiet for c in cs] if quiet else [w["mean"] for w in walls]
         xerr = None if quiet else [w["std"] or 0.0 for w in walls]
         ax.errorbar(x, [e["mean"] for e in err], yerr=[e["std"] or 0.0 for e in err], xerr=xerr, marker="o",
@@ -404,8 +414,8 @@ def budget_plot(report: dict, path: Path) -> None:
         ax.axhline(r["nrmse"], color="grey", lw=0.8, ls=":")
         ax.annotate(f"solver, {r['cells']} cells", (ax.get_xlim()[0], r["nrmse"]), fontsize=7, color="grey",
                     textcoords="offset points", xytext=(2, 2))
-    ax.set_xlabel("training wall time (s)" + (f", nominal: budget × {quiet:g} s on a quiet machine" if quiet
-                                               else ", measured"))
+    ax.set_xlabel("training wall time (s)" + (", nominal: budget × the 1× wall on a quiet machine"
+                                               if report.get("quiet_wall_s") is not None else ", measured"))
     ax.set_ylabel(f"test nRMSE ({protocol_name(report)} protocol)")
     ax.set_title("test nRMSE against training budget")
     ax.grid(alpha=0.3)
@@ -424,6 +434,20 @@ def curve_markdown(report: dict) -> list[str]:
             lines.append(f"| {label(c)} | {p['stage']} | {p['step']} | {_pm(p['elapsed_s'], 3)} | "
                          f"{p['metric']} {_pm(p['value'])} |")
     return lines
+
+
+def quiet_walls(text: str | None, specs: Sequence[str]) -> dict[str, float] | None:
+    """``--quiet-wall-s``: one positive number for every config, or one per config in ``--config`` order."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(v > 0 and math.isfinite(v) for v in values) or len(values) not in (1, len(specs)):
+        raise UserError(f"--quiet-wall-s {text!r}: expected one positive number of seconds, or one per --config "
+                        f"({len(specs)}), comma-separated (e.g. 513,522)")
+    return dict(zip(specs, values * len(specs) if len(values) == 1 else values))
 
 
 def _positive_ints(text: str, flag: str) -> list[int]:
@@ -448,9 +472,9 @@ def main(argv: Sequence[str]) -> int:
                    "(steps, cadences and warm-up scaled; runs of budget B go to <config>_xB/); with more than one, "
                    "also PREFIX_budgets.png: test nRMSE against training wall time (default 1)")
     p.add_argument("--budget-seeds", type=int, help="seeds for the budgets other than 1 (default --seeds)")
-    p.add_argument("--quiet-wall-s", type=float, help="the 1× budget's training wall time on a quiet machine (what "
-                   "the configs are sized to): the plot's x becomes budget × this instead of the measured walls "
-                   "(use it when the runs were timed under load)")
+    p.add_argument("--quiet-wall-s", help="the 1× budget's training wall time in seconds on a quiet machine: one "
+                   "value for every config, or one per --config in order; the plot's x becomes budget × it instead "
+                   "of the measured walls (use it when the runs were timed under load)")
     p.add_argument("--solver-cells", default=",".join(map(str, SOLVER_CELLS)),
                    help=f"coarse-solver rows: cells, comma-separated ('' = none; default "
                         f"{','.join(map(str, SOLVER_CELLS))})")
@@ -463,8 +487,7 @@ def main(argv: Sequence[str]) -> int:
     budget_seeds = args.seeds if args.budget_seeds is None else args.budget_seeds
     if budget_seeds < 1:
         raise UserError(f"--budget-seeds must be >= 1 (got {budget_seeds})")
-    if args.quiet_wall_s is not None and not args.quiet_wall_s > 0:
-        raise UserError(f"--quiet-wall-s must be > 0 (got {args.quiet_wall_s})")
+    quiet = quiet_walls(args.quiet_wall_s, args.config)
     cells = _positive_ints(args.solver_cells, "--solver-cells") if args.solver_cells.strip() else []
     overrides = [o.removeprefix("--config.") for o in args.override]
     for spec in args.config:                                     # every config and override checked before training
@@ -482,7 +505,7 @@ def main(argv: Sequence[str]) -> int:
         configs += [done[spec] for spec in args.config]
     report = {"command": ["benchmarks/accuracy.py", *argv], "date": datetime.date.today().isoformat(),
               "machine": machine(), "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()), "configs": configs,
-              "quiet_wall_s": args.quiet_wall_s}
+              "quiet_wall_s": quiet}
     report["solver"] = solver_rows(report, cells) if args.split == "test" else []
     md = markdown(report)
     prefix = str(args.out) if args.out else str(root / "accuracy")

@@ -22,7 +22,7 @@ import refiner_diagnostics  # noqa: E402
 import rollout_vs_solver  # noqa: E402
 import stage_table  # noqa: E402
 
-from ups_jax.errors import run_cli  # noqa: E402
+from ups_jax.errors import UserError, run_cli  # noqa: E402
 
 TEST_SPEC = f"{ROOT / 'configs' / 'burgers32.py'}:test"
 
@@ -303,6 +303,25 @@ def test_accuracy_budget_curves_scale_the_run_and_plot(burgers_file, tmp_path, c
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert run_cli(accuracy.main, argv[:-10] + ["--budgets", "2,1"]) == 2
     _one_line_error(capsys, "--budgets '2,1'", "start with 1")
+    # the finished runs are reused; --quiet-wall-s puts budget × the 1× quiet wall beside the measured walls
+    assert run_cli(accuracy.main, argv + ["--quiet-wall-s", "100"]) == 0
+    report = json.loads((root / "accuracy.json").read_text())
+    assert report["quiet_wall_s"] == {TEST_SPEC: 100.0}
+    md = (root / "accuracy.md").read_text()
+    assert "nominal wall (s, budget × the 1× quiet wall)" in md and md.count(" | 200 |") == 1
+    capsys.readouterr()
+
+
+def test_accuracy_quiet_walls_one_or_one_per_config():
+    assert accuracy.quiet_walls(None, ["a", "b"]) is None
+    assert accuracy.quiet_walls("513", ["a", "b"]) == {"a": 513.0, "b": 513.0}
+    assert accuracy.quiet_walls("513,522", ["a", "b"]) == {"a": 513.0, "b": 522.0}
+    for bad in ("0", "1,2,3", "x", "", "nan"):
+        with pytest.raises(UserError, match="--quiet-wall-s .*one per --config \\(2\\)"):
+            accuracy.quiet_walls(bad, ["a", "b"])
+    assert accuracy.quiet_wall({"quiet_wall_s": 300.0}, "a") == 300.0       # a report written before per config
+    assert accuracy.quiet_wall({"quiet_wall_s": {"a": 1.0}}, "a") == 1.0
+    assert accuracy.quiet_wall({}, "a") is None
 
 
 def test_step_cost_times_each_case_interleaved(burgers_file, tmp_path, capsys):
