@@ -122,14 +122,19 @@ def test_the_comparison_names_an_unfinished_baseline_by_its_config(trained_run, 
     _, data, model, _, _ = load_run(wd)
     cfg = cfg.copy_and_resolve_references()
     with cfg.unlocked():
-        cfg.eval.ttc_preset = ""
+        cfg.eval.ttc_preset = "default"
         cfg.eval.max_trajectories = 2
         cfg.baseline.config = "configs/hybrid_burgers.py:test"
+    assert "student" in cfg.stage_order and cfg.ttc.refine == "student"
     table = run_comparison(model, cfg, data, tmp_path / "a", done={"codec", "operator"})
     assert [r["row"] for r in table["rows"]] == ["operator", "persistence"]
     assert "baseline configs/hybrid_burgers.py:test: not evaluated (its run is not finished)" in table["notes"]
+    assert "+TTC(default): not evaluated (its refiner stage 'student' is not finished)" in table["notes"]
     with cfg.unlocked():
         cfg.baseline.config = ""
+        cfg.stage_order = ("codec", "operator")          # as :cpu, whose refine stages are off by default
     notes = run_comparison(model, cfg, data, tmp_path / "b", done={"codec", "operator"})["notes"]
     assert any(n.startswith("baseline: not configured (set --config.baseline.config=configs/fno_burgers.py:cpu")
                for n in notes)
+    assert any(n.startswith("+TTC(default): not evaluated (its refiner stage 'student' is not in stage_order; add "
+                            "it with --config.stage_order=...,student") for n in notes)

@@ -72,7 +72,10 @@ def run_comparison(model, cfg, data, workdir, done: set, baseline=None, split: s
             r["ttc"] = t.summary()
             rows.append(r)
         else:
-            notes.append(f"+TTC({preset}): not evaluated (its refiner stage '{refine}' is not finished)")
+            why = ("is not finished" if refine in cfg.stage_order else
+                   f"is not in stage_order; add it with --config.stage_order=...,{refine}, or drop this row with "
+                   f"--config.eval.ttc_preset=''")
+            notes.append(f"+TTC({preset}): not evaluated (its refiner stage '{refine}' {why})")
     if fno:
         pass                                # this run is itself a baseline: no baseline of its own
     elif baseline is not None:
