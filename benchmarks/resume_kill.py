@@ -9,7 +9,7 @@
    ``ema`` and ``opt`` checkpoint items and the test nRMSE with the reference (bitwise).
 
 ``--by step`` (default) draws the stage, the optimizer update and whether the signal comes right after the update
-or while that update's checkpoint is being written (the ``UPS_JAX_TEST_FAULT`` hook of ``training/loop.py``);
+or while that update's checkpoint is being written (the ``UPS_JAX_TEST_FAULT`` hook of ``training/faults.py``);
 ``--by time`` sends the signal after a random delay within the reference run's wall time (so it can also land in
 start-up, compilation, validation or the final evaluation). SIGKILL must leave a resumable run; SIGTERM must
 exit with 75 after writing a checkpoint at the current step (or die before the handler is installed).

@@ -217,7 +217,7 @@ def test_ns2d_test_config_trains_end_to_end_and_beats_persistence(ns2d_run):
 
 
 def test_evaluate_reloads_the_2d_run(ns2d_run, ns2d_test_file):
-    from ups_jax.training.pipeline import load_run
+    from ups_jax.training.restore import load_run
 
     workdir, _ = ns2d_run
     cfg, data, model, stage, _ = load_run(workdir, [ns2d_test_file])

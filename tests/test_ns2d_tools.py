@@ -37,7 +37,7 @@ def grid_run(ns2d_run, ns2d_test_file, tmp_path_factory):
     """(workdir, the stored trajectories, the evaluation rollout's prediction of 4 steps from frame 0, out dir)."""
     from ups_jax.data.ns2d_reader import open_dataset
     from ups_jax.eval.rollout import Rollout
-    from ups_jax.training.pipeline import load_run
+    from ups_jax.training.restore import load_run
 
     workdir, _ = ns2d_run
     ds = open_dataset([ns2d_test_file])

@@ -175,7 +175,7 @@ def test_fno_config_refusals(overrides, name, text):
 
 
 def test_raw_fields_normalisation_is_the_identity(burgers_file):
-    from ups_jax.training.pipeline import RunData
+    from ups_jax.training.run_data import RunData
 
     cfg = load_config(FNO)
     raw = RunData(cfg, [burgers_file])

@@ -198,7 +198,7 @@ def test_curriculum_in_one_dispatch_equals_two_dispatches(burgers_file):
     from ups_jax.models import build_model
     from ups_jax.training.loop import trainable_filter
     from ups_jax.training.optim import make_optimizer
-    from ups_jax.training.pipeline import RunData
+    from ups_jax.training.run_data import RunData
     from ups_jax.training.step import StageStep
 
     over = ["stages.operator.pushforward_steps=2", "stages.operator.pushforward_sampling=fixed",

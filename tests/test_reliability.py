@@ -29,7 +29,8 @@ from test_training import CONFIG, LOOP, ROOT, _StageHarness, _assert_trees_equal
 
 from ups_jax.errors import CheckpointError, Preempted, TrainingDiverged
 from ups_jax.training import preemption
-from ups_jax.training.loop import FAULT_ENV, LoopOptions, param_dict
+from ups_jax.training.faults import FAULT_ENV
+from ups_jax.training.loop import LoopOptions, param_dict
 
 
 def _env(**extra) -> dict:

@@ -147,7 +147,7 @@ class _StageHarness:
         from ups_jax.models import build_model
         from ups_jax.training.losses import make_ups_loss
         from ups_jax.training.loop import StageSpec
-        from ups_jax.training.pipeline import RunData
+        from ups_jax.training.run_data import RunData
 
         self.cfg = cfg = _cfg(*overrides)
         self.data = data = RunData(cfg, [h5file])

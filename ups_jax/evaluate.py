@@ -26,7 +26,7 @@ def main(argv) -> int:
     if not args.data:
         check_recorded_data(Path(args.workdir))
     from ups_jax.compilation import enable_cache
-    from ups_jax.training.restore import evaluate_workdir
+    from ups_jax.training.pipeline import evaluate_workdir
 
     enable_cache("auto")        # the rollout programs of an earlier evaluation or training run are reused
     evaluate_workdir(args.workdir, data_paths=args.data, split=args.split)

@@ -64,7 +64,7 @@ class SyntheticData:
         return self.dataset.read(idx), self.dataset.nu[idx]
 
     def prepare_batch(self, batch):
-        from ups_jax.training.pipeline import RunData
+        from ups_jax.training.run_data import RunData
 
         return RunData.prepare_batch(self, batch)
 
@@ -82,7 +82,7 @@ def load_data(cfg, skip_data: bool, notes: list):
                          "(not in the estimate; see docs/benchmarks.md); timing on synthetic fields with the same "
                          "grid")
             return SyntheticData(cfg)
-    from ups_jax.training.pipeline import RunData
+    from ups_jax.training.run_data import RunData
 
     data = RunData(cfg)
     data.synthetic = False

@@ -34,8 +34,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import signal
 import time
 from typing import Any, Callable
 
@@ -50,6 +48,7 @@ from ups_jax.errors import CheckpointError, ConfigError, Preempted, TrainingDive
 from ups_jax.models import param_shapes
 from ups_jax.training import checkpoints as ckpt
 from ups_jax.training import preemption
+from ups_jax.training.faults import fault_from_env, inject_fault
 from ups_jax.training.optim import learning_rate_schedule, make_optimizer
 from ups_jax.dispatch import resolve_steps_per_dispatch
 from ups_jax.training.step import StageStep
@@ -57,10 +56,6 @@ from ups_jax.training.step import StageStep
 
 log = logging.getLogger(__name__)
 
-# Tests and benchmarks/resume_kill.py only: "<stage>:<step>:<KILL|TERM>[@save]" sends that signal to this process
-# right after optimizer update <step> of <stage> (or, with @save, right after the checkpoint of that step has been
-# handed to orbax, while it is still being written).
-FAULT_ENV = "UPS_JAX_TEST_FAULT"
 
 
 @dataclasses.dataclass
@@ -240,7 +235,7 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, pr
     schedule = jax.jit(learning_rate_schedule(c))    # one program (eagerly: ~13, compiled at the first log)
     bar = _progress(total_steps, step, name, progress)
     stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
-    fault = _fault_from_env()
+    fault = fault_from_env()
     pending: list[dict] = []           # the stacked step outputs (device arrays) since the last train record
     t_log, t_ckpt = time.perf_counter(), time.monotonic()
     batch_size = int(c.batch_size)
@@ -343,7 +338,7 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, pr
                       format=ckpt.TRAIN_STATE_FORMAT))
         last_saved, t_ckpt = step, time.monotonic()
         watch.check()
-        _fault(fault, name, step, "save")
+        inject_fault(fault, name, step, "save")
         if on_checkpoint is not None or kind == "preempt":
             mngr.wait_until_finished()   # the hook may copy the directory: it must be complete
         if on_checkpoint is not None:
@@ -380,7 +375,7 @@ def _run(model, spec, loader, prepare_batch, workdir, logger, seed, mngr, tx, pr
             step += n
             pending.append(out)
             for s in range(step - n + 1, step + 1):
-                _fault(fault, name, s, "step")
+                inject_fault(fault, name, s, "step")
             if step % int(c.log_every) == 0 or step == stop_at:
                 log_interval()
             if bar is not None:
@@ -422,20 +417,6 @@ def abstract_opt_state(model, trainable, tx):
     _, params, _ = nnx.split(model, trainable_filter(tuple(trainable)), ...)
     n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     return jax.eval_shape(tx.init, jax.ShapeDtypeStruct((n,), jnp.float32))
-
-
-def _fault_from_env():
-    spec = os.environ.get(FAULT_ENV, "").strip()
-    if not spec:
-        return None
-    stage, step, sig = spec.split(":")
-    sig, _, where = sig.partition("@")
-    return stage, int(step), where or "step", {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}[sig.upper()]
-
-
-def _fault(fault, stage: str, step: int, where: str) -> None:
-    if fault is not None and fault[:3] == (stage, step, where):
-        os.kill(os.getpid(), fault[3])
 
 
 def _progress(total, initial, name, enabled):
