@@ -35,6 +35,7 @@ from ups_jax.fleet import Experiment
 class RemoveNodeOnce(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if trial.trial_id.endswith("_00000") and result["global_step"] == 6 and "removed" not in state.NODE_LOSS:
+            state.NODE_LOSS["lost_result"] = dict(result)      # what the lost node reported last
             state.NODE_LOSS["removed"] = state.NODE_LOSS["remove"](result["worker/node_id"])
 
 
@@ -146,9 +147,14 @@ def test_node_loss_resumes_on_a_new_node_with_s3_storage(s3, ray_env, tmp_path, 
     rows = _rows_from_s3(s3, tmp_path, "_00000")
     before = [r for r in rows if r["worker/node_id"] == NODE_LOSS["removed"]]
     after = [r for r in rows if r["worker/node_id"] != NODE_LOSS["removed"]]
-    assert [r["global_step"] for r in before] == [3, 6]
+    # The lost node's rows in result.json on S3: [3, 6], or [3] — seen once on CI: the row of step 6, reported just
+    # before its node was removed, did not reach the stored result.json (Ray's timing, not the trainer's). Step 6
+    # is therefore compared with what the callback saw.
+    assert [r["global_step"] for r in before] in ([3, 6], [3])
     assert [r["global_step"] for r in after] == [6, 9, 12]                # from the checkpoint at 3, not scratch
-    assert after[0]["codec/val/recon_nrmse"] == before[1]["codec/val/recon_nrmse"]
+    lost = NODE_LOSS["lost_result"]
+    assert lost["global_step"] == 6 and lost["worker/node_id"] == NODE_LOSS["removed"]
+    assert after[0]["codec/val/recon_nrmse"] == lost["codec/val/recon_nrmse"]     # step 6 recomputed identically
     a, b = _final_params(tmp_path / "00000"), _final_params(tmp_path / "00001")
     assert a.keys() == b.keys() and a
     for k in a:
