@@ -366,10 +366,8 @@ def markdown(report: dict) -> str:
 
 
 def quiet_wall(report: dict, spec: str) -> float | None:
-    """The 1× training wall of ``spec`` on a quiet machine (``--quiet-wall-s``), or None (plot the measured walls).
-    Reports before the per-config form hold one float for every config."""
-    quiet = report.get("quiet_wall_s")
-    return quiet.get(spec) if isinstance(quiet, dict) else quiet
+    """The 1× training wall of ``spec`` on a quiet machine (``--quiet-wall-s``), or None (plot the measured walls)."""
+    return (report.get("quiet_wall_s") or {}).get(spec)
 
 
 def budget_markdown(report: dict) -> list[str]:

@@ -310,6 +310,8 @@ def test_accuracy_budget_curves_scale_the_run_and_plot(burgers_file, tmp_path, c
     md = (root / "accuracy.md").read_text()
     assert "nominal wall (s, budget × the 1× quiet wall)" in md and md.count(" | 200 |") == 1
     capsys.readouterr()
+    assert run_cli(accuracy.main, argv + ["--quiet-wall-s", "100,200"]) == 2      # two walls for one config
+    _one_line_error(capsys, "--quiet-wall-s '100,200'", "one per --config (1)")
 
 
 def test_accuracy_quiet_walls_one_or_one_per_config():
@@ -319,7 +321,6 @@ def test_accuracy_quiet_walls_one_or_one_per_config():
     for bad in ("0", "1,2,3", "x", "", "nan"):
         with pytest.raises(UserError, match="--quiet-wall-s .*one per --config \\(2\\)"):
             accuracy.quiet_walls(bad, ["a", "b"])
-    assert accuracy.quiet_wall({"quiet_wall_s": 300.0}, "a") == 300.0       # a report written before per config
     assert accuracy.quiet_wall({"quiet_wall_s": {"a": 1.0}}, "a") == 1.0
     assert accuracy.quiet_wall({}, "a") is None
 
