@@ -68,8 +68,9 @@ SOLVER_CELLS = (16, 32, 64)       # the coarse-solver rows every accuracy table 
 # Stage keys added after some runs were trained, and what the code does when a config lacks them (training/optim.py
 # reads them with these defaults): a run without the key is the same run as one with this value.
 ABSENT_STAGE_KEYS = {"optimizer": "adamw", "schedule": "warmup_cosine"}
-# model keys added later, with the value that means "what the code did before them"
-ABSENT_MODEL_KEYS = {"model.scale_norm": False, "model.operator.advance_scale": True}
+# model/eval keys added later, with the value that means "what the code did before them" (eval.refine: the
+# headline evaluation was the operator alone)
+ABSENT_KEYS = {"model.scale_norm": False, "model.operator.advance_scale": True, "eval.refine": "none"}
 STEP_SCHEDULE_KEYS = ("lr_step_every", "lr_gamma")     # read only by the 'step' schedule
 
 
@@ -89,7 +90,7 @@ def check_workdir(workdir: Path, want: dict, spec: str) -> None:
     stage) do not count: a new key there (e.g. of a
     refine stage that ``:cpu`` does not run) cannot have changed the run; nor can a stage key the run's config
     lacks because it was added later, when the config asks for what the code does without it (ABSENT_STAGE_KEYS,
-    ABSENT_MODEL_KEYS)."""
+    ABSENT_KEYS)."""
     from ups_jax.config import flatten
 
     path = workdir / "config.json"
@@ -104,7 +105,7 @@ def check_workdir(workdir: Path, want: dict, spec: str) -> None:
     untrained = {f"stages.{n}." for n in set(have.get("stages", {})) | set(want.get("stages", {})) if n not in trained}
     # the refine stages' own model sections (model.corrector, ...) cannot have changed a run that trains none of them
     untrained |= {f"model.{n}." for n in REFINE_MODULES if n not in trained}
-    for k, value in ABSENT_MODEL_KEYS.items():                # a run from before a model key existed
+    for k, value in ABSENT_KEYS.items():                      # a run from before a model/eval key existed
         if k not in a and k in b:
             a[k] = value
     for name, stage in have.get("stages", {}).items():        # a run from before a stage key existed
@@ -184,7 +185,8 @@ def seed_row(workdir: Path, split: str, stages: Sequence[str], seed: int, reused
         raise UserError(f"{workdir}/eval/{split}.json predates per-trajectory metrics; re-evaluate it: "
                         f"python -m ups_jax.evaluate --workdir {workdir}")
     row = {"seed": seed, "workdir": str(workdir), "reused": reused, "n_trajectories": ev["n_trajectories"],
-           "protocol": ev["protocol"], "model": {}, "persistence": {}}
+           "protocol": ev["protocol"], "model": {}, "persistence": {},
+           "predictor": ev.get("predictor", "operator")}      # the refiner of the headline evaluation (eval.refine)
     for who in ("model", "persistence"):
         for label, key, where in METRICS:
             block = ev if where == "protocol" else ev.get("full_horizon", {})
@@ -270,7 +272,9 @@ def run_config(spec: str, overrides: Sequence[str], seeds: int, root: Path, spli
     summary["train_wall_s"] = mean_std([r["train_wall_s"] for r in rows])
     summary["val_curve"] = curve_summary(rows)
     updates = sum(int(want["stages"][n]["steps"]) for n in want["stage_order"])
+    predictors = sorted({r["predictor"] for r in rows})
     return {"config": spec, "name": name, "budget": budget, "updates": updates, "overrides": list(overrides),
+            "predictor": " / ".join(predictors),
             "seeds": list(range(seeds)), "split": split, "n_trajectories": rows[0]["n_trajectories"], "protocol": rows[0]["protocol"],
             "data": rows[0]["fingerprint"], "train_wall_exact": all(r["train_wall_exact"] for r in rows),
             "per_seed": rows, "summary": summary}
@@ -285,8 +289,10 @@ def _pm(s: dict, digits: int = 4) -> str:
 
 
 def label(c: dict) -> str:
-    budget = c.get("budget", 1)
-    return f"`{c['config']}`" + (f" ×{budget} updates" if budget != 1 else "")
+    """The config, its budget multiple and, for UPS, which rollout its headline evaluation scores."""
+    budget, predictor = c.get("budget", 1), c.get("predictor", "operator")
+    return (f"`{c['config']}`" + (f" ({predictor})" if predictor != "operator" else "")
+            + (f" ×{budget} updates" if budget != 1 else ""))
 
 
 def solver_rows(report: dict, cells: Sequence[int]) -> list[dict]:

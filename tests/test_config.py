@@ -20,7 +20,7 @@ def test_variants_differ_and_mirror_the_original():
     refine = ["corrector", "student", "steady"]          # the stages on the frozen core (issue 8)
     assert list(full.stage_order) == ["codec", "operator", "steady"]   # issue 19: no refiner that did not pay
     assert list(test.stage_order) == ["codec", "operator"] + refine
-    assert list(cpu.stage_order) == ["operator"]         # the demo's ~15 min: the refine stages run on request
+    assert list(cpu.stage_order) == ["operator", "corrector"]   # issue 19: the field corrector paid on :cpu
 
 
 def test_overrides_are_typed():
@@ -92,7 +92,9 @@ def test_default_pipeline_leaves_out_the_refine_stages_that_did_not_improve_the_
 
     spec = str(Path(__file__).resolve().parents[1] / "configs" / "burgers32.py")
     assert tuple(load_config(spec).stage_order) == ("codec", "operator", "steady")
-    assert tuple(load_config(spec + ":cpu").stage_order) == ("operator",)
+    cpu = load_config(spec + ":cpu")
+    assert tuple(cpu.stage_order) == ("operator", "corrector")   # the field corrector (z = E(û)): -x % on :cpu
+    assert (cpu.model.corrector.kind, cpu.model.corrector.field.state) == ("field", "encode")
     assert tuple(load_config(spec + ":test").stage_order) == ("codec", "operator", "corrector", "student", "steady")
     full = load_config(spec, ["stage_order=codec,operator,corrector,student,steady"])
     assert full.model.corrector.kind == "latent" and "student" in full.stage_order

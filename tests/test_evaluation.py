@@ -132,7 +132,7 @@ def test_the_comparison_names_an_unfinished_baseline_by_its_config(trained_run, 
     assert "+TTC(default): not evaluated (its refiner stage 'student' is not finished)" in table["notes"]
     with cfg.unlocked():
         cfg.baseline.config = ""
-        cfg.stage_order = ("codec", "operator")          # as :cpu, whose refine stages are off by default
+        cfg.stage_order = ("codec", "operator")          # a run without refine stages
     notes = run_comparison(model, cfg, data, tmp_path / "b", done={"codec", "operator"})["notes"]
     assert any(n.startswith("baseline: not configured (set --config.baseline.config=configs/fno_burgers.py:cpu")
                for n in notes)

@@ -181,7 +181,9 @@ def field_run(trained_run, burgers_file, tmp_path_factory):
     shutil.copytree(src, wd)
     for stage in ("corrector", "student"):
         shutil.rmtree(wd / "checkpoints" / stage)
-    assert _train_cli("--config", f"{CONFIG}:test", "--workdir", wd, "--data", burgers_file, *FIELD) == 0
+    # eval.refine: the headline evaluation (eval/test.json) is the corrected rollout, as :cpu's
+    assert _train_cli("--config", f"{CONFIG}:test", "--workdir", wd, "--data", burgers_file, *FIELD,
+                      "--config.eval.refine=corrector") == 0
     assert stage_finished(wd, "corrector")
     return wd, latent
 
@@ -198,6 +200,33 @@ def test_field_corrector_stage_runs_in_the_pipeline_and_the_table(field_run):
     losses = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
     field = [r for r in losses if r.get("stage") == "corrector" and "loss/field" in r]
     assert field and all(np.isfinite(r["loss/field"]) for r in field)
+
+
+def test_headline_evaluation_is_the_refined_rollout_named_by_eval_refine(field_run, caplog):
+    """eval.refine='corrector': eval/test.json scores the operator + field corrector, the same rollout as the
+    table's +corrector row; ``python -m ups_jax.evaluate`` reproduces it; a run whose corrector is not finished
+    falls back to the operator alone and says so."""
+    import json
+    import logging
+
+    from ups_jax.config import load_config
+    from ups_jax.training.pipeline import eval_refiner, evaluate_workdir
+
+    wd, latent = field_run
+    head = json.loads((wd / "eval" / "test.json").read_text())
+    rows = {r["row"]: r for r in json.loads((wd / "eval" / "table.json").read_text())["rows"]}
+    assert head["predictor"] == "operator+corrector"
+    assert head["model"]["nrmse"] == pytest.approx(rows["+corrector"]["protocol"]["nrmse"], rel=1e-6)
+    assert head["model"]["nrmse"] != pytest.approx(rows["operator"]["protocol"]["nrmse"], rel=1e-6)
+    again = evaluate_workdir(wd)
+    assert again["predictor"] == "operator+corrector"
+    assert again["model"]["nrmse"] == pytest.approx(head["model"]["nrmse"], rel=1e-6)
+    assert evaluate_workdir(latent)["predictor"] == "operator"       # its config: eval.refine='none'
+    cfg = load_config(f"{CONFIG}:test", ["eval.refine=corrector"])
+    with caplog.at_level(logging.INFO, logger="ups_jax.training.pipeline"):
+        assert eval_refiner(cfg, {"codec", "operator"}) == "none"
+    assert "stage 'corrector' is not finished: the operator alone is evaluated" in caplog.text
+    assert eval_refiner(cfg, {"codec", "operator", "corrector"}) == "corrector"
 
 
 def test_corrector_kind_mismatch_is_one_line_and_writes_nothing(field_run, burgers_file, capsys):

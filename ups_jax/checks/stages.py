@@ -200,6 +200,14 @@ def check_ttc_and_baseline(cfg, c: Checks):
         c.add(S, "refined rollout mode", cfg.eval.rollout_mode == "latent",
               f"stages {refiners} refine latent rollouts but eval.rollout_mode={cfg.eval.rollout_mode!r}",
               "use eval.rollout_mode='latent'", passed="refiners run in the latent rollout")
+    refine = str(cfg.eval.get("refine", "none") or "none")
+    c.add(S, "eval.refine", refine in ("none", "corrector", "student"),
+          f"eval.refine={refine!r}: the headline evaluation's refiner is 'none', 'corrector' or 'student'",
+          "use eval.refine='none' (the operator alone), 'corrector' or 'student'", passed=f"eval.refine={refine!r}")
+    if refine in ("corrector", "student") and refine not in cfg.stage_order:
+        c.add(S, "eval.refine stage", False, f"eval.refine={refine!r} but stage '{refine}' is not in stage_order: "
+              f"the headline evaluation is the operator alone", f"add {refine} to stage_order, or eval.refine=none",
+              severity="info")
     preset = str(cfg.eval.get("ttc_preset", "") or "")
     if preset and "ttc" in cfg:
         from ups_jax.inference.ttc import make_plan, preset_names

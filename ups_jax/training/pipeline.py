@@ -35,7 +35,7 @@ from ups_jax.training.restore import check_value_range, load_run
 from ups_jax.training.run_data import RunData
 from ups_jax.training.loop import LoopOptions, StageSpec, run_stage
 from ups_jax.training.stages import (BASELINE, make_validator, plan_stages, restore_finished, selected_stages,
-                                    stage_kind)
+                                    stage_finished, stage_kind)
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def _train_and_evaluate(cfg, workdir, *, fresh, max_steps, data_paths, on_checkp
             log.info(f"evaluation skipped: the core stages {core} are not all finished in {workdir}")
         else:
             _stop_if_preempted("before the final evaluation")
-            results["eval"] = run_evaluation(model, cfg, data, workdir, logger)
+            results["eval"] = run_evaluation(model, cfg, data, workdir, logger, done=done)
         if "eval" in results and model_kind(cfg) == "ups":   # a baseline run is a row of its caller's table
             from ups_jax.training.comparison import run_comparison
             from ups_jax.eval.table import markdown
@@ -270,24 +270,41 @@ def baseline_config(cfg, spec: str):
     return bcfg
 
 
-def run_evaluation(model, cfg, data: RunData, workdir: Path, logger=None, split: str | None = None) -> dict:
+def eval_refiner(cfg, done) -> str:
+    """The refiner the run's headline evaluation applies: ``eval.refine`` ('none', 'corrector', 'student') when
+    that stage is finished (``done``); else 'none', said in the log (e.g. a run trained with ``--stages operator``)."""
+    refine = str(cfg.eval.get("refine", "none") or "none")
+    if refine != "none" and refine not in done:
+        log.info(f"[eval] eval.refine={refine!r} but stage '{refine}' is not finished: the operator alone is "
+                 f"evaluated (train it on this workdir, or set --config.eval.refine=none)")
+        return "none"
+    return refine
+
+
+def run_evaluation(model, cfg, data: RunData, workdir: Path, logger=None, split: str | None = None,
+                   done=()) -> dict:
+    """The headline evaluation (``WORKDIR/eval/<split>.json``): the operator's rollout, refined by
+    :func:`eval_refiner`'s stage; ``results['predictor']`` names which ('operator' or 'operator+corrector')."""
     split = split or cfg.eval.split
     traj, nu = data.trajectories(split, cfg.eval.max_trajectories)
+    refine = eval_refiner(cfg, set(done))
     rollout = Rollout(model, norm=data.norm, x01=data.x01, batch_size=min(cfg.eval.batch_size, len(traj)),
-                      mode=cfg.eval.rollout_mode)
+                      mode=cfg.eval.rollout_mode, refine=refine, seed=cfg.seed)
     results, samples = evaluate(rollout, traj, nu, dt=float(data.dataset.dt), domain_length=data.Lx,
                                 initial_step=cfg.eval.initial_step, batch_size=cfg.eval.batch_size,
                                 corr_threshold=cfg.eval.corr_threshold, split=split,
                                 keep_samples=cfg.eval.plot_trajectories)
+    results["predictor"] = "operator" + (f"+{refine}" if refine != "none" else "")
     write_report(results, samples, data.x, workdir / "eval", y=data.y)
     m, p = results["model"], results["persistence"]
     log.info(f"[eval:{split}] {results['n_trajectories']} trajectories, {results['protocol']['steps']}-step rollout: "
-          f"nRMSE (per-trajectory mean) model {m['nrmse']:.4f} vs persistence {p['nrmse']:.4f} "
+          f"nRMSE (per-trajectory mean) model ({results['predictor']}) {m['nrmse']:.4f} vs persistence {p['nrmse']:.4f} "
           f"({results['improvement_over_persistence']:.1f}x better); rel-L2 {m['rel_l2']:.4f}; "
           f"report in {workdir / 'eval'}")
     if logger is not None:
         logger.log("eval", split=split, **{"model/nrmse": m["nrmse"], "persistence/nrmse": p["nrmse"],
                                            "model/rel_l2": m["rel_l2"]}, file=f"eval/{split}.json",
+                   predictor=results["predictor"],
                    conventions_version=results["conventions"]["version"])
     return results
 
@@ -301,4 +318,5 @@ def evaluate_workdir(workdir, data_paths=None, split=None) -> dict:
         traj, _ = data.trajectories(split, cfg.eval.max_trajectories)
         check_value_range(traj, data.norm, f"{data.paths[0]} ({split} split)")
     log.info(f"restored {stage} step {step} from {workdir}")
-    return run_evaluation(model, cfg, data, Path(workdir), split=split)
+    done = {name for name in cfg.stage_order if stage_finished(workdir, name)}
+    return run_evaluation(model, cfg, data, Path(workdir), split=split, done=done)
