@@ -105,6 +105,10 @@ def check_workdir(workdir: Path, want: dict, spec: str) -> None:
     untrained = {f"stages.{n}." for n in set(have.get("stages", {})) | set(want.get("stages", {})) if n not in trained}
     # the refine stages' own model sections (model.corrector, ...) cannot have changed a run that trains none of them
     untrained |= {f"model.{n}." for n in REFINE_MODULES if n not in trained}
+    # a TTC preset neither run's table uses (eval.ttc_preset) cannot have changed it: e.g. one added later
+    used = {(c.get("eval") or {}).get("ttc_preset") for c in (have, want)}
+    untrained |= {f"ttc.presets.{n}." for c in (have, want) for n in (c.get("ttc") or {}).get("presets", {})
+                  if n not in used}
     for k, value in ABSENT_KEYS.items():                      # a run from before a model/eval key existed
         if k not in a and k in b:
             a[k] = value

@@ -40,6 +40,7 @@ def get_config(arg=None):
     del cfg.model
     cfg.baseline.config = ""               # this *is* the baseline
     cfg.eval.ttc_preset = ""               # no refiner to draw TTC candidates from
+    cfg.eval.refine = "none"              # the headline evaluation: this model alone (no refine stage)
     cfg.model = mlc.ConfigDict()
     cfg.model.kind = "fno"
     cfg.model.context_frames = 10          # PDEBench initial_step: the model reads the 10 given frames

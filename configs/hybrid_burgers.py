@@ -32,6 +32,7 @@ def get_config(arg=None):
     del cfg.model
     cfg.baseline.config = ""               # this is a baseline
     cfg.eval.ttc_preset = ""               # no refiner to draw TTC candidates from
+    cfg.eval.refine = "none"              # the headline evaluation: this model alone (no refine stage)
     g = cfg.data.generate
     cfg.model = mlc.ConfigDict()
     cfg.model.kind = "hybrid"

@@ -57,6 +57,7 @@ def get_config(arg=None):
         del cfg.stages[name]
     del cfg.ttc
     cfg.eval.ttc_preset = ""
+    cfg.eval.refine = "none"              # the headline evaluation: this model alone (no refine stage)
     cfg.model.context_frames = 1          # vorticity is the whole state: one frame determines the next
     cfg.model.latent_tokens = 64          # an 8 x 8 token grid: 8 x 8 patches of the 64² grid
     cfg.model.latent_dim = 96             # with raw_skip: 64 raw patch values + 32 learned features

@@ -111,6 +111,16 @@ def test_accuracy_ignores_settings_of_stages_neither_run_trains(tmp_path):
     accuracy.check_workdir(tmp_path, {**want, "model": {"scale_norm": False}}, "spec")
     with pytest.raises(UserError, match="written by another config .*model.scale_norm"):
         accuracy.check_workdir(tmp_path, {**want, "model": {"scale_norm": True}}, "spec")
+    # a TTC preset added later, which neither run's table uses (eval.ttc_preset): the same run; the used one: not
+    old = tmp_path / "with_ttc"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({**have, "eval": {"ttc_preset": "default"},
+                                                 "ttc": {"presets": {"default": {"budget": 100}}}}))
+    ttc = {**have, "eval": {"ttc_preset": "default"},
+           "ttc": {"presets": {"default": {"budget": 100}, "light": {"budget": 15}}}}
+    accuracy.check_workdir(old, ttc, "spec")
+    with pytest.raises(UserError, match="written by another config .*ttc.presets.default.budget"):
+        accuracy.check_workdir(old, {**ttc, "ttc": {"presets": {"default": {"budget": 50}}}}, "spec")
     # ... but not once that stage is trained, nor a change to a trained stage
     for other in ({**want, "stage_order": ["operator", "corrector"]},
                   {**have, "stages": {"operator": {"steps": 11}, "corrector": {"steps": 5}}}):
