@@ -295,7 +295,7 @@ def _pm(s: dict, digits: int = 4) -> str:
 def label(c: dict) -> str:
     """The config, its budget multiple and, for UPS, which rollout its headline evaluation scores."""
     budget, predictor = c.get("budget", 1), c.get("predictor", "operator")
-    return (f"`{c['config']}`" + (f" ({predictor})" if predictor != "operator" else "")
+    return (f"`{c['config']}`" + (f" ({predictor})" if "+" in predictor else "")
             + (f" ×{budget} updates" if budget != 1 else ""))
 
 

@@ -222,6 +222,8 @@ def test_headline_evaluation_is_the_refined_rollout_named_by_eval_refine(field_r
     assert again["predictor"] == "operator+corrector"
     assert again["model"]["nrmse"] == pytest.approx(head["model"]["nrmse"], rel=1e-6)
     assert evaluate_workdir(latent)["predictor"] == "operator"       # its config: eval.refine='none'
+    fno = json.loads((wd / "baselines" / "fno" / "eval" / "test.json").read_text())
+    assert fno["predictor"] == "fno"                                   # the baseline's own run: its model kind
     cfg = load_config(f"{CONFIG}:test", ["eval.refine=corrector"])
     with caplog.at_level(logging.INFO, logger="ups_jax.training.pipeline"):
         assert eval_refiner(cfg, {"codec", "operator"}) == "none"

@@ -284,7 +284,8 @@ def eval_refiner(cfg, done) -> str:
 def run_evaluation(model, cfg, data: RunData, workdir: Path, logger=None, split: str | None = None,
                    done=()) -> dict:
     """The headline evaluation (``WORKDIR/eval/<split>.json``): the operator's rollout, refined by
-    :func:`eval_refiner`'s stage; ``results['predictor']`` names which ('operator' or 'operator+corrector')."""
+    :func:`eval_refiner`'s stage; ``results['predictor']`` names which ('operator', 'operator+corrector'; a
+    baseline's run: its model kind)."""
     split = split or cfg.eval.split
     traj, nu = data.trajectories(split, cfg.eval.max_trajectories)
     refine = eval_refiner(cfg, set(done))
@@ -294,7 +295,8 @@ def run_evaluation(model, cfg, data: RunData, workdir: Path, logger=None, split:
                                 initial_step=cfg.eval.initial_step, batch_size=cfg.eval.batch_size,
                                 corr_threshold=cfg.eval.corr_threshold, split=split,
                                 keep_samples=cfg.eval.plot_trajectories)
-    results["predictor"] = "operator" + (f"+{refine}" if refine != "none" else "")
+    base = "operator" if model_kind(cfg) == "ups" else model_kind(cfg)        # a baseline's own run: 'fno', ...
+    results["predictor"] = base + (f"+{refine}" if refine != "none" else "")
     write_report(results, samples, data.x, workdir / "eval", y=data.y)
     m, p = results["model"], results["persistence"]
     log.info(f"[eval:{split}] {results['n_trajectories']} trajectories, {results['protocol']['steps']}-step rollout: "
