@@ -285,3 +285,26 @@ def test_infer_and_ttc_with_the_field_corrector(field_run, burgers_file, tmp_pat
         "error: the field corrector (model.corrector.kind='field') predicts on the training grid only; drop "
         "--x-query/--nx-out (or out_x01), or use --refine none")
     assert not bad.exists()
+
+
+def test_infer_defaults_to_the_refiner_the_run_was_scored_with(field_run, burgers_file, tmp_path):
+    """Without --refine, infer predicts what the run's evaluation scored (eval.refine='corrector' here): the same
+    frames as --refine corrector; off the grid, where the field corrector is undefined, the operator alone."""
+    import h5py
+
+    wd, _ = field_run
+
+    def run(name, *flags):
+        out = tmp_path / f"{name}.h5"
+        assert _infer("--workdir", wd, "--input", burgers_file, "--steps", 3, "--out", out, *flags) == 0
+        with h5py.File(out, "r") as f:
+            return f["tensor"][...], f.attrs["refine"]
+
+    default, refine = run("default")
+    corrected, _ = run("corrected", "--refine", "corrector")
+    operator, _ = run("operator", "--refine", "none")
+    assert refine == "corrector"
+    np.testing.assert_array_equal(default, corrected)
+    assert np.abs(default[:, 1:] - operator[:, 1:]).max() > 1e-4      # the corrector changed the rollout
+    fine, refine = run("fine", "--nx-out", 128)
+    assert refine == "none" and fine.shape[-1] == 128

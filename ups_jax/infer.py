@@ -57,8 +57,9 @@ def _parser() -> ArgumentParser:
     p.add_argument("--out", required=True, help="output HDF5 (PDEBench layout); must not exist")
     p.add_argument("--steps", type=int, help="rollout steps (transient; required there)")
     p.add_argument("--mode", choices=("transient", "steady"), default="transient")
-    p.add_argument("--refine", choices=("none", "corrector", "student"), default="none",
-                   help="predictor–corrector refinement (transient); with --ttc: the candidate sampler")
+    p.add_argument("--refine", choices=("none", "corrector", "student"), default=None,
+                   help="predictor–corrector refinement (transient; default: the run's eval.refine, the rollout its "
+                        "evaluation scored, when that stage is trained); with --ttc: the candidate sampler")
     p.add_argument("--ttc", metavar="PRESET", help="test-time compute preset of the run's ttc.presets")
     p.add_argument("--x-query", help="output points: comma-separated x values or a .npy file (domain units)")
     p.add_argument("--nx-out", type=int, help="output on M cell centres over the domain (super-resolution)")
@@ -119,6 +120,23 @@ def _require_stage(workdir, name: str, cfg) -> None:
                               f"{workdir} --stages {name}")
 
 
+def _run_refiner(workdir, cfg, model, *, off_grid: bool) -> str:
+    """The default --refine: the run's ``eval.refine`` when that stage is finished, so that infer predicts what the
+    run's evaluation scored; 'none' off the grid with the field corrector (grid-only), said in the log."""
+    from ups_jax.models.field_corrector import is_field
+    from ups_jax.training.pipeline import eval_refiner
+    from ups_jax.training.stages import stage_finished
+
+    refine = eval_refiner(cfg, {n for n in cfg.stage_order if stage_finished(workdir, n)})
+    if refine != "none" and off_grid and is_field(model, refine):
+        log.info(f"--x-query/--nx-out: the field corrector (the run's eval.refine={refine!r}) predicts on the "
+                 f"training grid only; the operator alone is used (pass --refine none to say so)")
+        return "none"
+    if refine != "none":
+        log.info(f"--refine {refine}: the run's eval.refine (pass --refine none for the operator alone)")
+    return refine
+
+
 def main(argv) -> int:
     args = _parser().parse_args(list(argv))
     out, inp, workdir = Path(args.out), Path(args.input), Path(args.workdir)
@@ -129,6 +147,8 @@ def main(argv) -> int:
         raise DataError(f"{out.parent}: output directory does not exist")
     if args.mode == "transient" and (args.steps is None or args.steps < 1):
         raise ConfigError("--steps N (>= 1) is required in transient mode")
+    explicit_refine = args.refine is not None
+    args.refine = args.refine or "none"
     if args.mode == "steady" and (args.ttc or args.refine != "none" or args.x_query or args.nx_out):
         raise ConfigError("--ttc / --refine / --x-query / --nx-out apply to transient rollouts, not --mode steady")
 
@@ -161,6 +181,8 @@ def main(argv) -> int:
         plan = plan_for_model(cfg.ttc, args.ttc, model, refine)
     elif args.refine != "none":
         _require_stage(workdir, args.refine, cfg)
+    elif not explicit_refine and args.mode == "transient":
+        args.refine = _run_refiner(workdir, cfg, model, off_grid=bool(args.x_query or args.nx_out))
     if (args.x_query or args.nx_out) and not hasattr(model, "decode"):
         raise ConfigError(f"{workdir}: --x-query / --nx-out need a UPS run (its decoder reads any point); this "
                           f"model predicts on its training grid only")
