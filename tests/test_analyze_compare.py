@@ -342,6 +342,20 @@ def test_compare_diff_best_and_pct(tmp_path, capsys):
     assert "| test: persistence nRMSE | **0.2** | **0.2** (+0.0%) | A, B |" in md
 
 
+def test_compare_says_when_the_runs_scored_different_rollouts(tmp_path, capsys):
+    """eval.refine: one run's headline nRMSE is its corrected rollout, the other's (an evaluation from before the
+    key) the operator's; compare says so instead of ranking them silently."""
+    spec = {"codec": stage(loss=(1.0, 0.05)), "operator": stage(loss=(1.0, 0.1), val=(0.5, 0.2))}
+    a = write_run(tmp_path / "A", spec, eval_=eval_json(0.1, 0.2))
+    b = write_run(tmp_path / "B", spec, eval_={**eval_json(0.06, 0.2), "predictor": "operator+corrector"})
+    res = cli_json(capsys, "compare", a, b)
+    assert res["predictors"] == ["operator", "operator+corrector"]
+    assert ("The test model nRMSE scores different rollouts: A operator, B operator+corrector (eval.refine); the "
+            "operator alone of a refined run is in its eval/table.json.") in res["insights"]
+    same = cli_json(capsys, "compare", a, write_run(tmp_path / "C", spec, eval_=eval_json(0.09, 0.2)))
+    assert not any("different rollouts" in s for s in same["insights"])
+
+
 def test_compare_different_stage_sets_and_partial(tmp_path, capsys):
     a = write_run(tmp_path / "A", {"codec": stage(), "operator": stage()}, eval_=eval_json(0.1, 0.2))
     b = write_run(tmp_path / "B", {"operator": stage(), "diffusion": stage()}, stop_at=("diffusion", 20))

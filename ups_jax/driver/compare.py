@@ -108,10 +108,12 @@ def compare(runs: list[Run], split: str | None = None) -> dict[str, Any]:
                 only_in.setdefault(s, []).append(label)
 
     stages = [{s: analyze_stage(r, s, th) for s in common} for r in runs]
-    evals = []
+    evals, predictors = [], []
     for r in runs:
         data = r.eval_result(split)
         evals.append(analyze_eval(data, th) if data is not None else None)
+        # which rollout the headline nRMSE scored (eval.refine; evaluations from before it: the operator)
+        predictors.append(data.get("predictor", "operator") if isinstance(data, dict) else None)
 
     rows: list[dict[str, Any]] = []
     for s in common:
@@ -151,6 +153,7 @@ def compare(runs: list[Run], split: str | None = None) -> dict[str, Any]:
                   "stages": list(r.stages), "missing": list(r.missing), "has_config": bool(r.config),
                   "wall_s": r.wall_time()[0], "wall_exact": r.wall_time()[1]} for lb, r in zip(labels, runs)],
         "split": split, "common_stages": common, "only_in": only_in, "config_diff": diff, "metrics": rows,
+        "predictors": predictors,
     }
     result["insights"] = insights(runs, labels, result, evals)
     return result
@@ -192,6 +195,11 @@ def insights(runs: list[Run], labels: list[str], result: dict[str, Any], evals: 
         out.append(f"The evaluation of {', '.join(old_evals)} predates per-trajectory headline metrics (equal-weight "
                    f"batch means, fRMSE scaled by the domain length): not comparable with the others; re-run "
                    f"python -m ups_jax.evaluate --workdir <run> for each.")
+    scored = {p for p in result.get("predictors", []) if p is not None}
+    if len(scored) > 1:
+        out.append(f"The {split} model nRMSE scores different rollouts: " + ", ".join(
+            f"{lb} {p}" for lb, p in zip(labels, result["predictors"]) if p is not None)
+            + " (eval.refine); the operator alone of a refined run is in its eval/table.json.")
     nrmse_row = next(r for r in result["metrics"] if r["name"] == f"{split}: model nRMSE")
     present = [(v, i) for i, v in enumerate(nrmse_row["values"]) if v is not None]
     if present:
