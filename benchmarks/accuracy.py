@@ -67,7 +67,7 @@ SOLVER_CELLS = (16, 32, 64)       # the coarse-solver rows every accuracy table 
 
 # Stage keys added after some runs were trained, and what the code does when a config lacks them (training/optim.py
 # reads them with these defaults): a run without the key is the same run as one with this value.
-ABSENT_STAGE_KEYS = {"optimizer": "adamw", "schedule": "warmup_cosine"}
+ABSENT_STAGE_KEYS = {"optimizer": "adamw", "schedule": "warmup_cosine", "recon_windows": "all"}
 # model/eval keys added later, with the value that means "what the code did before them" (eval.refine: the
 # headline evaluation was the operator alone)
 ABSENT_KEYS = {"model.scale_norm": False, "model.operator.advance_scale": True, "eval.refine": "none"}

@@ -94,6 +94,16 @@ def test_accuracy_bad_input_is_one_line(trained_run, burgers_file, tmp_path, cap
     assert (seed0 / "config.json").read_text() == before and not (root / "accuracy.json").exists()
 
 
+def test_accuracy_labels_name_the_scored_rollout():
+    """A UPS run scored with its refiner (eval.refine → the eval JSON's 'predictor') says so in the table; the
+    operator alone, a baseline's own kind and a report from before the key do not add a label."""
+    assert accuracy.label({"config": "c.py:cpu", "predictor": "operator+corrector"}) == "`c.py:cpu` (operator+corrector)"
+    assert accuracy.label({"config": "c.py:cpu", "predictor": "operator+corrector", "budget": 2}) == (
+        "`c.py:cpu` (operator+corrector) ×2 updates")
+    for c in ({"config": "c.py"}, {"config": "c.py", "predictor": "operator"}, {"config": "c.py", "predictor": "fno"}):
+        assert accuracy.label(c) == "`c.py`"
+
+
 def test_accuracy_ignores_settings_of_stages_neither_run_trains(tmp_path):
     from ups_jax.errors import UserError
 

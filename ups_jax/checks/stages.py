@@ -136,7 +136,7 @@ def check_stages(cfg, c: Checks, nx, nt, n_train=None):
 
 
 PUSHFORWARD_DEFAULTS = dict(pushforward_sampling="fixed", pushforward_curriculum=0, pushforward_grad_steps=0,
-                            rollout_loss="mse")   # as training/losses.py (configs saved before issue 19 lack them)
+                            rollout_loss="mse", recon_windows="all")   # as training/losses.py (older configs lack them)
 
 
 def _check_pushforward(c: Checks, P: str, name: str, k: str, s, *, core: bool, field_corrector: bool = False):
@@ -162,6 +162,8 @@ def _check_pushforward(c: Checks, P: str, name: str, k: str, s, *, core: bool, f
           "use 0 (no gradient through the pushforward) .. pushforward_steps")
     c.add(P, f"{name} rollout loss", o["rollout_loss"] in ("mse", "rel_l2"), f"{k}.rollout_loss={o['rollout_loss']!r}",
           "choose 'mse' or 'rel_l2'")
+    c.add(P, f"{name} recon windows", o["recon_windows"] in ("all", "given"), f"{k}.recon_windows={o['recon_windows']!r}",
+          "choose 'all' (every window encoded) or 'given' (the given frame's encoding only)")
 
 
 def _check_optimizer(c: Checks, P: str, name: str, k: str, s) -> None:

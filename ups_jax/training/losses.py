@@ -107,9 +107,13 @@ def _pushforward_start(model, z0, dt, nu, p, P: int, G: int):
 def make_ups_loss(weights, *, x01: jax.Array, rollout_steps: int, query_points: int = 0, context_frames: int = 1,
                   pushforward_steps: int = 0, input_noise: float = 0.0, pushforward_sampling: str = "fixed",
                   pushforward_curriculum: int = 0, pushforward_grad_steps: int = 0, rollout_loss: str = "mse",
-                  norm: dict | None = None):
+                  recon_windows: str = "all", norm: dict | None = None):
     """Returns ``loss_fn(model, batch, rng, step=None) -> (loss, terms)`` for batch {'u': (B,h+P+K,X), 'dt': (B,),
-    'nu': (B,)}; ``step`` is the optimizer step (the curriculum; None = finished)."""
+    'nu': (B,)}; ``step`` is the optimizer step (the curriculum; None = finished). ``recon_windows``: the recon
+    term over 'all' P + K + 1 windows (each encoded: the codec stage) or over 'given', the given frame's encoding
+    z0 that the dynamics terms compute anyway (one decode more, no encoder call more: issue 19 item 3)."""
+    if recon_windows not in ("all", "given"):
+        raise ConfigError(f"recon_windows={recon_windows!r}: choose 'all' or 'given'")
     w = {k: float(weights[k]) for k in ("recon", "one_step", "latent", "rollout")}
     need_dynamics = w["one_step"] > 0 or w["latent"] > 0 or w["rollout"] > 0
     K, h, P = int(rollout_steps), int(context_frames), int(pushforward_steps)
@@ -152,7 +156,7 @@ def make_ups_loss(weights, *, x01: jax.Array, rollout_steps: int, query_points: 
         xq = pts[idx]
         terms = {}
         z_next = None   # sg(E(W_{P+1})): the latent term's target
-        if w["recon"] > 0:   # the encoder's view of the windows W_0 .. W_{P+K}
+        if w["recon"] > 0 and recon_windows == "all":   # the encoder's view of the windows W_0 .. W_{P+K}
             n_enc = P + K + 1
             windows = jnp.stack([u[:, k:k + h] for k in range(n_enc)], axis=1)  # (B, n_enc, h, *grid)
             z_all = model.encode_frames(windows.reshape((B * n_enc, h) + grid), x01)
@@ -166,9 +170,12 @@ def make_ups_loss(weights, *, x01: jax.Array, rollout_steps: int, query_points: 
                 z_next = model.encode_frames(u[rows[:, None], (p + 1)[:, None] + jnp.arange(h)], x01)
             else:
                 z_next = model.encode_frames(u[:, P + 1:P + 1 + h], x01)
-        if need_dynamics:
+        if need_dynamics or recon_windows == "given":
             z0 = model.encode_frames(_noisy(u[:, :h], sigma, n_rng), x01)
             T, D = z0.shape[-2:]
+        if w["recon"] > 0 and recon_windows == "given":     # the given frame back from z0 = E(given frames)
+            terms["recon"] = _mse(model.decode(z0, xq)[..., 0], uf[:, h - 1][:, idx])
+        if need_dynamics:
             if per_window:   # each window starts at its own depth p
                 z0 = _pushforward_start(model, z0, batch["dt"], batch["nu"], p, P, G)
                 targets = uf[rows[:, None], h + p[:, None] + jnp.arange(K)]          # (B, K, points)
@@ -216,7 +223,7 @@ def make_fno_loss(*, x01: jax.Array, rollout_steps: int, context_frames: int, pu
 
 BASELINE_NAMES = {"fno": "FNO", "hybrid": "hybrid"}
 PUSHFORWARD_DEFAULTS = dict(pushforward_sampling="fixed", pushforward_curriculum=0, pushforward_grad_steps=0,
-                            rollout_loss="mse")
+                            rollout_loss="mse", recon_windows="all")
 
 
 def make_stage_loss(cfg, stage_cfg, *, x01: jax.Array, norm: dict | None = None):
