@@ -69,6 +69,7 @@ CASES = [
     (["eval.rollout_mode=euler"], "eval.rollout_mode", "error", "'euler'", True),
     (["eval.batch_size=0"], "eval sizes", "error", "eval.batch_size=0", True),
     (["eval.refine=diffusion"], "eval.refine", "error", "eval.refine='diffusion'", True),
+    (["stages.operator.recon_windows=first"], "operator recon windows", "error", "recon_windows='first'", True),
     (["eval.refine=corrector", "stage_order=('codec', 'operator')"], "eval.refine stage", "info",
      "the headline evaluation is the operator alone", False),
     (["stage_order=('codec', 'diffusion')"], "diffusion defined", "error", "no such section", False),

@@ -266,3 +266,36 @@ def test_loss_builders_refuse_bad_values_and_the_fno_options():
     cfg = load_config(f"{ROOT / 'configs' / 'fno_burgers.py'}:test", ["stages.fno.rollout_loss=rel_l2"])
     with pytest.raises(ConfigError, match=r"\['rollout_loss'\]: the FNO baseline's loss is PDEBench's"):
         make_stage_loss(cfg, cfg.stages.fno, x01=X01)
+
+
+# ----------------------------------------------------------------------------------------- the recon term's windows
+class _Biased(_Drift):
+    """_Drift whose decoder adds ``b`` (a reconstruction error of exactly b² per point) and which counts the
+    windows it encodes."""
+
+    def __init__(self, a: float, b: float):
+        super().__init__(a)
+        self.b, self.encoded = float(b), 0
+
+    def encode_frames(self, u_ctx, x01):
+        self.encoded += int(u_ctx.shape[0])
+        return super().encode_frames(u_ctx, x01)
+
+    def decode(self, z, xq01):
+        return super().decode(z, xq01) + self.b
+
+
+@pytest.mark.parametrize("windows,encoded_per_sample", [("all", 2 + 2 + 1 + 1), ("given", 1)])
+def test_recon_on_the_given_encoding_costs_no_encoder_call(windows, encoded_per_sample):
+    """recon_windows='given' reconstructs the given frame from z0, the encoding the dynamics terms use anyway:
+    the same b² as 'all' on this model, but one encoded window per sample instead of P + K + 1 more."""
+    B, P, K = 3, 2, 2
+    offset = 0.3 * jnp.sin(jnp.arange(B)[:, None] + 4 * X01[None, :] * np.pi)
+    model = _Biased(1.0, 0.25)
+    loss_fn = make_ups_loss(dict(DYNAMICS, recon=1.0), x01=X01, rollout_steps=K, context_frames=1,
+                            pushforward_steps=P, recon_windows=windows)
+    _, terms = loss_fn(model, _clock_batch(B, 1 + P + K, offset), jax.random.key(0))
+    np.testing.assert_allclose(float(terms["loss/recon"]), 0.25 ** 2, rtol=1e-5)
+    assert model.encoded == B * encoded_per_sample
+    with pytest.raises(ConfigError, match="recon_windows='first': choose 'all' or 'given'"):
+        make_ups_loss(DYNAMICS, x01=X01, rollout_steps=K, recon_windows="first")
