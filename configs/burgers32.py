@@ -271,8 +271,8 @@ def _refine_stages(cfg, arg):
         # :cpu trains the joint operator stage (~8.5 min quiet) and then the one refine stage that paid on it, the
         # field corrector with z = E(û) (issue 19 item 2; docs/benchmarks.md "The field corrector on the 3000-update
         # :cpu operator"): 3000 updates of 16 windows, P = 2, the per-frame relative-L2 loss, ~3 min quiet. Test
-        # nRMSE of the 31-step rollout -38.9 ± 8.9 % against the operator alone (3 seeds; 0.0406 ± 0.0054), full
-        # horizon -32.6 ± 6.4 %. Chosen on val (seed 0) over state='carry' (-23.2 ± 2.0 %, 3 seeds), P = 4 and
+        # nRMSE of the 31-step rollout -39.0 ± 8.9 % against the operator alone (3 seeds; 0.0424 ± 0.0055), full
+        # horizon -32.6 ± 6.3 % (benchmarks/stage_table.py). Chosen on val (seed 0) over state='carry' (-23.2 ± 2.0 %, 3 seeds), P = 4 and
         # 1500 updates (-27.5 %, 95 s). The latent corrector and its student stay configured, on request:
         #   --config.model.corrector.kind=latent --config.stage_order=operator,corrector,student,steady
         cfg.stage_order = tuple(s for s in cfg.stage_order if s not in REFINE_STAGES) + ("corrector",)

@@ -76,6 +76,11 @@ CASES = [
          2, ("max_nonfinite_steps=0",)),
     Case("train/negative-cadence", "train", TRAIN + ["--config.checkpoint.every_minutes=-1", "--data", "{good}"],
          2, ("cadence", "every_minutes=-1")),
+    Case("train/eval-refine-unknown", "train", TRAIN + ["--config.eval.refine=diffusion", "--data", "{good}"], 2,
+         ("eval.refine='diffusion'", "'none', 'corrector' or 'student'")),
+    Case("train/recon-windows-unknown", "train",
+         TRAIN + ["--config.stages.operator.recon_windows=first", "--data", "{good}"], 2,
+         ("stages.operator.recon_windows='first'", "'given'")),
     # ---- train: data files
     Case("train/data-missing", "train", TRAIN + ["--data", "{missing}"], 2, ("not found", "missing.hdf5")),
     Case("train/data-empty-file", "train", TRAIN + ["--data", "{empty}"], 2, ("empty.hdf5",)),

@@ -127,7 +127,7 @@ def _run_refiner(workdir, cfg, model, *, off_grid: bool) -> str:
     from ups_jax.training.pipeline import eval_refiner
     from ups_jax.training.stages import stage_finished
 
-    refine = eval_refiner(cfg, {n for n in cfg.stage_order if stage_finished(workdir, n)})
+    refine = eval_refiner(cfg, {n for n in cfg.stage_order if stage_finished(workdir, n)}, use="used")
     if refine != "none" and off_grid and is_field(model, refine):
         log.info(f"--x-query/--nx-out: the field corrector (the run's eval.refine={refine!r}) predicts on the "
                  f"training grid only; the operator alone is used (pass --refine none to say so)")

@@ -270,13 +270,14 @@ def baseline_config(cfg, spec: str):
     return bcfg
 
 
-def eval_refiner(cfg, done) -> str:
+def eval_refiner(cfg, done, use: str = "evaluated") -> str:
     """The refiner the run's headline evaluation applies: ``eval.refine`` ('none', 'corrector', 'student') when
-    that stage is finished (``done``); else 'none', said in the log (e.g. a run trained with ``--stages operator``)."""
+    that stage is finished (``done``); else 'none', said in the log (e.g. a run trained with ``--stages operator``);
+    ``use``: what happens to the operator then, for that line ('evaluated'; infer: 'used')."""
     refine = str(cfg.eval.get("refine", "none") or "none")
     if refine != "none" and refine not in done:
-        log.info(f"[eval] eval.refine={refine!r} but stage '{refine}' is not finished: the operator alone is "
-                 f"evaluated (train it on this workdir, or set --config.eval.refine=none)")
+        log.info(f"eval.refine={refine!r} but stage '{refine}' is not finished: the operator alone is {use} "
+                 f"(train it on this workdir, or set --config.eval.refine=none)")
         return "none"
     return refine
 
