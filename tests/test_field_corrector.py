@@ -308,3 +308,39 @@ def test_infer_defaults_to_the_refiner_the_run_was_scored_with(field_run, burger
     assert np.abs(default[:, 1:] - operator[:, 1:]).max() > 1e-4      # the corrector changed the rollout
     fine, refine = run("fine", "--nx-out", 128)
     assert refine == "none" and fine.shape[-1] == 128
+
+
+def test_ttc_ceiling_benchmark_reproduces_the_corrected_row_and_bounds_the_search(field_run, capsys):
+    """benchmarks/ttc_ceiling.py: 'fixed' is the table's +corrector row; with one candidate every choice is that
+    rollout; over one step the oracle's error is the smallest a choice can have (α = 1 is a candidate), per
+    trajectory; the solver-scored choice runs on the data's own flux; bad flags are one line, exit 2."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ttc_ceiling
+
+    from ups_jax.training.restore import load_run
+
+    wd, _ = field_run
+    out = ttc_ceiling.measure(wd, [0.0, 0.5, 1.0, 1.5], ("fixed", "oracle", "solver8"))
+    c = out["choices"]
+    assert c["fixed"]["nrmse"] == pytest.approx(out["table_corrector_nrmse"], rel=1e-5)
+    assert c["fixed"]["mean_alpha"] == 1.0 and 0.0 <= c["oracle"]["mean_alpha"] <= 1.5
+    assert np.isfinite(c["solver8"]["nrmse"])
+    single = ttc_ceiling.measure(wd, [1.0], ("fixed", "reward", "oracle"))["choices"]
+    assert single["oracle"]["nrmse"] == pytest.approx(single["fixed"]["nrmse"], rel=1e-6)
+    assert single["reward"]["nrmse"] == pytest.approx(single["fixed"]["nrmse"], rel=1e-6)
+
+    cfg, data, model, _, _ = load_run(wd)
+    traj, nu = data.trajectories("test", cfg.eval.max_trajectories)
+    one = {}
+    for choice in ("fixed", "oracle"):
+        r = ttc_ceiling.ChoiceRollout(model, norm=data.norm, x01=data.x01, alphas=[0.0, 0.5, 1.0, 1.5],
+                                      choice=choice, weights={}, traj=traj)
+        one[choice] = np.sum((r(traj[:, :1], nu, float(data.dataset.dt), 1) - traj[:, 1:2]) ** 2, axis=(1, 2))
+    assert np.all(one["oracle"] <= one["fixed"] * (1 + 1e-5)) and np.any(one["oracle"] < one["fixed"])
+
+    assert run_cli(ttc_ceiling.main, [str(wd), "--alphas", "a,b"]) == 2
+    assert "--alphas 'a,b': give numbers" in capsys.readouterr().err
+    assert run_cli(ttc_ceiling.main, [str(wd), "--solver-cells", "7"]) == 2
+    assert "--solver-cells 7 needs a cell count dividing the grid's 16 cells" in capsys.readouterr().err
