@@ -321,7 +321,7 @@ def test_ttc_ceiling_benchmark_reproduces_the_corrected_row_and_bounds_the_searc
 
     from ups_jax.training.restore import load_run
 
-    wd, _ = field_run
+    wd, latent = field_run
     out = ttc_ceiling.measure(wd, [0.0, 0.5, 1.0, 1.5], ("fixed", "oracle", "solver8"))
     c = out["choices"]
     assert c["fixed"]["nrmse"] == pytest.approx(out["table_corrector_nrmse"], rel=1e-5)
@@ -344,3 +344,7 @@ def test_ttc_ceiling_benchmark_reproduces_the_corrected_row_and_bounds_the_searc
     assert "--alphas 'a,b': give numbers" in capsys.readouterr().err
     assert run_cli(ttc_ceiling.main, [str(wd), "--solver-cells", "7"]) == 2
     assert "--solver-cells 7 needs a cell count dividing the grid's 16 cells" in capsys.readouterr().err
+    assert run_cli(ttc_ceiling.main, [str(latent)]) == 2             # the latent corrector: no such candidates
+    assert "its corrector is not the field kind" in capsys.readouterr().err
+    assert run_cli(ttc_ceiling.main, [str(wd / "nowhere")]) == 2
+    assert "not a finished run directory (no config.json)" in capsys.readouterr().err
